@@ -1,0 +1,115 @@
+"""Input checks that name the problem and the fix."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+
+def get_matrix(adata: AnnData, layer: str | None):
+    """``adata.X`` or ``adata.layers[layer]``, with an error that lists the layers when it is missing."""
+    if layer is None:
+        if adata.X is None:
+            raise ValueError("adata.X is empty. Pass `layer=` naming the layer that holds raw counts.")
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(
+            f"Layer {layer!r} not found in adata.layers (available: {list(adata.layers.keys()) or 'none'}). "
+            "Pass `layer=None` to use adata.X, or store raw counts first, e.g. `adata.layers['counts'] = adata.X.copy()`."
+        )
+    return adata.layers[layer]
+
+
+def _values(matrix) -> np.ndarray:
+    if sparse.issparse(matrix):
+        return np.asarray(matrix.data)
+    if hasattr(matrix, "to_memory"):  # backed / lazy arrays
+        matrix = matrix.to_memory()
+    return np.asarray(matrix).ravel()
+
+
+def check_expression(adata: AnnData, layer: str | None, log_normalized: bool = False, chunk: int = 10_000) -> None:
+    """Check the expression matrix: finite, non-negative; integer counts unless ``log_normalized`` (warns).
+
+    Raises
+    ------
+    ValueError
+        On negative, NaN or infinite values, naming how many and where to look.
+    """
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    matrix = get_matrix(adata, layer)
+    n_nonfinite = n_negative = n_fractional = 0
+    for start in range(0, adata.n_obs, chunk):
+        values = _values(matrix[start : start + chunk])
+        if values.size == 0:
+            continue
+        finite = np.isfinite(values)
+        n_nonfinite += int((~finite).sum())
+        n_negative += int((values[finite] < 0).sum())
+        if not log_normalized:
+            n_fractional += int((np.abs(values[finite] - np.round(values[finite])) > 1e-6).sum())
+    if n_nonfinite:
+        raise ValueError(
+            f"{where} holds {n_nonfinite:,} NaN or infinite values. Expression must be finite: fix or remove "
+            "those cells/genes first (e.g. `np.nan_to_num`), or point `layer=` at the raw counts."
+        )
+    if n_negative:
+        raise ValueError(
+            f"{where} holds {n_negative:,} negative values: it looks scaled or centred (e.g. by sc.pp.scale), not "
+            "counts. Point `layer=` at raw counts (or at log-normalised values with `log_normalized=True`)."
+        )
+    if n_fractional:
+        warnings.warn(
+            f"{where} holds {n_fractional:,} non-integer values; scTransformer expects raw counts and normalises them "
+            "itself. If the data are already log-normalised, pass `log_normalized=True` to setup_anndata.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def check_var_names(adata: AnnData) -> None:
+    """Unique gene names."""
+    if adata.var_names.has_duplicates:
+        dup = adata.var_names[adata.var_names.duplicated()].unique()
+        raise ValueError(
+            f"adata.var_names has {len(dup)} duplicated gene name(s), e.g. {dup[:5].tolist()}. "
+            "Run `adata.var_names_make_unique()` (or aggregate the duplicates) before setup_anndata."
+        )
+
+
+def check_labels(adata: AnnData, labels_key: str | None) -> None:
+    """The labels column exists and holds at least two cell types."""
+    if labels_key is None:
+        raise ValueError(
+            "labels_key is required: scTransformer learns to classify the cell types in adata.obs[labels_key]. "
+            "To annotate a dataset without labels with a trained model, use "
+            "`SCTransformer.prepare_query_anndata(query, model)` and `model.predict(query)`."
+        )
+    if labels_key not in adata.obs:
+        raise KeyError(
+            f"Labels column {labels_key!r} not found in adata.obs (columns: {list(adata.obs.columns)[:20]})."
+        )
+    labels = adata.obs[labels_key]
+    n_types = pd.unique(labels.dropna()).size
+    if n_types < 2:
+        raise ValueError(
+            f"adata.obs[{labels_key!r}] holds {n_types} cell type(s) among labelled cells; a classifier needs at "
+            "least two. Check the column, or add reference cells of other types."
+        )
+
+
+def library_sizes(adata: AnnData, layer: str | None, library_size_key: str | None = None) -> np.ndarray:
+    """Per-cell library size: ``obs[library_size_key]`` or the row sums of the matrix."""
+    if library_size_key is not None:
+        if library_size_key not in adata.obs:
+            raise KeyError(f"library_size_key {library_size_key!r} not found in adata.obs.")
+        lib = pd.to_numeric(adata.obs[library_size_key], errors="coerce").to_numpy(dtype=float)
+        if not np.isfinite(lib).all() or (lib < 0).any():
+            raise ValueError(f"adata.obs[{library_size_key!r}] must hold finite, non-negative library sizes.")
+        return lib
+    matrix = get_matrix(adata, layer)
+    return np.asarray(matrix.sum(axis=1), dtype=float).ravel()

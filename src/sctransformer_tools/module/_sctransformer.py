@@ -1,0 +1,448 @@
+"""The scTransformer network: gene tokens -> GRN-masked Transformer -> CLS embedding -> cell type."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scvi import REGISTRY_KEYS
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from torch import nn
+
+from sctransformer_tools._constants import SCT_REGISTRY_KEYS
+from sctransformer_tools.nn import TokenPairs, TransformerBlock
+
+from ._tokenizer import ExpressedGeneTokenizer, GeneTokens
+
+
+class ValueEncoder(nn.Module):
+    """Embed a scalar expression value with a small MLP (continuous, no binning)."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(1, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        """``(..., )`` values -> ``(..., d_model)``."""
+        return self.net(values.unsqueeze(-1))
+
+
+class SCTransformerModule(BaseModuleClass):
+    """GRN-masked Transformer over a cell's expressed genes, classifying cell types from its CLS token.
+
+    Tokens are the panel genes a cell expresses (see :class:`ExpressedGeneTokenizer`): gene identity
+    embedding + expression value embedding. A CLS token (plus a batch embedding when there are
+    batches) is prepended. Gene tokens attend along the mask's allowed pairs (and to themselves when
+    ``self_loops``); the CLS token attends to every gene, genes attend to the CLS token only when
+    ``genes_attend_cls``. The final CLS state, layer-normalised, is the cell embedding and feeds a
+    linear classifier.
+
+    Parameters
+    ----------
+    n_input
+        Number of input genes (columns of the registered matrix).
+    n_labels
+        Number of cell types. Label code ``n_labels`` marks unlabelled cells (ignored by the loss).
+    panel_index
+        Positions of the panel genes among the input genes.
+    mask_pairs
+        ``(n_pairs, 2)`` allowed ``(query, key)`` pairs between panel genes; ``None`` for no mask.
+    pair_weight
+        Regulon weight per pair, used only when ``edge_bias``.
+    n_batch
+        Number of batches (0 or 1: no batch embedding). Code ``n_batch`` is the "unseen batch".
+    d_model, n_layers, n_heads
+        Width, depth and heads of the Transformer.
+    dropout
+        Dropout in attention and feed-forward.
+    self_loops
+        Gene tokens attend to themselves.
+    genes_attend_cls
+        Gene tokens may attend to the CLS token.
+    dense_heads
+        Heads per layer that ignore the mask.
+    masked_layers
+        Layers (0-based) that use the mask; ``None`` for all.
+    edge_bias
+        Add ``scale[layer, head] * weight`` to the attention logits of allowed pairs (learned scales).
+    max_tokens
+        Cap on gene tokens per cell.
+    attention
+        Path of masked layers: ``"sparse"`` (cost grows with allowed pairs), ``"dense"`` (masked
+        scaled-dot-product attention over all token pairs; the reference) or ``"auto"`` (sparse whenever
+        there is a mask). Unmasked layers always run dense.
+    log_normalized
+        Input is log-normalised rather than counts.
+    token_dropout
+        Probability of dropping each expressed gene while training.
+    label_smoothing
+        Label smoothing of the cross-entropy.
+    class_weights
+        Optional per-class loss weights.
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_labels: int,
+        panel_index: Sequence[int] | np.ndarray,
+        mask_pairs: np.ndarray | None,
+        pair_weight: np.ndarray | None = None,
+        n_batch: int = 0,
+        *,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        dropout: float = 0.1,
+        self_loops: bool = True,
+        genes_attend_cls: bool = False,
+        dense_heads: int = 0,
+        masked_layers: Sequence[int] | None = None,
+        edge_bias: bool = False,
+        max_tokens: int = 2048,
+        attention: str = "auto",
+        log_normalized: bool = False,
+        token_dropout: float = 0.1,
+        label_smoothing: float = 0.1,
+        class_weights: Sequence[float] | None = None,
+    ):
+        super().__init__()
+        self.n_input, self.n_labels, self.n_batch = n_input, n_labels, n_batch
+        self.n_layers, self.n_heads = n_layers, n_heads
+        self.self_loops, self.genes_attend_cls = self_loops, genes_attend_cls
+        self.masked_layers = tuple(range(n_layers)) if masked_layers is None else tuple(sorted(set(masked_layers)))
+        if any(not 0 <= layer < n_layers for layer in self.masked_layers):
+            raise ValueError(f"masked_layers must lie in 0..{n_layers - 1}, got {masked_layers}.")
+        self.token_dropout = token_dropout
+        self.label_smoothing = label_smoothing
+        self.tokenizer = ExpressedGeneTokenizer(torch.as_tensor(np.asarray(panel_index)), max_tokens, log_normalized)
+        n_genes = self.tokenizer.n_genes
+        self.gene_embedding = nn.Embedding(n_genes, d_model)
+        nn.init.normal_(self.gene_embedding.weight, std=0.02)
+        self.value_encoder = ValueEncoder(d_model)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
+        self.batch_embedding = nn.Embedding(n_batch + 1, d_model) if n_batch > 1 else None
+        self.blocks = nn.ModuleList(
+            [TransformerBlock(d_model, n_heads, dropout=dropout, dense_heads=dense_heads) for _ in range(n_layers)]
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.classifier = nn.Linear(d_model, n_labels)
+        self.edge_bias = edge_bias
+        if attention not in ("auto", "sparse", "dense"):
+            raise ValueError(f"attention must be 'auto', 'sparse' or 'dense', got {attention!r}.")
+        self.attention_path = "sparse" if attention == "auto" else attention
+        self.bias_scale = nn.Parameter(torch.zeros(n_layers, n_heads)) if edge_bias else None
+        if class_weights is not None:
+            self.register_buffer("class_weights", torch.as_tensor(class_weights, dtype=torch.float32))
+        else:
+            self.class_weights = None
+        self.set_mask(mask_pairs, pair_weight)
+
+    # ------------------------------------------------------------------ mask
+    def set_mask(self, pairs: np.ndarray | torch.Tensor | None, weight: np.ndarray | torch.Tensor | None = None):
+        """Install the allowed gene pairs (``None``: no mask) as buffers.
+
+        The pairs are saved with the model; a CSR adjacency (for each query gene, its allowed key
+        genes, with their regulon weights) is rebuilt from them and not saved.
+        """
+        n = self.tokenizer.n_genes
+        if pairs is None:
+            pairs_t = torch.zeros(0, 2, dtype=torch.long)
+            weight_t = torch.zeros(0)
+            has_mask = False
+        else:
+            pairs_t = torch.as_tensor(np.asarray(pairs), dtype=torch.long).reshape(-1, 2)
+            weight_t = (
+                torch.ones(len(pairs_t)) if weight is None else torch.as_tensor(np.asarray(weight), dtype=torch.float32)
+            )
+            has_mask = True
+        device = self.cls.device
+        self.register_buffer("mask_pairs", pairs_t.to(device))
+        self.register_buffer("mask_pair_weight", weight_t.to(device))
+        self.register_buffer("has_mask", torch.tensor(has_mask, device=device))
+        order = torch.argsort(pairs_t[:, 0] * n + pairs_t[:, 1])
+        counts = torch.bincount(pairs_t[:, 0], minlength=n)
+        indptr = torch.zeros(n + 1, dtype=torch.long)
+        indptr[1:] = torch.cumsum(counts, 0)
+        self.register_buffer("csr_indptr", indptr.to(device), persistent=False)
+        self.register_buffer("csr_indices", pairs_t[order, 1].contiguous().to(device), persistent=False)
+        self.register_buffer("csr_weight", weight_t[order].contiguous().to(device), persistent=False)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load weights; the mask buffers may differ in size from the freshly built ones."""
+        state_dict = dict(state_dict)
+        pairs = state_dict.pop("mask_pairs", None)
+        weight = state_dict.pop("mask_pair_weight", None)
+        has_mask = state_dict.pop("has_mask", None)
+        if pairs is not None:
+            self.set_mask(pairs if has_mask is None or bool(has_mask) else None, weight)
+        missing, unexpected = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in missing if k not in ("mask_pairs", "mask_pair_weight", "has_mask")]
+        if strict and (missing or unexpected):
+            raise RuntimeError(f"Error loading SCTransformerModule: missing {missing}, unexpected {unexpected}.")
+        return nn.modules.module._IncompatibleKeys(missing, unexpected)
+
+    def gene_mask_dense(self) -> torch.Tensor:
+        """``(n_genes, n_genes)`` boolean ``[query, key]`` mask, self-loops included when enabled."""
+        n = self.tokenizer.n_genes
+        if not bool(self.has_mask):
+            dense = torch.ones(n, n, dtype=torch.bool, device=self.cls.device)
+        else:
+            dense = torch.zeros(n, n, dtype=torch.bool, device=self.cls.device)
+            dense[self.mask_pairs[:, 0], self.mask_pairs[:, 1]] = True
+        diag = torch.arange(n, device=dense.device)
+        dense[diag, diag] = self.self_loops
+        return dense
+
+    def token_pairs(self, tokens: GeneTokens) -> tuple[TokenPairs, torch.Tensor]:
+        """Allowed pairs among a minibatch's packed [CLS..., genes...] tokens, and each pair's regulon weight.
+
+        Built from the CSR adjacency in ``O(tokens x degree)``: for each gene token, its allowed key
+        genes are looked up and kept where the cell expresses them.
+        """
+        b, n = tokens.n_cells, self.tokenizer.n_genes
+        device = tokens.cell.device
+        cell, gene = tokens.cell, tokens.gene_ids
+        flat = b + torch.arange(len(gene), device=device)  # packed position of each gene token
+        cls_flat = torch.arange(b, device=device)
+        zeros = torch.zeros(len(flat), device=device)
+        queries, keys, weights = (
+            [cls_flat, cell],
+            [cls_flat, flat],
+            [torch.zeros(b, device=device), zeros],
+        )  # CLS reads all
+        if self.self_loops:
+            queries.append(flat), keys.append(flat), weights.append(zeros)
+        if self.genes_attend_cls:
+            queries.append(flat), keys.append(cell), weights.append(zeros)
+        if bool(self.has_mask) and len(self.csr_indices):
+            where = torch.full((b, n), -1, dtype=torch.long, device=device)  # (cell, gene) -> packed position
+            where[cell, gene] = flat
+            start, stop = self.csr_indptr[gene], self.csr_indptr[gene + 1]
+            degree = stop - start
+            owner = torch.repeat_interleave(torch.arange(len(gene), device=device), degree)
+            offset = torch.arange(len(owner), device=device) - torch.repeat_interleave(
+                torch.cumsum(degree, 0) - degree, degree
+            )
+            slot = start[owner] + offset
+            key_flat = where[cell[owner], self.csr_indices[slot]]
+            hit = key_flat >= 0
+            queries.append(flat[owner][hit]), keys.append(key_flat[hit]), weights.append(self.csr_weight[slot][hit])
+        return TokenPairs(torch.cat(queries), torch.cat(keys), tokens.layout.n_tokens), torch.cat(weights)
+
+    def padded_gene_ids(self, tokens: GeneTokens) -> torch.Tensor:
+        """``(cells, slots)`` panel gene of every padded slot; -1 for CLS and padding."""
+        ids = torch.cat([torch.full((tokens.n_cells,), -1, device=tokens.cell.device), tokens.gene_ids])
+        return tokens.layout.pad(ids, fill=-1)
+
+    def dense_allowed(self, tokens: GeneTokens, use_mask: bool) -> torch.Tensor:
+        """``(cells, slots, slots)`` boolean mask of the dense path (the reference), padded layout."""
+        valid = tokens.layout.valid()
+        allowed = valid[:, :, None] & valid[:, None, :]
+        if not self.genes_attend_cls:
+            allowed[:, 1:, 0] = False
+        if use_mask:
+            ids = self.padded_gene_ids(tokens)[:, 1:].clamp(min=0)
+            allowed[:, 1:, 1:] &= self.gene_mask_dense()[ids[:, :, None], ids[:, None, :]]
+        if not self.self_loops and not use_mask:
+            diag = torch.arange(1, allowed.shape[1], device=allowed.device)
+            allowed[:, diag, diag] = False
+        return allowed
+
+    # ------------------------------------------------------------ scvi hooks
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+        return {
+            "x": tensors[REGISTRY_KEYS.X_KEY],
+            "library": tensors.get(SCT_REGISTRY_KEYS.LIBRARY_KEY),
+            "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
+        }
+
+    def _get_generative_input(self, tensors, inference_outputs) -> dict:
+        return {}
+
+    def embed_tokens(
+        self, x: torch.Tensor, library: torch.Tensor | None = None, batch_index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, GeneTokens]:
+        """Packed token embeddings ``(cells + gene tokens, d_model)``: CLS tokens first, then genes."""
+        drop = self.token_dropout if self.training else 0.0
+        tokens = self.tokenizer(x, None if library is None else library.reshape(-1), drop_prob=drop)
+        genes = self.gene_embedding(tokens.gene_ids) + self.value_encoder(tokens.values)
+        cls = self.cls.reshape(1, -1).expand(x.shape[0], -1)
+        if self.batch_embedding is not None:
+            if batch_index is None:
+                idx = torch.full((x.shape[0],), self.n_batch, dtype=torch.long, device=x.device)
+            else:
+                idx = batch_index.reshape(-1).long().clamp(max=self.n_batch)
+            cls = cls + self.batch_embedding(idx)
+        return torch.cat([cls, genes], dim=0), tokens
+
+    @auto_move_data
+    def inference(
+        self,
+        x: torch.Tensor,
+        library: torch.Tensor | None = None,
+        batch_index: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> dict:
+        """Run the encoder.
+
+        Returns
+        -------
+        ``embedding`` (``(batch, d_model)``, the normalised final CLS state), ``logits``, ``tokens``; with
+        ``need_weights`` also ``attention``: per layer, ``(pairs, weights)`` with ``weights`` of shape
+        ``(n_pairs, heads)`` on the sparse path, or ``(None, weights)`` with ``(batch, heads, 1 + tokens,
+        1 + tokens)`` weights on the dense path.
+        """
+        h, tokens = self.embed_tokens(x, library, batch_index)
+        layout = tokens.layout
+        sparse = self.attention_path == "sparse" and bool(self.has_mask)
+        pairs = pair_weight = grn_allowed = None
+        if sparse:
+            pairs, pair_weight = self.token_pairs(tokens)
+        elif bool(self.has_mask) and self.masked_layers:
+            grn_allowed = self.dense_allowed(tokens, use_mask=True)
+        dense_allowed = None
+        if not sparse or len(self.masked_layers) < self.n_layers or not bool(self.has_mask):
+            dense_allowed = self.dense_allowed(tokens, use_mask=False)
+        attention = []
+        for layer, block in enumerate(self.blocks):
+            masked = layer in self.masked_layers and bool(self.has_mask)
+            bias = None
+            if masked and self.edge_bias:
+                scale = self.bias_scale[layer, : self.n_heads - block.attn.dense_heads]
+                if sparse:
+                    bias = pair_weight[:, None] * scale[None, :]
+                else:
+                    ids = self.padded_gene_ids(tokens).clamp(min=0)
+                    w = self.gene_weight_dense()[ids[:, :, None], ids[:, None, :]]
+                    w[:, 0, :] = 0
+                    w[:, :, 0] = 0
+                    bias = scale[None, :, None, None] * w[:, None]
+            if masked and sparse:
+                h, weights = block(h, pairs=pairs, layout=layout, bias=bias, need_weights=need_weights)
+                attention.append((pairs, weights))
+            else:
+                allowed = grn_allowed if masked else dense_allowed
+                h, weights = block(h, allowed, layout=layout, bias=bias, need_weights=need_weights)
+                attention.append((None, weights))
+        embedding = self.norm(h[: tokens.n_cells])
+        out = {"embedding": embedding, "logits": self.classifier(embedding), "tokens": tokens}
+        if need_weights:
+            out["attention"] = attention
+        return out
+
+    def gene_weight_dense(self) -> torch.Tensor:
+        """``(n_genes, n_genes)`` regulon weight of each allowed pair (0 elsewhere)."""
+        n = self.tokenizer.n_genes
+        dense = torch.zeros(n, n, device=self.cls.device, dtype=self.mask_pair_weight.dtype)
+        dense[self.mask_pairs[:, 0], self.mask_pairs[:, 1]] = self.mask_pair_weight
+        return dense
+
+    def generative(self) -> dict:
+        """No generative part: scTransformer is a discriminative model."""
+        return {}
+
+    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
+        """Cross-entropy over labelled cells (code ``n_labels`` = unlabelled, ignored)."""
+        logits = inference_outputs["logits"]
+        labels = tensors[REGISTRY_KEYS.LABELS_KEY].reshape(-1).long()
+        labelled = labels < self.n_labels
+        if labelled.any():
+            loss = F.cross_entropy(
+                logits,
+                labels.clamp(max=self.n_labels - 1).masked_fill(~labelled, -100),
+                weight=self.class_weights,
+                ignore_index=-100,
+                label_smoothing=self.label_smoothing,
+            )
+        else:  # a minibatch of unlabelled cells only: no signal, but keep the graph
+            loss = logits.sum() * 0.0
+        return LossOutput(
+            loss=loss,
+            n_obs_minibatch=int(labelled.sum()),
+            classification_loss=loss,
+            logits=logits,
+            true_labels=labels,
+        )
+
+    def sample(self, *args, **kwargs):
+        """Not available: scTransformer classifies cells, it does not generate them."""
+        raise NotImplementedError("SCTransformer is a discriminative model and cannot sample expression.")
+
+    # ------------------------------------------------------------- attention
+    @torch.inference_mode()
+    def pair_attention(
+        self,
+        x: torch.Tensor,
+        library: torch.Tensor | None,
+        batch_index: torch.Tensor | None,
+        pair_codes: torch.Tensor,
+        layers: Sequence[int] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Attention on given gene pairs, per cell, averaged over heads and ``layers``.
+
+        Parameters
+        ----------
+        x, library, batch_index
+            A minibatch as for :meth:`inference`.
+        pair_codes
+            Sorted ``query_gene * n_genes + key_gene`` codes of the pairs to read (e.g. target * G + TF).
+        layers
+            Layers to average; all when ``None``.
+
+        Heads left dense (``dense_heads``) are not read on masked layers.
+
+        Returns
+        -------
+        ``pairs`` ``(batch, n_pairs)``: attention weight of the query gene on the key gene in each cell (0
+        where either gene is not a token or the pair is not allowed); ``present`` ``(batch, n_pairs)``:
+        both genes are tokens; ``cls`` ``(batch, n_genes)``: attention of the CLS token on each gene
+        (mean over heads and layers); ``logits``.
+        """
+        out = self.inference(x, library, batch_index, need_weights=True)
+        tokens: GeneTokens = out["tokens"]
+        layout = tokens.layout
+        layers = list(range(self.n_layers)) if layers is None else list(layers)
+        b, n_genes, n_pairs = tokens.n_cells, self.tokenizer.n_genes, len(pair_codes)
+        device = x.device
+        gene_of = torch.cat([torch.full((b,), -1, device=device), tokens.gene_ids])  # packed: -1 for CLS
+        cell_of = layout.cell
+        dtype = out["embedding"].dtype
+        pairs = torch.zeros(b * max(n_pairs, 1), device=device, dtype=dtype)
+        cls = torch.zeros(b * n_genes, device=device, dtype=dtype)
+        for layer in layers:
+            token_pairs, weights = out["attention"][layer]
+            if token_pairs is None:  # dense path: (b, h, slots, slots); read the masked heads, as the sparse path
+                masked = layer in self.masked_layers and bool(self.has_mask)
+                n_read = self.n_heads - self.blocks[layer].attn.dense_heads if masked else self.n_heads
+                w = weights[:, : max(n_read, 1)].mean(1)
+                packed = torch.full((b, layout.n_slots), -1, dtype=torch.long, device=device)
+                packed[layout.cell, layout.slot] = torch.arange(layout.n_tokens, device=device)
+                nz = (w > 0).nonzero(as_tuple=True)
+                query, key, w = packed[nz[0], nz[1]], packed[nz[0], nz[2]], w[nz]
+            else:
+                query, key, w = token_pairs.query, token_pairs.key, weights.mean(1)
+            cell = cell_of[query]
+            q_gene, k_gene = gene_of[query], gene_of[key]
+            from_cls = (q_gene < 0) & (k_gene >= 0)
+            cls.index_add_(0, cell[from_cls] * n_genes + k_gene[from_cls], w[from_cls])
+            if n_pairs:
+                genes = (q_gene >= 0) & (k_gene >= 0)
+                codes = q_gene[genes] * n_genes + k_gene[genes]
+                pos = torch.searchsorted(pair_codes, codes).clamp(max=n_pairs - 1)
+                hit = pair_codes[pos] == codes
+                pairs.index_add_(0, cell[genes][hit] * n_pairs + pos[hit], w[genes][hit])
+        scale = 1.0 / len(layers)
+        present = torch.zeros(b, max(n_pairs, 1), device=device)
+        if n_pairs:  # both genes are tokens of the cell
+            has = torch.zeros(b, n_genes, dtype=torch.bool, device=device)
+            has[tokens.cell, tokens.gene_ids] = True
+            present = (has[:, pair_codes // n_genes] & has[:, pair_codes % n_genes]).float()
+        return {
+            "pairs": (pairs * scale).view(b, -1)[:, :n_pairs],
+            "present": present[:, :n_pairs],
+            "cls": (cls * scale).view(b, n_genes),
+            "logits": out["logits"],
+        }

@@ -1,0 +1,15 @@
+"""Torch building blocks: masked multi-head attention (dense and sparse paths), pre-LN block, SwiGLU."""
+
+from ._attention import MaskedMultiheadAttention, TokenPairs, pairs_from_dense, segment_softmax
+from ._block import SwiGLU, TransformerBlock
+from ._layout import TokenLayout
+
+__all__ = [
+    "MaskedMultiheadAttention",
+    "SwiGLU",
+    "TokenLayout",
+    "TokenPairs",
+    "TransformerBlock",
+    "pairs_from_dense",
+    "segment_softmax",
+]

@@ -1,0 +1,235 @@
+"""Multi-head self-attention restricted to allowed (query, key) pairs: a dense and a sparse path."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._layout import TokenLayout
+
+
+class TokenPairs(NamedTuple):
+    """Allowed ``(query, key)`` token pairs of a minibatch, as flat token positions.
+
+    Token ``t`` of cell ``b`` in a ``(batch, tokens)`` layout has flat position ``b * tokens + t``.
+
+    Attributes
+    ----------
+    query
+        ``(n_pairs,)`` flat positions of the attending tokens.
+    key
+        ``(n_pairs,)`` flat positions of the attended tokens (same cell as the query).
+    n_tokens
+        ``batch * tokens``.
+    """
+
+    query: torch.Tensor
+    key: torch.Tensor
+    n_tokens: int
+
+
+def pairs_from_dense(allowed: torch.Tensor) -> TokenPairs:
+    """The pairs of a dense ``(batch, tokens, tokens)`` boolean mask.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sctransformer_tools.nn import pairs_from_dense
+    >>> pairs_from_dense(torch.eye(2, dtype=torch.bool)[None]).key.tolist()
+    [0, 1]
+    """
+    b, q, k = allowed.nonzero(as_tuple=True)
+    t = allowed.shape[1]
+    return TokenPairs(b * t + q, b * t + k, allowed.shape[0] * t)
+
+
+def segment_softmax(logits: torch.Tensor, segment: torch.Tensor, n_segments: int) -> torch.Tensor:
+    """Softmax of ``logits`` ``(n, heads)`` within groups given by ``segment`` ``(n,)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sctransformer_tools.nn import segment_softmax
+    >>> w = segment_softmax(torch.zeros(3, 1), torch.tensor([0, 0, 1]), 2)
+    >>> w.ravel().tolist()
+    [0.5, 0.5, 1.0]
+    """
+    index = segment[:, None].expand_as(logits)
+    peak = torch.full((n_segments, logits.shape[1]), float("-inf"), dtype=logits.dtype, device=logits.device)
+    peak = peak.scatter_reduce(0, index, logits.detach(), reduce="amax", include_self=True)
+    exp = torch.exp(logits - peak[segment])
+    total = torch.zeros_like(peak).index_add_(0, segment, exp)
+    return exp / total[segment]
+
+
+class MaskedMultiheadAttention(nn.Module):
+    """Multi-head self-attention in which a query reads only the keys it is allowed to.
+
+    Two paths compute the same function:
+
+    - **sparse** (``pairs=``): logits, softmax and values only for the allowed pairs, by gather and
+      segment softmax; cost grows with the number of pairs, not tokens². The path of GRN masks.
+    - **dense** (``allowed=``): :func:`torch.nn.functional.scaled_dot_product_attention` with a
+      boolean mask; cost grows with tokens². The path of the dense control.
+
+    Parameters
+    ----------
+    d_model
+        Token width.
+    n_heads
+        Number of heads; ``d_model`` must be divisible by it.
+    dense_heads
+        Number of heads (the last ones) that ignore the structural mask and see every valid token.
+
+    Notes
+    -----
+    A query with no allowed key (possible with ``self_loops=False``) returns exactly zero, never NaN.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sctransformer_tools.nn import MaskedMultiheadAttention
+    >>> attn = MaskedMultiheadAttention(8, 2)
+    >>> x = torch.randn(1, 3, 8)
+    >>> allowed = torch.eye(3, dtype=torch.bool)[None]  # each token reads only itself
+    >>> out, w = attn(x, allowed, need_weights=True)
+    >>> w[0, 0].tolist()
+    [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dense_heads: int = 0):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}.")
+        if not 0 <= dense_heads <= n_heads:
+            raise ValueError(f"dense_heads must be between 0 and n_heads={n_heads}, got {dense_heads}.")
+        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.dense_heads = dense_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        allowed: torch.Tensor | None = None,
+        *,
+        pairs: TokenPairs | None = None,
+        layout: TokenLayout | None = None,
+        key_valid: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend.
+
+        Parameters
+        ----------
+        x
+            Padded ``(batch, tokens, d_model)``, or packed ``(n_tokens, d_model)`` with ``layout``.
+        allowed
+            Dense path: ``(batch, tokens, tokens)`` boolean, ``[b, query, key]`` in the padded layout.
+            ``None`` and no ``pairs``: every token reads every valid token.
+        pairs
+            Sparse path: the allowed :class:`TokenPairs`, positions into ``x`` flattened to
+            ``(-1, d_model)`` (takes precedence over ``allowed``).
+        layout
+            :class:`TokenLayout` of packed ``x``: how to pad it for the dense path and dense heads.
+        key_valid
+            ``(batch, tokens)`` boolean, False for padding, for padded ``x`` (from ``layout`` otherwise).
+        bias
+            Additive logit bias: ``(n_pairs,)`` or ``(n_pairs, masked heads)`` for the sparse path, broadcastable to
+            ``(batch, heads, tokens, tokens)`` for the dense path. Not applied to dense heads.
+        need_weights
+            Also return the attention weights: ``(n_pairs, masked heads)`` for the sparse path,
+            ``(batch, heads, tokens, tokens)`` (padded layout) for the dense path.
+
+        Returns
+        -------
+        The updated tokens (shaped as ``x``) and the weights (``None`` unless ``need_weights``).
+        """
+        packed = x.dim() == 2
+        if packed and layout is None and (pairs is None or self.dense_heads):
+            raise ValueError("Packed input needs its `layout` for dense attention.")
+        shape = x.shape
+        qkv = self.qkv(x).view(*shape[:-1], 3, self.n_heads, self.d_head)
+        q, k, v = qkv.unbind(-3)  # (..., h, d)
+        if packed:
+            key_valid = layout.valid()
+        n_masked = self.n_heads - self.dense_heads
+        weights = None
+        if pairs is not None:
+            flat = [z.reshape(-1, self.n_heads, self.d_head) for z in (q, k, v)]
+            heads = torch.zeros_like(flat[0])
+            if n_masked:
+                sparse, weights = self._sparse(*(z[:, :n_masked] for z in flat), pairs, bias)
+                heads[:, :n_masked] = sparse
+            if self.dense_heads:
+                sub = [z[..., n_masked:, :] for z in (q, k, v)]
+                if packed:
+                    sub = [layout.pad(z) for z in sub]
+                dense, _ = self._dense(*sub, self._valid_mask(key_valid), None, False)
+                heads[:, n_masked:] = (layout.unpad(dense) if packed else dense).reshape(
+                    -1, self.dense_heads, self.d_head
+                )
+        else:
+            if packed:
+                q, k, v = (layout.pad(z) for z in (q, k, v))
+            b, t = q.shape[:2]
+            if allowed is None:
+                mask = self._valid_mask(key_valid)
+            elif self.dense_heads:
+                dense = self._valid_mask(key_valid)
+                dense = torch.ones_like(allowed) if dense is None else dense.expand(b, t, t)
+                mask = torch.stack([allowed] * n_masked + [dense] * self.dense_heads, dim=1)
+                if bias is not None:
+                    bias = torch.cat([bias.expand(b, n_masked, t, t), bias.new_zeros(b, self.dense_heads, t, t)], dim=1)
+            else:
+                mask = allowed
+            heads, weights = self._dense(q, k, v, mask, bias, need_weights)
+            if packed:
+                heads = layout.unpad(heads)
+        return self.out(heads.reshape(*shape[:-1], self.d_model)), weights
+
+    @staticmethod
+    def _valid_mask(key_valid: torch.Tensor | None) -> torch.Tensor | None:
+        """``(b, t)`` valid keys -> ``(b, 1, t)`` mask (every query reads every valid key)."""
+        if key_valid is None:
+            return None
+        return key_valid[:, None, :]
+
+    def _dense(self, q, k, v, mask, bias, need_weights):
+        """Scaled dot-product attention over all pairs, masked. Inputs ``(b, t, h, d)``."""
+        q, k, v = (z.transpose(1, 2) for z in (q, k, v))  # (b, h, t, d)
+        if mask is not None and mask.dim() == 3:
+            mask = mask[:, None]
+        if mask is not None and mask.shape[-2] == 1:  # key padding only
+            mask = mask.expand(-1, -1, q.shape[-2], -1)
+        empty = None if mask is None else ~mask.any(-1, keepdim=True)
+        if need_weights or bias is not None:
+            logits = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)
+            if bias is not None:
+                logits = logits + bias
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)
+            weights = torch.softmax(logits, dim=-1)
+            if mask is not None:
+                weights = weights.masked_fill(~mask, 0.0)
+            out = weights @ v
+        else:
+            weights = None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if empty is not None:
+            out = out.masked_fill(empty, 0.0)
+        return out.transpose(1, 2), (weights if need_weights else None)
+
+    def _sparse(self, q, k, v, pairs: TokenPairs, bias):
+        """Attention over the allowed pairs only. Inputs ``(n_tokens, h, d)``; weights ``(n_pairs, h)``."""
+        logits = (q[pairs.query] * k[pairs.key]).sum(-1) / math.sqrt(self.d_head)  # (n_pairs, h)
+        if bias is not None:
+            logits = logits + (bias if bias.dim() == 2 else bias[:, None])
+        weights = segment_softmax(logits, pairs.query, q.shape[0])
+        out = torch.zeros_like(q).index_add_(0, pairs.query, weights.unsqueeze(-1) * v[pairs.key])
+        return out, weights

@@ -1,0 +1,139 @@
+"""Regulons, gene panel and masks on real CollecTRI / DoRothEA and pbmc3k."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sctransformer_tools import grn
+
+
+def test_load_collectri_from_cache_matches_file(collectri):
+    net = grn.load_regulons("collectri")
+    assert list(net.columns[:3]) == ["source", "target", "weight"]
+    assert len(net) == len(collectri) == 43_178
+    assert set(net["weight"].unique()) == {1.0, -1.0}
+
+
+def test_dorothea_levels_filter():
+    abc = grn.load_regulons("dorothea")
+    a = grn.load_regulons("dorothea", levels="A")
+    assert set(abc["confidence"]) == {"A", "B", "C"}
+    assert len(abc) == 13_223  # the README's count of levels A-C
+    assert set(a["confidence"]) == {"A"} and len(a) < len(abc)
+    with pytest.raises(ValueError, match="confidence letters"):
+        grn.load_regulons("dorothea", levels="AZ")
+
+
+def test_regulons_from_dataframe_and_files(tmp_path, collectri):
+    sub = collectri.head(50)
+    assert grn.load_regulons(sub).shape[0] == 50
+    csv, tsv = tmp_path / "net.csv", tmp_path / "net.tsv"
+    sub.to_csv(csv, index=False)
+    sub.to_csv(tsv, index=False, sep="\t")
+    for path in (csv, tsv, str(csv)):
+        net = grn.load_regulons(path)
+        assert net[["source", "target"]].equals(sub[["source", "target"]].reset_index(drop=True))
+
+
+def test_regulon_table_errors(tmp_path):
+    with pytest.raises(ValueError, match="lacks the column.*'source'.*rename"):
+        grn.load_regulons(pd.DataFrame({"tf": ["PAX5"], "target": ["CD19"]}))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        grn.load_regulons(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match="neither a known resource"):
+        grn.load_regulons("trrustt")
+    with pytest.raises(ValueError, match="missing source or target"):
+        grn.load_regulons(pd.DataFrame({"source": ["PAX5", None], "target": ["CD19", "CD79A"]}))
+
+
+def test_panel_on_pbmc3k_keeps_tfs_beyond_hvgs(pbmc3k_full, collectri):
+    net = grn.validate_regulons(collectri)
+    panel = grn.select_panel(pbmc3k_full.var_names, net)
+    # 3,869 genes / 18,812 edges when autoregulation is counted; self-edges are covered by self-loops
+    n_self = int((net["source"].eq(net["target"]) & net["source"].isin(pbmc3k_full.var_names)).sum())
+    assert panel.summary()["regulon_edges"] == 18_812 - n_self == 18_542
+    assert len(panel) == 3_866
+    assert panel.is_tf.sum() == 685
+    # TFs are rarely highly variable: a panel restricted to HVGs would keep few edges
+    import scanpy as sc
+
+    tmp = pbmc3k_full.copy()
+    sc.pp.highly_variable_genes(tmp, n_top_genes=2000, flavor="seurat_v3")
+    hvg = tmp.var_names[tmp.var["highly_variable"]]
+    both_hvg = grn.regulon_edges_in(hvg, net)
+    assert len(both_hvg) < 0.1 * panel.summary()["regulon_edges"]
+    widened = grn.select_panel(pbmc3k_full.var_names, net, extra_genes=hvg)
+    assert set(hvg) <= set(widened.genes) and set(panel.genes) <= set(widened.genes)
+    assert widened.summary()["extra_genes"] == len(widened) - 3_866
+
+
+def test_panel_refuses_data_without_overlap(collectri):
+    ensembl = [f"ENSG{i:011d}" for i in range(100)]
+    with pytest.raises(ValueError, match="No regulon edge.*Ensembl IDs.*gene_symbols"):
+        grn.select_panel(ensembl, grn.validate_regulons(collectri))
+
+
+def test_panel_matches_case_insensitively(collectri):
+    net = grn.validate_regulons(collectri)
+    tf = net.loc[net["source"] == "PAX5", "target"].iloc[0]
+    genes = ["Pax5", tf.capitalize(), "Zzz9"]  # mouse-style capitalisation of a real PAX5 edge
+    panel = grn.select_panel(genes, net)
+    assert list(panel.genes) == genes[:2] and panel.edges["source"].tolist() == ["Pax5"]
+
+
+@pytest.fixture(scope="module")
+def panel(pbmc3k_full, collectri):
+    return grn.select_panel(pbmc3k_full.var_names, grn.validate_regulons(collectri))
+
+
+def test_grn_mask_follows_regulons(panel):
+    mask = grn.build_mask(len(panel), panel.edges)
+    dense = mask.to_dense()
+    # a target's query reads its TFs, nothing else besides itself
+    assert dense[panel.edges["target_idx"], panel.edges["source_idx"]].all()
+    assert dense.sum() == len(panel.edges) + len(panel)
+    s = mask.summary()
+    assert s["edges"] == 18_542 and s["genes"] == 3_866 and s["tfs"] == 685
+    assert s["density"] == pytest.approx(18_542 / (3_866 * 3_865))
+
+
+@pytest.mark.parametrize("direction", ["tf_to_target", "both"])
+def test_controls_have_the_same_density(panel, direction):
+    ref = grn.build_mask(len(panel), panel.edges, direction=direction)
+    rand = grn.build_mask(len(panel), panel.edges, kind="random", direction=direction, seed=1)
+    shuf = grn.build_mask(len(panel), panel.edges, kind="shuffled", direction=direction, seed=1)
+    dense = grn.build_mask(len(panel), panel.edges, kind="dense", direction=direction)
+    assert rand.n_pairs == ref.n_pairs
+    assert abs(shuf.n_pairs - ref.n_pairs) <= 0.02 * ref.n_pairs  # reciprocal regulon edges may differ
+    assert dense.density == 1.0
+    # controls differ from the prior
+    overlap = len({tuple(p) for p in rand.pairs} & {tuple(p) for p in ref.pairs})
+    assert overlap < 0.01 * ref.n_pairs
+    if direction == "both":
+        d = rand.to_dense()
+        assert (d == d.T).all()
+
+
+def test_shuffled_preserves_every_degree(panel):
+    ref = grn.build_mask(len(panel), panel.edges).to_dense()
+    shuf = grn.build_mask(len(panel), panel.edges, kind="shuffled", seed=7).to_dense()
+    assert (ref.sum(0) == shuf.sum(0)).all()  # each TF keeps its number of targets
+    assert (ref.sum(1) == shuf.sum(1)).all()  # each target keeps its number of TFs
+    assert (ref != shuf).sum() > 0.5 * ref.sum()
+
+
+def test_random_and_shuffled_are_reproducible(panel):
+    for kind in ("random", "shuffled"):
+        a = grn.build_mask(len(panel), panel.edges, kind=kind, seed=3)
+        b = grn.build_mask(len(panel), panel.edges, kind=kind, seed=3)
+        c = grn.build_mask(len(panel), panel.edges, kind=kind, seed=4)
+        assert np.array_equal(a.pairs, b.pairs) and not np.array_equal(a.pairs, c.pairs)
+
+
+def test_unknown_mask_and_direction(panel):
+    with pytest.raises(ValueError, match="Unknown mask 'grnn'"):
+        grn.build_mask(len(panel), panel.edges, kind="grnn")
+    with pytest.raises(ValueError, match="Unknown direction"):
+        grn.build_mask(len(panel), panel.edges, direction="target_to_tf")

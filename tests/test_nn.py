@@ -1,0 +1,139 @@
+"""Masked attention invariants: zero weight outside the mask, locality, no NaN, sparse == dense."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sctransformer_tools.module import ExpressedGeneTokenizer, SCTransformerModule
+from sctransformer_tools.nn import (
+    MaskedMultiheadAttention,
+    TokenLayout,
+    TransformerBlock,
+    pairs_from_dense,
+    segment_softmax,
+)
+
+
+@pytest.fixture
+def masked_input():
+    torch.manual_seed(0)
+    x = torch.randn(3, 9, 16, dtype=torch.float64)
+    allowed = torch.rand(3, 9, 9) < 0.25
+    allowed[0, 4] = False  # a query with no allowed key at all
+    return x, allowed
+
+
+def test_weights_outside_mask_are_exactly_zero(masked_input):
+    x, allowed = masked_input
+    attn = MaskedMultiheadAttention(16, 4).double()
+    _, w = attn(x, allowed, need_weights=True)
+    assert (w[~allowed[:, None].expand_as(w)] == 0).all()
+    rows = allowed.any(-1)[:, None].expand(-1, 4, -1)
+    assert torch.allclose(w.sum(-1)[rows], torch.ones(()).double())
+
+
+def test_empty_rows_give_zero_not_nan(masked_input):
+    x, allowed = masked_input
+    for dense_heads in (0, 2):
+        attn = MaskedMultiheadAttention(16, 4, dense_heads=dense_heads).double()
+        for kwargs in ({"allowed": allowed}, {"pairs": pairs_from_dense(allowed)}):
+            out, _ = attn(x, **kwargs)
+            assert torch.isfinite(out).all()
+        out, _ = MaskedMultiheadAttention(16, 4).double()(x, allowed)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("dense_heads", [0, 1])
+def test_sparse_path_equals_dense_reference(masked_input, dense_heads):
+    x, allowed = masked_input
+    attn = MaskedMultiheadAttention(16, 4, dense_heads=dense_heads).double()
+    bias = torch.randn(3, 1, 9, 9, dtype=torch.float64) * allowed[:, None]
+    out_dense, w_dense = attn(x, allowed, bias=bias, need_weights=True)
+    pairs = pairs_from_dense(allowed)
+    b, q, k = allowed.nonzero(as_tuple=True)
+    out_sparse, w_sparse = attn(x, pairs=pairs, bias=bias[b, 0, q, k], need_weights=True)
+    assert torch.allclose(out_dense, out_sparse, atol=1e-12)
+    n_masked = 4 - dense_heads
+    assert torch.allclose(w_dense[b, :n_masked, q, k], w_sparse, atol=1e-12)
+
+
+def test_perturbing_a_non_neighbour_leaves_one_layer_unchanged():
+    torch.manual_seed(1)
+    block = TransformerBlock(16, 4, dropout=0.0).double().eval()
+    n = 8
+    allowed = torch.eye(n, dtype=torch.bool)
+    allowed[3, 1] = allowed[5, 1] = allowed[6, 2] = True  # e.g. targets 3, 5 read TF 1; 6 reads TF 2
+    x = torch.randn(1, n, 16, dtype=torch.float64)
+    for path in ("dense", "sparse"):
+        kwargs = {"allowed": allowed[None]} if path == "dense" else {"pairs": pairs_from_dense(allowed[None])}
+        base, _ = block(x, **kwargs)
+        x2 = x.clone()
+        x2[0, 1] += torch.randn(16, dtype=torch.float64)  # perturb gene 1 (not a constant: LayerNorm removes it)
+        moved, _ = block(x2, **kwargs)
+        changed = (moved - base).abs().amax(-1)[0] > 1e-12
+        assert changed.tolist() == [False, True, False, True, False, True, False, False]
+
+
+def test_segment_softmax_and_layout_roundtrip():
+    w = segment_softmax(torch.tensor([[0.0], [float(np.log(3.0))], [5.0]]), torch.tensor([1, 1, 0]), 3)
+    assert torch.allclose(w.ravel(), torch.tensor([0.25, 0.75, 1.0]))
+    layout = TokenLayout.from_counts(torch.tensor([3, 0, 2]))
+    x = torch.arange(layout.n_tokens * 2.0).view(-1, 2)
+    assert torch.equal(layout.unpad(layout.pad(x)), x)
+    assert layout.valid().sum() == layout.n_tokens
+
+
+def test_tokenizer_expressed_genes_only_and_cap():
+    tok = ExpressedGeneTokenizer(torch.arange(5), max_tokens=2)
+    counts = torch.tensor([[0.0, 3.0, 1.0, 7.0, 0.0], [0.0] * 5, [1.0, 0, 0, 0, 0]])
+    out = tok(counts)
+    # cell 0 keeps its two most expressed genes (3 and 1); cell 1 has no counts and no tokens
+    assert out.cell.tolist() == [0, 0, 2]
+    assert out.gene_ids.tolist() == [1, 3, 0]
+    assert torch.isfinite(out.values).all()
+    expected = torch.log1p(torch.tensor([3.0, 7.0]) / 11 * 1e4)
+    assert torch.allclose(out.values[:2], expected)
+
+
+def _module(**kw) -> SCTransformerModule:
+    rng = np.random.default_rng(0)
+    pairs = np.unique(rng.integers(0, 30, size=(80, 2)), axis=0)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    return SCTransformerModule(40, 4, np.arange(5, 35), pairs, rng.choice([-1.0, 1.0], len(pairs)), dropout=0.0, **kw)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"genes_attend_cls": True},
+        {"self_loops": False},
+        {"dense_heads": 2},
+        {"edge_bias": True},
+        {"masked_layers": [1]},
+    ],
+)
+def test_module_sparse_equals_dense(kw):
+    torch.manual_seed(0)
+    module = _module(**kw).double().eval()
+    if module.bias_scale is not None:
+        module.bias_scale.data.normal_()
+    x = torch.poisson(torch.rand(6, 40) * 2).double()
+    x[2] = 0  # a cell without counts
+    codes = torch.unique(module.mask_pairs[:, 0] * 30 + module.mask_pairs[:, 1])
+    sparse = module.pair_attention(x, None, None, codes)
+    module.attention_path = "dense"
+    dense = module.pair_attention(x, None, None, codes)
+    for key in ("logits", "pairs", "cls"):
+        assert torch.allclose(sparse[key], dense[key], atol=1e-10), key
+    assert torch.isfinite(sparse["logits"]).all()
+    assert (sparse["pairs"][sparse["present"] == 0] == 0).all()
+
+
+def test_module_state_roundtrip_restores_mask():
+    a, b = _module(), _module()
+    b.set_mask(np.array([[0, 1]]))
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.mask_pairs, b.mask_pairs) and torch.equal(a.csr_indices, b.csr_indices)
