@@ -46,6 +46,16 @@ def _stratified_split(labels: np.ndarray, n_labels: int, train_size: float, seed
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def _auto_precision(accelerator: str) -> str:
+    """bf16 mixed precision where the hardware has native bfloat16 matmuls, else float32."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    if accelerator in ("auto", "cpu"):
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return "bf16-mixed" if native else "32-true"
+    return "32-true"
+
+
 class SCTransformer(BaseModelClass):
     """Cell-type classifier: a Transformer over genes whose attention follows TF -> target regulons.
 
@@ -70,7 +80,7 @@ class SCTransformer(BaseModelClass):
     n_heads
         Attention heads per block.
     dropout
-        Dropout in attention and feed-forward.
+        Dropout in the feed-forward and residual branches (off by default; ``token_dropout`` regularises).
     n_top_genes
         Highly variable genes (scanpy, ``flavor="seurat_v3"`` on counts) added to the regulon genes of
         the panel; 0 for regulon genes only. They have no edges but reach the CLS token.
@@ -134,7 +144,7 @@ class SCTransformer(BaseModelClass):
         d_model: int = 64,
         n_layers: int = 2,
         n_heads: int = 4,
-        dropout: float = 0.1,
+        dropout: float = 0.0,
         n_top_genes: int = 2000,
         min_targets: int = 1,
         direction: Literal["tf_to_target", "both"] = "tf_to_target",
@@ -144,7 +154,7 @@ class SCTransformer(BaseModelClass):
         masked_layers: Sequence[int] | None = None,
         edge_bias: bool = False,
         max_tokens: int = 2048,
-        token_dropout: float = 0.1,
+        token_dropout: float = 0.3,
         label_smoothing: float = 0.1,
         class_weights: Literal["balanced"] | None = None,
         seed: int = 0,
@@ -403,9 +413,10 @@ class SCTransformer(BaseModelClass):
         batch_size: int = 64,
         train_size: float = 0.9,
         early_stopping: bool = True,
-        early_stopping_patience: int = 5,
+        early_stopping_patience: int = 8,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
+        precision: str | None = "auto",
         seed: int | None = None,
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
@@ -414,9 +425,12 @@ class SCTransformer(BaseModelClass):
         """Train the classifier with a Lightning progress bar, early stopping and best-epoch weights.
 
         A stratified share ``1 - train_size`` of the labelled cells of every cell type is held out for
-        validation (each type with >= 2 cells gets at least one). Training stops when the validation
-        loss has not improved for ``early_stopping_patience`` epochs, and the weights of the best
-        validation epoch are restored. ``model.history`` holds loss, accuracy and macro-F1 per epoch.
+        validation (each type with >= 2 cells gets at least one). The learning rate warms up, then
+        follows a cosine decay over ``max_epochs``. Training stops early when the validation loss has not
+        improved for ``early_stopping_patience`` epochs; the weights of the best validation epoch are then
+        restored. A run that reaches ``max_epochs`` keeps its final, annealed weights (on pbmc3k these
+        beat the best-validation-loss epoch, which a small validation set picks noisily).
+        ``model.history`` holds loss, accuracy and macro-F1 of both splits per epoch.
 
         Parameters
         ----------
@@ -435,6 +449,10 @@ class SCTransformer(BaseModelClass):
             Epochs without improvement before stopping.
         accelerator, devices
             Lightning accelerator and devices (e.g. ``accelerator="gpu", devices=2, strategy="ddp"``).
+        precision
+            Lightning precision. ``"auto"``: ``"bf16-mixed"`` where the hardware multiplies bfloat16
+            natively (CPUs with AVX512-BF16 or AMX, bf16-capable GPUs; about 2x faster training here),
+            else ``"32-true"``. Weights stay float32 either way.
         seed
             Seed of the split and minibatch order (default: the model's ``seed``).
         plan_kwargs
@@ -457,6 +475,8 @@ class SCTransformer(BaseModelClass):
         if len(present) < 2:
             raise ValueError("Training needs labelled cells of at least two cell types.")
         has_val = len(val_idx) > 0
+        if precision == "auto":
+            precision = _auto_precision(accelerator)
         plan = self._training_plan_cls(self.module, lr=lr, **(plan_kwargs or {}))
         splitter = self._data_splitter_cls(
             self.adata_manager,
@@ -479,6 +499,7 @@ class SCTransformer(BaseModelClass):
             early_stopping_patience=early_stopping_patience,
             check_val_every_n_epoch=1 if has_val else None,
             callbacks=callbacks,
+            precision=precision,
             **trainer_kwargs,
         )
         runner()

@@ -116,7 +116,10 @@ class SCTransformerTrainingPlan(pl.LightningModule):
 
 
 class RestoreBestWeights(pl.Callback):
-    """Keep the module weights of the best validation epoch in memory and restore them at the end.
+    """Keep the module weights of the best validation epoch in memory; restore them if training stopped early.
+
+    A run that early stopping ended restores the best epoch; a run that reached its last epoch keeps
+    its final weights (the learning rate has annealed by then). ``only_if_stopped=False`` always restores.
 
     Parameters
     ----------
@@ -126,9 +129,10 @@ class RestoreBestWeights(pl.Callback):
         ``"min"`` or ``"max"``.
     """
 
-    def __init__(self, monitor: str = "validation_loss", mode: str = "min"):
+    def __init__(self, monitor: str = "validation_loss", mode: str = "min", only_if_stopped: bool = True):
         super().__init__()
-        self.monitor, self.mode = monitor, mode
+        self.monitor, self.mode, self.only_if_stopped = monitor, mode, only_if_stopped
+        self.restored = False
         self.best: float | None = None
         self.best_epoch: int | None = None
         self._state: dict | None = None
@@ -144,6 +148,10 @@ class RestoreBestWeights(pl.Callback):
             self._state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.module.state_dict().items()})
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Load the best weights back."""
-        if self._state is not None:
+        """Load the best weights back (if early stopping ended the run, unless ``only_if_stopped=False``)."""
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        stopped = any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks)
+        if self._state is not None and (stopped or not self.only_if_stopped):
             pl_module.module.load_state_dict(self._state)
+            self.restored = True

@@ -1,0 +1,181 @@
+"""Every bad input of DESIGN.md 'Data and inputs' gets a clear error or warning; nothing is dropped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY
+from scipy import sparse
+
+import sctransformer_tools as sct
+
+
+def _setup(adata, **kw):
+    kw.setdefault("labels_key", "cell_type")
+    sct.SCTransformer.setup_anndata(adata, **kw)
+
+
+def test_negative_counts(pbmc_small):
+    pbmc_small.X.data[5] = -1.0
+    with pytest.raises(ValueError, match="1 negative values.*scaled"):
+        _setup(pbmc_small)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_counts(pbmc_small, bad):
+    pbmc_small.X.data[3] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        _setup(pbmc_small)
+
+
+def test_non_integer_counts_warn(pbmc_small):
+    pbmc_small.X.data[:10] += 0.5
+    with pytest.warns(UserWarning, match="10 non-integer values.*log_normalized=True"):
+        _setup(pbmc_small)
+
+
+def test_log_normalized_flag_accepts_fractional_values(pbmc_small):
+    import scanpy as sc
+
+    sc.pp.normalize_total(pbmc_small, target_sum=1e4)
+    sc.pp.log1p(pbmc_small)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _setup(pbmc_small, log_normalized=True)
+    model = sct.SCTransformer(pbmc_small, **TINY)
+    assert model.module.tokenizer.log_normalized
+
+
+def test_missing_layer(pbmc_small):
+    with pytest.raises(KeyError, match="Layer 'counts' not found.*adata.layers\\['counts'\\] = adata.X.copy"):
+        _setup(pbmc_small, layer="counts")
+
+
+def test_counts_in_a_layer(pbmc_small):
+    pbmc_small.layers["counts"] = pbmc_small.X.copy()
+    pbmc_small.X = sparse.csr_matrix(pbmc_small.X.multiply(0.37))
+    _setup(pbmc_small, layer="counts")  # X is not counts, the layer is: no warning needed
+    model = sct.SCTransformer(pbmc_small, **TINY)
+    assert model.adata_manager.registry["setup_args"]["layer"] == "counts"
+
+
+def test_missing_labels_column(pbmc_small):
+    with pytest.raises(KeyError, match="Labels column 'celltype' not found"):
+        _setup(pbmc_small, labels_key="celltype")
+    with pytest.raises(ValueError, match="labels_key is required"):
+        _setup(pbmc_small, labels_key=None)
+
+
+def test_duplicated_gene_names(pbmc_small):
+    names = pbmc_small.var_names.tolist()
+    names[1] = names[0]
+    pbmc_small.var_names = names
+    with pytest.raises(ValueError, match="duplicated gene name.*var_names_make_unique"):
+        _setup(pbmc_small)
+
+
+def test_no_overlap_with_regulons(pbmc_small):
+    pbmc_small.var_names = [f"ENSG{i:011d}" for i in range(pbmc_small.n_vars)]
+    with pytest.raises(ValueError, match="No regulon edge.*gene_symbols"):
+        _setup(pbmc_small)
+
+
+def test_gene_symbols_column_rescues_ensembl_ids(pbmc_small):
+    pbmc_small.var["symbol"] = pbmc_small.var_names
+    pbmc_small.var_names = [f"ENSG{i:011d}" for i in range(pbmc_small.n_vars)]
+    _setup(pbmc_small, gene_symbols="symbol")
+    model = sct.SCTransformer(pbmc_small, **TINY)
+    assert model.mask_summary()["regulon_edges"] > 1000
+    assert model.panel_["symbol"].isin(pbmc_small.var["symbol"]).all()
+
+
+def test_regulon_table_without_columns(pbmc_small):
+    with pytest.raises(ValueError, match="lacks the column"):
+        _setup(pbmc_small, regulons=pd.DataFrame({"tf": ["PAX5"], "gene": ["CD19"]}))
+
+
+def test_missing_regulon_file(pbmc_small, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _setup(pbmc_small, regulons=tmp_path / "nope.tsv")
+
+
+def test_single_class(pbmc_small):
+    pbmc_small.obs["cell_type"] = "B"
+    with pytest.raises(ValueError, match="1 cell type"):
+        _setup(pbmc_small)
+
+
+def test_unknown_mask_name(pbmc_small):
+    _setup(pbmc_small)
+    with pytest.raises(ValueError, match="Unknown mask 'sparse'.*'grn', 'dense', 'random', 'shuffled'"):
+        sct.SCTransformer(pbmc_small, mask="sparse")
+
+
+def test_empty_or_foreign_model_directory(pbmc_small, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        sct.SCTransformer.load(tmp_path / "none", adata=pbmc_small)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no saved SCTransformer"):
+        sct.SCTransformer.load(tmp_path / "empty", adata=pbmc_small)
+    with pytest.raises(ValueError, match="holds no saved SCTransformer"):
+        sct.SCTransformer.prepare_query_anndata(pbmc_small, tmp_path / "empty")
+    # a model directory of another scvi-tools class
+    import scvi
+
+    other = pbmc_small[:, :200].copy()
+    scvi.model.SCVI.setup_anndata(other)
+    scvi.model.SCVI(other, n_latent=2, n_hidden=8).save(tmp_path / "scvi")
+    with pytest.raises(ValueError, match="holds a saved SCVI model, not an SCTransformer"):
+        sct.SCTransformer.load(tmp_path / "scvi", adata=other)
+
+
+def test_query_sharing_no_panel_gene(pbmc_small, tmp_path):
+    _setup(pbmc_small)
+    model = sct.SCTransformer(pbmc_small, **TINY)
+    query = pbmc_small.copy()
+    query.var_names = [f"gene{i}" for i in range(query.n_vars)]
+    with pytest.raises(ValueError, match="shares none of the model's.*panel genes"):
+        sct.SCTransformer.prepare_query_anndata(query, model)
+
+
+def test_predict_on_unaligned_data_explains_the_fix(pbmc_small):
+    _setup(pbmc_small)
+    model = sct.SCTransformer(pbmc_small, **TINY)
+    other = pbmc_small[:, ::-1].copy()
+    with pytest.raises(ValueError, match="prepare_query_anndata"):
+        model.predict(other)
+
+
+def test_zero_count_cells_and_missing_labels_are_kept(pbmc_small):
+    pbmc_small.X = pbmc_small.X.tolil()
+    pbmc_small.X[:3] = 0  # three cells without counts
+    pbmc_small.X = pbmc_small.X.tocsr()
+    labels = pbmc_small.obs["cell_type"].astype(object)
+    labels.iloc[3:40] = np.nan  # unlabelled cells
+    pbmc_small.obs["cell_type"] = labels
+    n_obs = pbmc_small.n_obs
+    _setup(pbmc_small)
+    model = sct.SCTransformer(pbmc_small, **TINY)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    assert np.isfinite(model.history["train_loss"].to_numpy()).all()
+    pred = model.predict(pbmc_small)
+    latent = model.get_latent_representation(pbmc_small)
+    assert len(pred) == n_obs == pbmc_small.n_obs and np.isfinite(latent).all()
+    assert np.isfinite(pbmc_small.obs["sctransformer_confidence"]).all()
+    # unlabelled cells never enter the split
+    labelled = np.flatnonzero(pbmc_small.obs["cell_type"].notna())
+    assert set(model.train_indices) | set(model.validation_indices) <= set(labelled)
+
+
+def test_unlabelled_only_minibatch_has_zero_loss(pbmc_small):
+    _setup(pbmc_small)
+    model = sct.SCTransformer(pbmc_small, **TINY)
+    module = model.module
+    x = torch.as_tensor(pbmc_small.X[:4].toarray())
+    tensors = {"X": x, "labels": torch.full((4, 1), module.n_labels), "library_size": x.sum(1, keepdim=True)}
+    _, _, loss = module(tensors)
+    assert loss.loss.item() == 0.0 and loss.loss.requires_grad

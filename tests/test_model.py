@@ -1,0 +1,107 @@
+"""End to end on pbmc3k + CollecTRI: train, predict held-out cells, embed, attention, save/load, query."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, f1_score
+
+import sctransformer_tools as sct
+
+
+@pytest.fixture(scope="module")
+def trained(pbmc3k_full, pbmc3k_split):
+    """The default GRN model trained on the 80% split (a few epochs, to keep the suite fast)."""
+    train_idx, test_idx = pbmc3k_split
+    ref = pbmc3k_full[train_idx].copy()
+    test = pbmc3k_full[test_idx].copy()
+    sct.SCTransformer.setup_anndata(ref, labels_key="cell_type", regulons="collectri")
+    model = sct.SCTransformer(ref, mask="grn")
+    model.train(max_epochs=8, enable_progress_bar=False)
+    return model, ref, test
+
+
+def test_held_out_macro_f1_well_above_chance(trained):
+    model, _, test = trained
+    sct.SCTransformer.prepare_query_anndata(test, model)
+    pred = model.predict(test)
+    truth = test.obs["cell_type"].astype(str)
+    f1 = f1_score(truth, pred, average="macro")
+    # 9 cell types: chance macro-F1 is about 0.1; the full default training reaches ~0.9
+    assert f1 > 0.7, f1
+    assert accuracy_score(truth, pred) > 0.8
+    assert test.obs["sctransformer_prediction"].dtype == "category"
+    conf = test.obs["sctransformer_confidence"].to_numpy()
+    assert ((conf > 1 / 9) & (conf <= 1)).all()
+    probs = model.predict(test, soft=True, inplace=False)
+    assert list(probs.columns) == sorted(truth.unique())
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+
+
+def test_history_logs_loss_accuracy_f1(trained):
+    model, _, _ = trained
+    for split in ("train", "validation"):
+        for metric in ("loss", "accuracy", "f1_macro"):
+            values = model.history[f"{split}_{metric}"].to_numpy().ravel()
+            assert np.isfinite(values).all() and len(values) >= 1
+    assert model.history["train_loss"].iloc[-1].item() < model.history["train_loss"].iloc[0].item()
+
+
+def test_latent_representation_written_for_scanpy(trained):
+    import scanpy as sc
+
+    model, ref, _ = trained
+    latent = model.get_latent_representation(ref)
+    assert latent.shape == (ref.n_obs, 64) and np.isfinite(latent).all()
+    assert np.array_equal(ref.obsm["X_sctransformer"], latent)
+    sc.pp.neighbors(ref, use_rep="X_sctransformer")
+    sc.tl.umap(ref)
+    assert ref.obsm["X_umap"].shape == (ref.n_obs, 2)
+
+
+def test_attention_per_cell_type(trained):
+    model, ref, _ = trained
+    long = model.get_attention(ref, groupby="cell_type")
+    uns = ref.uns["sctransformer_attention"]
+    n_edges = model.mask_summary()["regulon_edges"]
+    assert uns["scores"].shape == (n_edges, 9)
+    assert set(long.columns) == {"group", "source", "target", "weight", "score", "coverage"}
+    scores = uns["scores"].to_numpy()
+    assert np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()
+    # attention on an edge is only possible where both genes are expressed
+    assert (scores[uns["coverage"].to_numpy() == 0] == 0).all()
+    assert scores.max() > 0
+    # CLS attention is a distribution over a cell's genes: per group it sums to 1 over genes
+    np.testing.assert_allclose(uns["cls_attention"].sum(0), 1, rtol=1e-3)
+    assert uns["mask"]["mask"] == "grn" and uns["params"]["groupby"] == "cell_type"
+    assert uns["tf_scores"].index.isin(model.panel_["symbol"][model.panel_["is_tf"]]).all()
+
+
+def test_save_load_identical_predictions(trained, tmp_path):
+    model, ref, _ = trained
+    before = model.predict(ref, soft=True, inplace=False)
+    model.save(tmp_path / "model")
+    loaded = sct.SCTransformer.load(tmp_path / "model", adata=ref)
+    after = loaded.predict(ref, soft=True, inplace=False)
+    np.testing.assert_array_equal(before.to_numpy(), after.to_numpy())
+    assert loaded.mask_summary() == model.mask_summary()
+
+
+def test_query_without_labels_shuffled_and_missing_genes(trained, pbmc3k_split, pbmc3k_full, tmp_path):
+    model, _, _ = trained
+    model.save(tmp_path / "model")
+    rng = np.random.default_rng(0)
+    query = pbmc3k_full[pbmc3k_split[1]].copy()
+    truth = query.obs.pop("cell_type").astype(str)
+    keep = rng.permutation(query.n_vars)[: int(0.7 * query.n_vars)]  # 30% of genes missing, order shuffled
+    query = query[:, keep].copy()
+    with pytest.warns(UserWarning, match=r"lacks 4,115 of the model's 13,714 genes"):
+        sct.SCTransformer.prepare_query_anndata(query, tmp_path / "model")
+    assert query.var_names.equals(pd.Index(model.get_var_names()))
+    assert query.uns["sctransformer_query"]["n_zero_filled_genes"] == 4_115
+    assert query.var["sctransformer_query_zero_filled"].sum() == 4_115
+    loaded = sct.SCTransformer.load(tmp_path / "model", adata=query)
+    pred = loaded.predict(query)
+    assert query.obs["sctransformer_prediction"].notna().all()
+    assert accuracy_score(truth, pred) > 0.6  # fewer genes, still far above chance (~0.26 for the largest type)
