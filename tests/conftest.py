@@ -69,4 +69,7 @@ def pbmc3k_split(pbmc3k_full):
     return train, test
 
 
-TINY = {"d_model": 16, "n_layers": 1, "n_heads": 2, "n_top_genes": 0}
+@pytest.fixture
+def tiny() -> dict:
+    """Keyword arguments of a small, fast SCTransformer for input checks."""
+    return {"d_model": 16, "n_layers": 1, "n_heads": 2, "n_top_genes": 0}

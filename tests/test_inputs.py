@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY
 from scipy import sparse
 
 import sctransformer_tools as sct
@@ -36,7 +35,7 @@ def test_non_integer_counts_warn(pbmc_small):
         _setup(pbmc_small)
 
 
-def test_log_normalized_flag_accepts_fractional_values(pbmc_small):
+def test_log_normalized_flag_accepts_fractional_values(pbmc_small, tiny):
     import scanpy as sc
 
     sc.pp.normalize_total(pbmc_small, target_sum=1e4)
@@ -46,7 +45,7 @@ def test_log_normalized_flag_accepts_fractional_values(pbmc_small):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         _setup(pbmc_small, log_normalized=True)
-    model = sct.SCTransformer(pbmc_small, **TINY)
+    model = sct.SCTransformer(pbmc_small, **tiny)
     assert model.module.tokenizer.log_normalized
 
 
@@ -55,11 +54,11 @@ def test_missing_layer(pbmc_small):
         _setup(pbmc_small, layer="counts")
 
 
-def test_counts_in_a_layer(pbmc_small):
+def test_counts_in_a_layer(pbmc_small, tiny):
     pbmc_small.layers["counts"] = pbmc_small.X.copy()
     pbmc_small.X = sparse.csr_matrix(pbmc_small.X.multiply(0.37))
     _setup(pbmc_small, layer="counts")  # X is not counts, the layer is: no warning needed
-    model = sct.SCTransformer(pbmc_small, **TINY)
+    model = sct.SCTransformer(pbmc_small, **tiny)
     assert model.adata_manager.registry["setup_args"]["layer"] == "counts"
 
 
@@ -84,11 +83,11 @@ def test_no_overlap_with_regulons(pbmc_small):
         _setup(pbmc_small)
 
 
-def test_gene_symbols_column_rescues_ensembl_ids(pbmc_small):
+def test_gene_symbols_column_rescues_ensembl_ids(pbmc_small, tiny):
     pbmc_small.var["symbol"] = pbmc_small.var_names
     pbmc_small.var_names = [f"ENSG{i:011d}" for i in range(pbmc_small.n_vars)]
     _setup(pbmc_small, gene_symbols="symbol")
-    model = sct.SCTransformer(pbmc_small, **TINY)
+    model = sct.SCTransformer(pbmc_small, **tiny)
     assert model.mask_summary()["regulon_edges"] > 1000
     assert model.panel_["symbol"].isin(pbmc_small.var["symbol"]).all()
 
@@ -133,35 +132,35 @@ def test_empty_or_foreign_model_directory(pbmc_small, tmp_path):
         sct.SCTransformer.load(tmp_path / "scvi", adata=other)
 
 
-def test_query_sharing_no_panel_gene(pbmc_small, tmp_path):
+def test_query_sharing_no_panel_gene(pbmc_small, tmp_path, tiny):
     _setup(pbmc_small)
-    model = sct.SCTransformer(pbmc_small, **TINY)
+    model = sct.SCTransformer(pbmc_small, **tiny)
     query = pbmc_small.copy()
     query.var_names = [f"gene{i}" for i in range(query.n_vars)]
     with pytest.raises(ValueError, match="shares none of the model's.*panel genes"):
         sct.SCTransformer.prepare_query_anndata(query, model)
 
 
-def test_predict_on_unaligned_data_explains_the_fix(pbmc_small):
+def test_predict_on_unaligned_data_explains_the_fix(pbmc_small, tiny):
     _setup(pbmc_small)
-    model = sct.SCTransformer(pbmc_small, **TINY)
+    model = sct.SCTransformer(pbmc_small, **tiny)
     other = pbmc_small[:, ::-1].copy()
     with pytest.raises(ValueError, match="prepare_query_anndata"):
         model.predict(other)
 
 
-def test_zero_count_cells_and_missing_labels_are_kept(pbmc_small):
-    pbmc_small.X = pbmc_small.X.tolil()
-    pbmc_small.X[:3] = 0  # three cells without counts
-    pbmc_small.X = pbmc_small.X.tocsr()
+def test_zero_count_cells_and_missing_labels_are_kept(pbmc_small, tiny):
+    counts = pbmc_small.X.tolil()
+    counts[:3] = 0  # three cells without counts
+    pbmc_small.X = counts.tocsr()
     labels = pbmc_small.obs["cell_type"].astype(object)
     labels.iloc[3:40] = np.nan  # unlabelled cells
     pbmc_small.obs["cell_type"] = labels
     n_obs = pbmc_small.n_obs
     _setup(pbmc_small)
-    model = sct.SCTransformer(pbmc_small, **TINY)
+    model = sct.SCTransformer(pbmc_small, **tiny)
     model.train(max_epochs=2, enable_progress_bar=False)
-    assert np.isfinite(model.history["train_loss"].to_numpy()).all()
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
     pred = model.predict(pbmc_small)
     latent = model.get_latent_representation(pbmc_small)
     assert len(pred) == n_obs == pbmc_small.n_obs and np.isfinite(latent).all()
@@ -171,9 +170,9 @@ def test_zero_count_cells_and_missing_labels_are_kept(pbmc_small):
     assert set(model.train_indices) | set(model.validation_indices) <= set(labelled)
 
 
-def test_unlabelled_only_minibatch_has_zero_loss(pbmc_small):
+def test_unlabelled_only_minibatch_has_zero_loss(pbmc_small, tiny):
     _setup(pbmc_small)
-    model = sct.SCTransformer(pbmc_small, **TINY)
+    model = sct.SCTransformer(pbmc_small, **tiny)
     module = model.module
     x = torch.as_tensor(pbmc_small.X[:4].toarray())
     tensors = {"X": x, "labels": torch.full((4, 1), module.n_labels), "library_size": x.sum(1, keepdim=True)}

@@ -321,8 +321,8 @@ class SCTransformer(BaseModelClass):
         ``adata.obs["_scvi_labels"]``, ``adata.obs["_scvi_batch"]``
             Integer codes used by the data loaders (scvi-tools convention).
         """
-        source_registry = kwargs.get("source_registry")
         setup_method_args = cls._get_setup_method_args(**locals())
+        source_registry = kwargs.get("source_registry")
         check_var_names(adata)
         check_expression(adata, layer, log_normalized)
         if source_registry is None:  # a new reference: check what training needs
@@ -481,7 +481,8 @@ class SCTransformer(BaseModelClass):
         splitter = self._data_splitter_cls(
             self.adata_manager,
             batch_size=batch_size,
-            external_indexing=[train_idx, val_idx, np.array([], dtype=int)],
+            # unlabelled cells sit in the (unused) test split: scvi-tools wants every cell assigned
+            external_indexing=[train_idx, val_idx, np.flatnonzero(codes >= n_labels)],
             **(datasplitter_kwargs or {}),
         )
         callbacks = list(trainer_kwargs.pop("callbacks", []))
@@ -503,6 +504,8 @@ class SCTransformer(BaseModelClass):
             **trainer_kwargs,
         )
         runner()
+        if isinstance(self.history_, dict):  # logged tensors -> plain floats
+            self.history_ = {k: v.astype(float) for k, v in self.history_.items()}
 
     # -------------------------------------------------------------- inference
     @torch.inference_mode()
