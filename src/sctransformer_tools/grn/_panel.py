@@ -33,7 +33,7 @@ def regulon_edges_in(genes: Sequence[str], net: pd.DataFrame, min_targets: int =
     genes
         Gene names, e.g. ``adata.var_names`` or a gene panel.
     net
-        Regulons from :func:`~sctransformer_tools.grn.load_regulons`.
+        Regulons from :func:`~sctransformer_tools.grn.load_regulons` (``weight`` defaults to 1).
     min_targets
         Minimum number of targets among ``genes`` for a TF to keep its edges.
 
@@ -57,11 +57,12 @@ def regulon_edges_in(genes: Sequence[str], net: pd.DataFrame, min_targets: int =
     src = _match_names(genes, pd.Index(net["source"])).to_numpy()
     tgt = _match_names(genes, pd.Index(net["target"])).to_numpy()
     keep = (src >= 0) & (tgt >= 0) & (src != tgt)
+    weight = net["weight"].to_numpy(dtype=float) if "weight" in net.columns else np.ones(len(net))
     edges = pd.DataFrame(
         {
             "source": genes[src[keep]],
             "target": genes[tgt[keep]],
-            "weight": net["weight"].to_numpy()[keep].astype(float),
+            "weight": weight[keep],
             "source_idx": src[keep],
             "target_idx": tgt[keep],
         }

@@ -382,9 +382,16 @@ class SCTransformer(BaseModelClass):
             if setup_args.get("log_normalized", False):
                 sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, batch_key="batch" if batch_key else None)
             else:
-                sc.pp.highly_variable_genes(
-                    tmp, n_top_genes=n_top, flavor="seurat_v3", batch_key="batch" if batch_key else None
-                )
+                try:
+                    sc.pp.highly_variable_genes(
+                        tmp, n_top_genes=n_top, flavor="seurat_v3", batch_key="batch" if batch_key else None
+                    )
+                except ValueError as err:  # the loess fit of seurat_v3 can fail on small or degenerate data
+                    logger.warning("seurat_v3 highly variable genes failed (%s); using flavor='seurat'.", err)
+                    tmp.X = tmp.X.copy()  # never normalise the user's counts in place
+                    sc.pp.normalize_total(tmp, target_sum=1e4)
+                    sc.pp.log1p(tmp)
+                    sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, batch_key="batch" if batch_key else None)
         return tmp.var_names[tmp.var["highly_variable"].to_numpy()]
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
