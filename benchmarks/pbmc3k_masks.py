@@ -61,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--masks", nargs="+", default=["grn", "dense", "random", "shuffled"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--max-epochs", type=int, default=20)
+    parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=None, help="append records to this JSON-lines file")
     parser.add_argument("--model-kwargs", default="{}", help="extra SCTransformer kwargs as a JSON object")

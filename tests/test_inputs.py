@@ -178,3 +178,12 @@ def test_unlabelled_only_minibatch_has_zero_loss(pbmc_small, tiny):
     tensors = {"X": x, "labels": torch.full((4, 1), module.n_labels), "library_size": x.sum(1, keepdim=True)}
     _, _, loss = module(tensors)
     assert loss.loss.item() == 0.0 and loss.loss.requires_grad
+
+
+def test_user_counts_are_never_modified(pbmc_small, tiny):
+    before = pbmc_small.X.copy()
+    _setup(pbmc_small)
+    model = sct.SCTransformer(pbmc_small, **(tiny | {"n_top_genes": 200}))  # HVG selection on these counts
+    model.predict(pbmc_small)
+    assert (pbmc_small.X != before).nnz == 0
+    assert model.mask_summary()["extra_genes"] > 0

@@ -414,7 +414,7 @@ class SCTransformer(BaseModelClass):
     # ------------------------------------------------------------------ train
     def train(
         self,
-        max_epochs: int = 20,
+        max_epochs: int = 30,
         *,
         lr: float = 2e-3,
         batch_size: int = 64,
