@@ -185,5 +185,42 @@ def test_user_counts_are_never_modified(pbmc_small, tiny):
     _setup(pbmc_small)
     model = sct.SCTransformer(pbmc_small, **(tiny | {"n_top_genes": 200}))  # HVG selection on these counts
     model.predict(pbmc_small)
-    assert (pbmc_small.X != before).nnz == 0
+    assert (before != pbmc_small.X).nnz == 0
     assert model.mask_summary()["extra_genes"] > 0
+
+
+def test_batch_key_and_a_query_from_an_unseen_batch(pbmc_small, tiny):
+    pbmc_small.obs["donor"] = np.where(np.arange(pbmc_small.n_obs) % 2, "d1", "d2")
+    _setup(pbmc_small, batch_key="donor")
+    model = sct.SCTransformer(pbmc_small, **tiny)
+    assert model.module.batch_embedding is not None
+    model.train(max_epochs=1, enable_progress_bar=False)
+    query = pbmc_small[:30].copy()
+    query.obs["donor"] = "d3"
+    del query.obs["cell_type"]
+    with pytest.warns(UserWarning, match="30 cells have values of obs\\['donor'\\] the model has not seen"):
+        model.predict(query)
+    assert query.obs["sctransformer_prediction"].notna().all()
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(pbmc_small, tiny):
+    _setup(pbmc_small)
+    model = sct.SCTransformer(pbmc_small, **tiny)
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    # with a zero learning rate the validation loss never improves: stop after `patience` epochs
+    model.train(max_epochs=10, lr=0.0, early_stopping=True, early_stopping_patience=1, enable_progress_bar=False)
+    assert len(model.history["validation_loss"]) == 2
+    after = model.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_weight_averaging_ends_with_the_averaged_weights(pbmc_small, tiny):
+    _setup(pbmc_small)
+    runs = []
+    for averaging in (False, False, True):
+        model = sct.SCTransformer(pbmc_small, seed=3, **tiny)
+        model.train(max_epochs=3, weight_averaging=averaging, seed=3, enable_progress_bar=False)
+        runs.append(model.module.state_dict()["classifier.weight"])
+    # training is reproducible, so the averaging alone changes the final weights
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2]) and torch.isfinite(runs[2]).all()

@@ -33,10 +33,11 @@ class SCTransformerModule(BaseModuleClass):
     """GRN-masked Transformer over a cell's expressed genes, classifying cell types from its CLS token.
 
     Tokens are the panel genes a cell expresses (see :class:`ExpressedGeneTokenizer`): gene identity
-    embedding + expression value embedding. A CLS token (plus a batch embedding when there are
-    batches) is prepended. Gene tokens attend along the mask's allowed pairs (and to themselves when
-    ``self_loops``); the CLS token attends to every gene, genes attend to the CLS token only when
-    ``genes_attend_cls``. The final CLS state, layer-normalised, is the cell embedding and feeds a
+    embedding + expression value embedding (an MLP of the value, plus a gene-specific direction scaled
+    by the value). A CLS token (plus a batch embedding when there are batches; 10% of training cells
+    get the "unseen batch" embedding that query cells of new batches use) is prepended. Gene tokens
+    attend along the mask's allowed pairs (and to themselves when ``self_loops``); the CLS token
+    attends to every gene, genes attend to the CLS token only when ``genes_attend_cls``. The final CLS state, layer-normalised, is the cell embedding and feeds a
     linear classifier.
 
     Parameters
@@ -292,6 +293,9 @@ class SCTransformerModule(BaseModuleClass):
                 idx = torch.full((x.shape[0],), self.n_batch, dtype=torch.long, device=x.device)
             else:
                 idx = batch_index.reshape(-1).long().clamp(max=self.n_batch)
+                if self.training:  # teach the "unseen batch" embedding what a query from a new batch needs
+                    unseen = torch.rand(idx.shape, device=idx.device) < 0.1
+                    idx = idx.masked_fill(unseen, self.n_batch)
             cls = cls + self.batch_embedding(idx)
         return torch.cat([cls, genes], dim=0), tokens
 

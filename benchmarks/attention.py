@@ -1,0 +1,297 @@
+"""Cost of GRN-masked attention: dense masked SDPA vs the package's edge-based (sparse) path.
+
+For ``genes`` gene tokens per cell (every token present, as in a panel of that size) and the real
+CollecTRI edges among them (or as many random edges), one :class:`~sctransformer_tools.nn.MaskedMultiheadAttention`
+layer (d_model 128, 4 heads) runs forward + backward on ``batch`` cells. Genes are the CollecTRI genes
+ranked by degree (hub TFs and their most regulated targets first); beyond the ~6,700 CollecTRI genes, the
+panel is filled with genes without edges (they attend to themselves only). Each measurement runs in its
+own process: time is the median of the repeats, memory is the peak resident set size above the
+process's footprint once inputs are built (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``). A
+run that cannot allocate under the memory cap (``--mem-cap-gb``) or exceeds ``--timeout`` gives ``null``.
+
+Usage (from the project root)::
+
+    SCTRANSFORMER_TOOLS_DATA=../shared/data/regulons python benchmarks/attention.py --quick
+    SCTRANSFORMER_TOOLS_DATA=../shared/data/regulons python benchmarks/attention.py \
+        --out benchmarks/results/attention.json --plot benchmarks/results/attention.png
+
+``--quick`` runs 1,000 and 4,000 genes, batch 8, fp32, real edges (under 3 minutes) and prints one JSON
+object whose ``"grid"`` holds records with ``genes``, ``edges``, ``batch``, ``dtype``, ``dense_s``,
+``grn_s``, ``dense_mb``, ``grn_mb``. The full run adds 500, 2,000 and 8,000 genes, batch 32, bf16 and
+random edges. ``--model`` adds model-level figures of the default model on pbmc3k (training and inference
+cells/s, model FLOP utilisation against this machine's measured matmul peak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PBMC3K = ROOT.parent / "shared" / "data" / "scrna" / "pbmc3k_seurat_labels.h5ad"
+D_MODEL, N_HEADS = 128, 4
+
+
+# ----------------------------------------------------------------------------- inputs
+def panel_edges(n_genes: int, edge_kind: str, seed: int = 0):
+    """``(n_pairs, 2)`` (query, key) pairs among ``n_genes`` genes: real CollecTRI edges or as many random."""
+    import numpy as np
+
+    import sctransformer_tools as sct
+
+    net = sct.grn.load_regulons("collectri")
+    degree = net["source"].value_counts().add(net["target"].value_counts(), fill_value=0).sort_values(ascending=False)
+    genes = list(degree.index[:n_genes]) + [f"filler{i}" for i in range(max(0, n_genes - len(degree)))]
+    edges = sct.grn.regulon_edges_in(genes, net)
+    mask = sct.grn.build_mask(n_genes, edges, kind="grn" if edge_kind == "real" else "random", seed=seed)
+    return np.asarray(mask.pairs, dtype=np.int64)
+
+
+def _peak_rss_reset() -> None:
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def worker(genes: int, batch: int, dtype: str, edge_kind: str, method: str, repeats: int) -> dict:
+    """One measurement (run in a fresh process)."""
+    import torch
+
+    from sctransformer_tools.nn import MaskedMultiheadAttention, TokenPairs
+
+    torch.manual_seed(0)
+    pairs = torch.as_tensor(panel_edges(genes, edge_kind))
+    n_edges = len(pairs)
+    self_loops = torch.arange(genes)[:, None].expand(genes, 2)
+    pairs = torch.cat([pairs, self_loops])
+    layer = MaskedMultiheadAttention(D_MODEL, N_HEADS)
+    x = torch.randn(batch, genes, D_MODEL, requires_grad=True)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
+    record = {"genes": genes, "edges": n_edges, "batch": batch, "dtype": dtype, "edge_kind": edge_kind}
+    if method == "dense":
+        allowed = torch.zeros(genes, genes, dtype=torch.bool)
+        allowed[pairs[:, 0], pairs[:, 1]] = True
+        kwargs = {"allowed": allowed[None].expand(batch, genes, genes)}
+    else:
+        offset = (torch.arange(batch) * genes)[:, None]
+        query = (pairs[:, 0][None] + offset).reshape(-1)
+        key = (pairs[:, 1][None] + offset).reshape(-1)
+        order = torch.argsort(query, stable=True)
+        kwargs = {"pairs": TokenPairs(query[order], key[order], batch * genes)}
+
+    def step() -> None:
+        with autocast:
+            out, _ = layer(x, **kwargs)
+        out.float().square().mean().backward()
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+
+    base = _status_mb("VmRSS")
+    _peak_rss_reset()
+    times = []
+    try:
+        for i in range(repeats + 1):  # the first run warms up
+            start = time.perf_counter()
+            step()
+            if i:
+                times.append(time.perf_counter() - start)
+    except (RuntimeError, MemoryError) as err:  # cannot allocate under the cap
+        record.update({f"{method}_s": None, f"{method}_mb": None, "error": str(err).splitlines()[0][:200]})
+        return record
+    record[f"{method}_s"] = round(sorted(times)[len(times) // 2], 4)
+    record[f"{method}_mb"] = round(_status_mb("VmHWM") - base, 1)
+    return record
+
+
+def measure(genes, batch, dtype, edge_kind, method, repeats, mem_cap_gb, timeout) -> dict:
+    cmd = [sys.executable, __file__, "--worker", json.dumps([genes, batch, dtype, edge_kind, method, repeats])]
+    env = dict(os.environ, SCT_BENCH_MEM_CAP_GB=str(mem_cap_gb))
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        return {f"{method}_s": None, f"{method}_mb": None, f"{method}_error": f"over {timeout} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        tail = (done.stderr.strip().splitlines() or ["killed"])[-1][:200]
+        return {f"{method}_s": None, f"{method}_mb": None, f"{method}_error": tail}
+    record = json.loads(lines[-1])
+    if "error" in record:
+        record[f"{method}_error"] = record.pop("error")
+    return record
+
+
+def grid(configs, repeats, mem_cap_gb, timeout) -> list[dict]:
+    records = []
+    for genes, batch, dtype, edge_kind in configs:
+        record = {}
+        for method in ("grn", "dense"):
+            record.update(measure(genes, batch, dtype, edge_kind, method, repeats, mem_cap_gb, timeout))
+        record = {k: record.get(k) for k in ("genes", "edges", "batch", "dtype", "edge_kind")} | {
+            k: v for k, v in record.items() if k not in ("genes", "edges", "batch", "dtype", "edge_kind")
+        }
+        record["genes"], record["batch"], record["dtype"], record["edge_kind"] = genes, batch, dtype, edge_kind
+        if record.get("dense_s") and record.get("grn_s"):
+            record["time_ratio"] = round(record["dense_s"] / record["grn_s"], 1)
+        if record.get("dense_mb") and record.get("grn_mb"):
+            record["memory_ratio"] = round(record["dense_mb"] / max(record["grn_mb"], 1.0), 1)
+        print(json.dumps(record), file=sys.stderr, flush=True)
+        records.append(record)
+    return records
+
+
+# ----------------------------------------------------------------------------- machine and model
+def matmul_peak_gflops(dtype: str, n: int = 2048, repeats: int = 5) -> float:
+    """Best observed GFLOP/s of an ``n x n`` matmul on this machine."""
+    import torch
+
+    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
+    a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return round(2 * n**3 / best / 1e9, 1)
+
+
+def model_figures(max_epochs: int = 3) -> dict:
+    """Training / inference cells per second and FLOP utilisation of the default model on pbmc3k."""
+    import anndata as ad
+    import numpy as np
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import sctransformer_tools as sct
+
+    adata = ad.read_h5ad(PBMC3K)
+    sct.SCTransformer.setup_anndata(adata, labels_key="cell_type")
+    model = sct.SCTransformer(adata)
+    start = time.perf_counter()
+    model.train(max_epochs=max_epochs, enable_progress_bar=False, train_size=1.0)
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    model.predict(adata)
+    predict_s = time.perf_counter() - start
+
+    # FLOPs of one forward + backward over a sample of cells, in the training precision
+    loader = model._make_data_loader(adata=adata, indices=np.arange(256), batch_size=256)
+    tensors = next(iter(loader))
+    precision = sct.model._model._auto_precision("cpu")
+    module = model.module.train()
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            _, _, losses = module(tensors)
+        losses.loss.backward()
+    module.zero_grad(set_to_none=True)
+    flops_per_cell = counter.get_total_flops() / 256
+    dtype = "bf16" if precision == "bf16-mixed" else "fp32"
+    peak = matmul_peak_gflops(dtype)
+    train_cells_per_s = adata.n_obs * max_epochs / train_s
+    return {
+        "cells": adata.n_obs,
+        "panel_genes": model.mask_summary()["panel_genes"],
+        "precision": precision,
+        "train_cells_per_s": round(train_cells_per_s, 1),
+        "inference_cells_per_s": round(adata.n_obs / predict_s, 1),
+        "train_gflop_per_cell": round(flops_per_cell / 1e9, 3),
+        "matmul_peak_gflops": peak,
+        "mfu": round(train_cells_per_s * flops_per_cell / (peak * 1e9), 4),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    groups = sorted({(r["batch"], r["dtype"]) for r in records if r["edge_kind"] == "real"})
+    for batch, dtype in groups:
+        rows = sorted(
+            (r for r in records if (r["batch"], r["dtype"], r["edge_kind"]) == (batch, dtype, "real")),
+            key=lambda r: r["genes"],
+        )
+        for method, style in (("dense", "--"), ("grn", "-")):
+            for ax, unit in zip(axes, ("s", "mb"), strict=True):
+                pts = [(r["genes"], r[f"{method}_{unit}"]) for r in rows if r.get(f"{method}_{unit}")]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), style, marker="o", label=f"{method} batch {batch} {dtype}")
+    for ax, label in zip(axes, ("forward + backward (s)", "peak memory (MB)"), strict=True):
+        ax.set(xscale="log", yscale="log", xlabel="genes (tokens per cell)", ylabel=label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Masked attention, CollecTRI edges, d_model 128, 4 heads (missing points: did not fit)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1,000 and 4,000 genes, batch 8, fp32")
+    parser.add_argument("--model", action="store_true", help="also measure the default model on pbmc3k")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mem-cap-gb", type=float, default=16.0, help="address-space cap of each run")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run before it counts as null")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker is not None:
+        cap = float(os.environ.get("SCT_BENCH_MEM_CAP_GB", "16")) * 2**30
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        resource.setrlimit(resource.RLIMIT_DATA, (int(cap), hard))
+        print(json.dumps(worker(*json.loads(args.worker))))
+        return
+
+    if args.quick:
+        configs = [(g, 8, "fp32", "real") for g in (1000, 4000)]
+    else:
+        configs = [
+            (g, b, dt, ek)
+            for ek in ("real", "random")
+            for dt in ("fp32", "bf16")
+            for b in (8, 32)
+            for g in (500, 1000, 2000, 4000, 8000)
+            if ek == "real" or b == 8  # random edges: the batch-8 rows suffice to compare with real ones
+        ]
+    import torch
+
+    result = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "matmul_peak_gflops": {"fp32": matmul_peak_gflops("fp32"), "bf16": matmul_peak_gflops("bf16")},
+        },
+        "layer": {"d_model": D_MODEL, "heads": N_HEADS, "self_loops": True, "mem_cap_gb": args.mem_cap_gb},
+        "grid": grid(configs, args.repeats, args.mem_cap_gb, args.timeout),
+    }
+    if args.model:
+        result["model"] = model_figures()
+    text = json.dumps(result, indent=None if args.quick else 1)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    if args.plot is not None:
+        plot(result["grid"], args.plot)
+
+
+if __name__ == "__main__":
+    main()
