@@ -59,6 +59,43 @@ def test_sparse_path_equals_dense_reference(masked_input, dense_heads):
     assert torch.allclose(w_dense[b, :n_masked, q, k], w_sparse, atol=1e-12)
 
 
+@pytest.mark.parametrize("chunk_elements", [2**22, 40])  # one chunk, and many chunks of a few pairs
+def test_sparse_gradients_equal_dense_reference(masked_input, monkeypatch, chunk_elements):
+    from sctransformer_tools.nn import _attention
+
+    monkeypatch.setattr(_attention, "PAIR_CHUNK_ELEMENTS", chunk_elements)
+    x, allowed = masked_input
+    attn = MaskedMultiheadAttention(16, 4).double()
+    b, q, k = allowed.nonzero(as_tuple=True)
+    bias_dense = torch.randn(3, 1, 9, 9, dtype=torch.float64).requires_grad_()
+    grads = {}
+    for path in ("dense", "sparse"):
+        xx = x.clone().requires_grad_()
+        attn.zero_grad()
+        if path == "dense":
+            out, _ = attn(xx, allowed, bias=bias_dense * allowed[:, None])
+        else:
+            out, _ = attn(xx, pairs=pairs_from_dense(allowed), bias=(bias_dense * allowed[:, None])[b, 0, q, k])
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
+        grads[path] = [xx.grad.clone(), attn.qkv.weight.grad.clone(), bias_dense.grad.clone()]
+        bias_dense.grad = None
+    for dense, sparse in zip(grads["dense"], grads["sparse"], strict=True):
+        assert torch.allclose(dense, sparse, atol=1e-10)
+
+
+def test_sparse_path_in_bfloat16_tracks_float32():
+    torch.manual_seed(2)
+    attn = MaskedMultiheadAttention(32, 4)
+    x = torch.randn(2, 50, 32)
+    allowed = torch.rand(2, 50, 50) < 0.1
+    pairs = pairs_from_dense(allowed)
+    ref, _ = attn(x, pairs=pairs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, _ = attn(x, pairs=pairs)
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
 def test_perturbing_a_non_neighbour_leaves_one_layer_unchanged():
     torch.manual_seed(1)
     block = TransformerBlock(16, 4, dropout=0.0).double().eval()

@@ -1,6 +1,6 @@
 """Torch building blocks: masked multi-head attention (dense and sparse paths), pre-LN block, SwiGLU."""
 
-from ._attention import MaskedMultiheadAttention, TokenPairs, pairs_from_dense, segment_softmax
+from ._attention import MaskedMultiheadAttention, TokenPairs, pair_attention, pairs_from_dense, segment_softmax
 from ._block import SwiGLU, TransformerBlock
 from ._layout import TokenLayout
 
@@ -10,6 +10,7 @@ __all__ = [
     "TokenLayout",
     "TokenPairs",
     "TransformerBlock",
+    "pair_attention",
     "pairs_from_dense",
     "segment_softmax",
 ]

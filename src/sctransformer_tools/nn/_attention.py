@@ -66,6 +66,108 @@ def segment_softmax(logits: torch.Tensor, segment: torch.Tensor, n_segments: int
     return exp / total[segment]
 
 
+#: Pairs handled at once by :func:`pair_attention` are chosen so that a chunk's gathered
+#: ``(pairs, heads, head_dim)`` tensors hold about this many elements.
+PAIR_CHUNK_ELEMENTS = 2**22
+
+
+class _PairAttention(torch.autograd.Function):
+    """Softmax attention over an explicit list of (query, key) pairs, with a memory-lean backward.
+
+    Autograd through gathers would keep several ``(pairs, heads, head_dim)`` tensors alive for the
+    backward pass. This function keeps only q, k, v, the output and the ``(pairs, heads)`` weights, and
+    processes pairs in chunks of about :data:`PAIR_CHUNK_ELEMENTS` gathered elements, so memory beyond
+    the tokens themselves grows with ``pairs x heads``. Logits, softmax and accumulations run in at
+    least float32 whatever the input dtype (bf16 inputs are gathered as bf16).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, query, key, bias):
+        n, h, d = q.shape
+        scale = 1.0 / math.sqrt(d)
+        chunk = max(1, PAIR_CHUNK_ELEMENTS // (h * d))
+        n_pairs = len(query)
+        acc = torch.promote_types(q.dtype, torch.float32)  # float32, or float64 for float64 inputs
+        logits = torch.empty(n_pairs, h, dtype=acc, device=q.device)
+        for start in range(0, n_pairs, chunk):
+            sl = slice(start, start + chunk)
+            logits[sl] = (q[query[sl]] * k[key[sl]]).sum(-1, dtype=acc)
+        logits *= scale
+        if bias is not None:
+            logits += bias.to(acc)
+        weights = segment_softmax(logits, query, n)
+        out = torch.zeros(n, h, d, dtype=acc, device=q.device)
+        for start in range(0, n_pairs, chunk):
+            sl = slice(start, start + chunk)
+            out.index_add_(0, query[sl], weights[sl, :, None] * v[key[sl]])
+        ctx.save_for_backward(q, k, v, query, key, weights, out)
+        ctx.scale, ctx.chunk, ctx.has_bias = scale, chunk, bias is not None
+        ctx.mark_non_differentiable(weights)
+        return out.to(q.dtype), weights
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_weights):
+        q, k, v, query, key, weights, out = ctx.saved_tensors
+        grad_out = grad_out.to(out.dtype)
+        # softmax backward: d logit_ij = w_ij (dO_i . v_j - dO_i . out_i)
+        delta = (grad_out * out).sum(-1)
+        grad_q, grad_k, grad_v = (torch.zeros_like(out) for _ in range(3))
+        grad_logits = torch.empty_like(weights) if ctx.has_bias else None
+        for start in range(0, len(query), ctx.chunk):
+            sl = slice(start, start + ctx.chunk)
+            qi, kj = query[sl], key[sl]
+            go = grad_out[qi]
+            w = weights[sl]
+            grad_v.index_add_(0, kj, w[:, :, None] * go)
+            dl = w * ((go * v[kj]).sum(-1) - delta[qi])
+            if grad_logits is not None:
+                grad_logits[sl] = dl
+            dl = (dl * ctx.scale)[:, :, None]
+            grad_q.index_add_(0, qi, dl * k[kj])
+            grad_k.index_add_(0, kj, dl * q[qi])
+        return grad_q.to(q.dtype), grad_k.to(k.dtype), grad_v.to(v.dtype), None, None, grad_logits
+
+
+def pair_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention restricted to explicit ``(query, key)`` pairs.
+
+    Token ``query[p]`` reads token ``key[p]``; a token that is never a query gets zeros. Cost and memory
+    grow with the number of pairs, not tokens². Differentiable in ``q``, ``k``, ``v`` and ``bias``.
+
+    Parameters
+    ----------
+    q, k, v
+        ``(n_tokens, heads, head_dim)``.
+    query, key
+        ``(n_pairs,)`` token positions.
+    bias
+        Optional additive logit bias ``(n_pairs, heads)``.
+
+    Returns
+    -------
+    The attended values ``(n_tokens, heads, head_dim)`` (dtype of ``q``) and the weights
+    ``(n_pairs, heads)`` (float32, float64 for float64 inputs) (summing to one over each query's pairs).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sctransformer_tools.nn import pair_attention
+    >>> q = k = torch.zeros(3, 1, 2)
+    >>> v = torch.arange(6.0).reshape(3, 1, 2)
+    >>> out, w = pair_attention(q, k, v, torch.tensor([0, 0, 1]), torch.tensor([1, 2, 1]))
+    >>> out[:, 0].tolist(), w.ravel().tolist()
+    ([[3.0, 4.0], [2.0, 3.0], [0.0, 0.0]], [0.5, 0.5, 1.0])
+    """
+    return _PairAttention.apply(q, k, v, query, key, bias)
+
+
 class MaskedMultiheadAttention(nn.Module):
     """Multi-head self-attention in which a query reads only the keys it is allowed to.
 
@@ -227,9 +329,6 @@ class MaskedMultiheadAttention(nn.Module):
 
     def _sparse(self, q, k, v, pairs: TokenPairs, bias):
         """Attention over the allowed pairs only. Inputs ``(n_tokens, h, d)``; weights ``(n_pairs, h)``."""
-        logits = (q[pairs.query] * k[pairs.key]).sum(-1) / math.sqrt(self.d_head)  # (n_pairs, h)
         if bias is not None:
-            logits = logits + (bias if bias.dim() == 2 else bias[:, None])
-        weights = segment_softmax(logits, pairs.query, q.shape[0])
-        out = torch.zeros_like(q).index_add_(0, pairs.query, weights.unsqueeze(-1) * v[pairs.key])
-        return out, weights
+            bias = (bias if bias.dim() == 2 else bias[:, None]).expand(len(pairs.query), q.shape[1])
+        return pair_attention(q, k, v, pairs.query, pairs.key, bias)
