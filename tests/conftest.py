@@ -35,6 +35,11 @@ def collectri():
 
 
 @pytest.fixture(scope="session")
+def pbmc3k_path() -> Path:
+    return _require(PBMC3K)
+
+
+@pytest.fixture(scope="session")
 def pbmc3k_full() -> ad.AnnData:
     return ad.read_h5ad(_require(PBMC3K))
 

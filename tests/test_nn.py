@@ -160,6 +160,7 @@ def test_module_sparse_equals_dense(kw):
     x = torch.poisson(torch.rand(6, 40) * 2).double()
     x[2] = 0  # a cell without counts
     codes = torch.unique(module.mask_pairs[:, 0] * 30 + module.mask_pairs[:, 1])
+    module.attention_path = "sparse"
     sparse = module.pair_attention(x, None, None, codes)
     module.attention_path = "dense"
     dense = module.pair_attention(x, None, None, codes)
@@ -167,6 +168,25 @@ def test_module_sparse_equals_dense(kw):
         assert torch.allclose(sparse[key], dense[key], atol=1e-10), key
     assert torch.isfinite(sparse["logits"]).all()
     assert (sparse["pairs"][sparse["present"] == 0] == 0).all()
+
+
+def test_auto_attention_path_follows_the_cost_model(monkeypatch):
+    from sctransformer_tools.module import _sctransformer
+
+    torch.manual_seed(0)
+    module = _module().double().eval()
+    x = torch.poisson(torch.rand(6, 40) * 2).double()
+    calls = []
+    original = _sctransformer.sparse_attention_pays
+    monkeypatch.setattr(_sctransformer, "sparse_attention_pays", lambda *a: calls.append(original(*a)) or calls[-1])
+    outputs = {}
+    for path, cost in (("sparse", 1e-9), ("dense", 1e9)):  # cheap pairs -> sparse; costly pairs -> dense
+        monkeypatch.setattr(_sctransformer, "SPARSE_PAIR_COST", cost)
+        out = module.inference(x, need_weights=True)
+        assert (out["attention"][0][0] is not None) == (path == "sparse")
+        outputs[path] = out["logits"]
+    assert calls == [True, False]
+    assert torch.allclose(outputs["sparse"], outputs["dense"], atol=1e-10)
 
 
 def test_module_state_roundtrip_restores_mask():

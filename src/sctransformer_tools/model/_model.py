@@ -17,6 +17,7 @@ from scvi.data import AnnDataManager
 from scvi.data._constants import _SETUP_ARGS_KEY
 from scvi.data.fields import LayerField, NumericalObsField
 from scvi.dataloaders import DataSplitter
+from scvi.model._utils import use_distributed_sampler  # the rule scvi-tools' Trainer applies too
 from scvi.model.base import BaseModelClass
 from scvi.model.base._constants import SAVE_KEYS
 from scvi.train import TrainRunner
@@ -462,7 +463,11 @@ class SCTransformer(BaseModelClass):
         early_stopping_patience
             Epochs without improvement before stopping.
         accelerator, devices
-            Lightning accelerator and devices (e.g. ``accelerator="gpu", devices=2, strategy="ddp"``).
+            Lightning accelerator and devices. Several devices or machines train data-parallel through
+            Lightning's strategies, e.g. ``accelerator="gpu", devices=4, strategy="ddp"`` (or
+            ``accelerator="cpu", devices=2, strategy="ddp"``; in a notebook ``strategy="ddp_notebook"``;
+            across machines add ``num_nodes=`` and launch with ``torchrun`` or SLURM). Each process then
+            reads its own share of every epoch's cells, so ``batch_size`` is per process.
         precision
             Lightning precision. ``"auto"``: ``"bf16-mixed"`` where the hardware multiplies bfloat16
             natively (CPUs with AVX512-BF16 or AMX, bf16-capable GPUs; about 2x faster training here),
@@ -492,9 +497,12 @@ class SCTransformer(BaseModelClass):
         if precision == "auto":
             precision = _auto_precision(accelerator)
         plan = self._training_plan_cls(self.module, lr=lr, **(plan_kwargs or {}))
+        # several devices/machines (strategy="ddp", ...): every process reads its own share of cells
+        distributed = use_distributed_sampler(trainer_kwargs.get("strategy"))
         splitter = self._data_splitter_cls(
             self.adata_manager,
             batch_size=batch_size,
+            distributed_sampler=distributed,
             # unlabelled cells sit in the (unused) test split: scvi-tools wants every cell assigned
             external_indexing=[train_idx, val_idx, np.flatnonzero(codes >= n_labels)],
             **(datasplitter_kwargs or {}),

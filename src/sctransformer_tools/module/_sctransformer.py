@@ -29,6 +29,29 @@ class ValueEncoder(nn.Module):
         return self.net(values.unsqueeze(-1))
 
 
+#: Cost of one allowed pair on the sparse path relative to one (query, key) slot of dense masked SDPA,
+#: measured on this project's CPU benchmark (``benchmarks/attention.py``).
+SPARSE_PAIR_COST = 16.0
+
+
+def sparse_attention_pays(n_pairs: int, layout) -> bool:
+    """Whether the sparse path is predicted to be faster than dense masked attention for a minibatch.
+
+    Dense attention works on ``cells x slots²`` (query, key) slots, the sparse path on the allowed pairs,
+    each about :data:`SPARSE_PAIR_COST` times as expensive as a dense slot.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sctransformer_tools.nn import TokenLayout
+    >>> from sctransformer_tools.module import sparse_attention_pays
+    >>> layout = TokenLayout.from_counts(torch.tensor([999, 999]))  # 2 cells x 1,000 slots
+    >>> sparse_attention_pays(20_000, layout), sparse_attention_pays(1_000_000, layout)
+    (True, False)
+    """
+    return n_pairs * SPARSE_PAIR_COST < layout.n_cells * layout.n_slots**2
+
+
 class SCTransformerModule(BaseModuleClass):
     """GRN-masked Transformer over a cell's expressed genes, classifying cell types from its CLS token.
 
@@ -73,8 +96,8 @@ class SCTransformerModule(BaseModuleClass):
         Cap on gene tokens per cell.
     attention
         Path of masked layers: ``"sparse"`` (cost grows with allowed pairs), ``"dense"`` (masked
-        scaled-dot-product attention over all token pairs; the reference) or ``"auto"`` (sparse whenever
-        there is a mask). Unmasked layers always run dense.
+        scaled-dot-product attention over all token pairs; the reference) or ``"auto"`` (per minibatch,
+        whichever :func:`sparse_attention_pays` predicts is faster). Unmasked layers always run dense.
     log_normalized
         Input is log-normalised rather than counts.
     token_dropout
@@ -148,7 +171,7 @@ class SCTransformerModule(BaseModuleClass):
         self.edge_bias = edge_bias
         if attention not in ("auto", "sparse", "dense"):
             raise ValueError(f"attention must be 'auto', 'sparse' or 'dense', got {attention!r}.")
-        self.attention_path = "sparse" if attention == "auto" else attention
+        self.attention_path = attention
         self.bias_scale = nn.Parameter(torch.zeros(n_layers, n_heads)) if edge_bias else None
         if class_weights is not None:
             self.register_buffer("class_weights", torch.as_tensor(class_weights, dtype=torch.float32))
@@ -318,11 +341,13 @@ class SCTransformerModule(BaseModuleClass):
         """
         h, tokens = self.embed_tokens(x, library, batch_index)
         layout = tokens.layout
-        sparse = self.attention_path == "sparse" and bool(self.has_mask)
+        sparse = self.attention_path != "dense" and bool(self.has_mask)
         pairs = pair_weight = grn_allowed = None
         if sparse:
             pairs, pair_weight = self.token_pairs(tokens)
-        elif bool(self.has_mask) and self.masked_layers:
+            if self.attention_path == "auto" and not sparse_attention_pays(len(pairs.query), layout):
+                sparse, pairs, pair_weight = False, None, None
+        if not sparse and bool(self.has_mask) and self.masked_layers:
             grn_allowed = self.dense_allowed(tokens, use_mask=True)
         dense_allowed = None
         if not sparse or len(self.masked_layers) < self.n_layers or not bool(self.has_mask):

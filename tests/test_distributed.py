@@ -1,0 +1,65 @@
+"""Data-parallel training through Lightning's DDP strategy: 2 CPU processes match 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, warnings
+    import anndata as ad, numpy as np
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import train_test_split
+    import sctransformer_tools as sct
+
+    warnings.simplefilter("ignore")
+    data, devices, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    adata = ad.read_h5ad(data)
+    train_idx, test_idx = train_test_split(
+        np.arange(adata.n_obs), test_size=0.2, stratify=adata.obs["cell_type"], random_state=0
+    )
+    ref, test = adata[train_idx].copy(), adata[test_idx].copy()
+    sct.SCTransformer.setup_anndata(ref, labels_key="cell_type", regulons="collectri")
+    model = sct.SCTransformer(ref, d_model=32, n_top_genes=500)
+    strategy = {"strategy": "ddp"} if devices > 1 else {}
+    # the same number of optimiser steps either way: each of 2 processes reads half the cells
+    model.train(max_epochs=6, batch_size=64 // devices, accelerator="cpu", devices=devices,
+                enable_progress_bar=False, **strategy)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        sct.SCTransformer.prepare_query_anndata(test, model)
+        pred = model.predict(test)
+        f1 = f1_score(test.obs["cell_type"].astype(str), pred, average="macro")
+        with open(out, "w") as fh:
+            json.dump({"f1": f1, "epochs": len(model.history["train_loss"])}, fh)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="DDP on CPU processes is exercised on Linux")
+def test_two_cpu_processes_reach_the_quality_of_one(tmp_path, pbmc3k_path):
+    script = tmp_path / "train_ddp.py"
+    script.write_text(SCRIPT)
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / f"result_{devices}.json"
+        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // devices)))
+        done = subprocess.run(
+            [sys.executable, str(script), str(pbmc3k_path), str(devices), str(out)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[devices] = json.loads(out.read_text())
+    assert results[1]["epochs"] == results[2]["epochs"] == 6
+    assert results[1]["f1"] > 0.6, results
+    assert abs(results[2]["f1"] - results[1]["f1"]) < 0.1, results
