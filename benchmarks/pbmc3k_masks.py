@@ -6,7 +6,11 @@ trains the default model on the 80% (its own 10% validation split inside) and pr
 Usage (from the project root)::
 
     SCTRANSFORMER_TOOLS_DATA=../shared/data/regulons python benchmarks/pbmc3k_masks.py \
-        --masks grn dense random shuffled --seeds 0 --out benchmarks/results/pbmc3k_masks.json
+        --masks grn dense random shuffled --seeds 0 1 2 --out benchmarks/results/pbmc3k_masks.jsonl
+    python benchmarks/pbmc3k_masks.py --summarize benchmarks/results/pbmc3k_masks.jsonl
+
+``--summarize`` prints a markdown table: mean and standard deviation over seeds per mask, and the GRN
+mask's paired difference (same seed) against each control.
 """
 
 from __future__ import annotations
@@ -57,6 +61,29 @@ def run(mask: str, seed: int, adata: ad.AnnData, train_idx, test_idx, max_epochs
     }
 
 
+def summarize(path: Path) -> str:
+    """Markdown table of a results file: per mask mean (sd) over seeds, and paired GRN - control."""
+    import pandas as pd
+
+    runs = pd.read_json(path, lines=True).drop_duplicates(["mask", "seed"], keep="last")
+    lines = [
+        "| mask | seeds | macro-F1 | accuracy | train s | predict cells/s | density | GRN - mask, macro-F1 (per seed) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    grn = runs[runs["mask"] == "grn"].set_index("seed")["macro_f1"]
+    for mask, group in runs.groupby("mask", sort=False):
+        diff = ""
+        if mask != "grn":
+            paired = (grn - group.set_index("seed")["macro_f1"]).dropna()
+            diff = f"{paired.mean():+.3f} ({', '.join(f'{d:+.3f}' for d in paired)})"
+        lines.append(
+            f"| {mask} | {len(group)} | {group.macro_f1.mean():.3f} ({group.macro_f1.std(ddof=1):.3f}) "
+            f"| {group.accuracy.mean():.3f} ({group.accuracy.std(ddof=1):.3f}) | {group.train_s.mean():.0f} "
+            f"| {group.predict_cells_per_s.mean():.0f} | {group.density.iloc[0]:.2e} | {diff} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--masks", nargs="+", default=["grn", "dense", "random", "shuffled"])
@@ -65,7 +92,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=None, help="append records to this JSON-lines file")
     parser.add_argument("--model-kwargs", default="{}", help="extra SCTransformer kwargs as a JSON object")
+    parser.add_argument("--summarize", type=Path, default=None, help="print the table of a results file and exit")
     args = parser.parse_args()
+    if args.summarize is not None:
+        print(summarize(args.summarize))
+        return
 
     adata = ad.read_h5ad(args.data)
     train_idx, test_idx = train_test_split(

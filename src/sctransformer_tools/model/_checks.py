@@ -112,4 +112,11 @@ def library_sizes(adata: AnnData, layer: str | None, library_size_key: str | Non
             raise ValueError(f"adata.obs[{library_size_key!r}] must hold finite, non-negative library sizes.")
         return lib
     matrix = get_matrix(adata, layer)
-    return np.asarray(matrix.sum(axis=1), dtype=float).ravel()
+    chunk = 10_000  # row chunks: a backed (on-disk) matrix is never loaded whole
+    return np.concatenate(
+        [
+            np.asarray(matrix[start : start + chunk].sum(axis=1), dtype=float).ravel()
+            for start in range(0, adata.n_obs, chunk)
+        ]
+        or [np.zeros(0)]
+    )

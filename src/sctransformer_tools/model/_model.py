@@ -35,6 +35,10 @@ from ._trainingplan import RestoreBestWeights, SCTransformerTrainingPlan
 logger = logging.getLogger(__name__)
 
 
+#: Highly variable genes of larger (or backed) data are computed on a seeded sample of this many cells.
+HVG_MAX_CELLS = 50_000
+
+
 def _stratified_split(labels: np.ndarray, n_labels: int, train_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split labelled cells per class; every class with >= 2 cells has at least one validation cell."""
     rng = np.random.default_rng(seed)
@@ -84,7 +88,8 @@ class SCTransformer(BaseModelClass):
         Dropout in the feed-forward and residual branches (off by default; ``token_dropout`` regularises).
     n_top_genes
         Highly variable genes (scanpy, ``flavor="seurat_v3"`` on counts) added to the regulon genes of
-        the panel; 0 for regulon genes only. They have no edges but reach the CLS token.
+        the panel; 0 for regulon genes only. They have no edges but reach the CLS token. On data opened
+        backed or with more than 50,000 cells they are computed on a seeded sample of 50,000 cells.
     min_targets
         TFs with fewer targets among the data's genes lose their edges.
     direction
@@ -373,10 +378,20 @@ class SCTransformer(BaseModelClass):
         import scanpy as sc
 
         matrix = get_matrix(adata, setup_args.get("layer"))
-        tmp = ad.AnnData(X=matrix, obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names))
+        cells = np.arange(adata.n_obs)
+        if adata.isbacked or adata.n_obs > HVG_MAX_CELLS:  # a seeded sample of cells, read from disk if backed
+            cells = np.sort(
+                np.random.default_rng(0).choice(adata.n_obs, min(adata.n_obs, HVG_MAX_CELLS), replace=False)
+            )
+            matrix = matrix[cells]
+            if hasattr(matrix, "to_memory"):
+                matrix = matrix.to_memory()
+        tmp = ad.AnnData(
+            X=matrix, obs=pd.DataFrame(index=adata.obs_names[cells]), var=pd.DataFrame(index=adata.var_names)
+        )
         batch_key = setup_args.get("batch_key")
         if batch_key is not None:
-            tmp.obs["batch"] = adata.obs[batch_key].astype(str).to_numpy()
+            tmp.obs["batch"] = adata.obs[batch_key].astype(str).to_numpy()[cells]
         n_top = min(n_top_genes, adata.n_vars)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
