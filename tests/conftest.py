@@ -17,8 +17,12 @@ PBMC3K = SCRNA / "pbmc3k_seurat_labels.h5ad"
 COLLECTRI = REGULONS / "collectri_human.csv.gz"
 
 # decoupler downloads regulons at run time; tests read the real copies instead
+# (made absolute, so that subprocesses started in another folder find them too)
 if REGULONS.exists():
     os.environ.setdefault("SCTRANSFORMER_TOOLS_DATA", str(REGULONS))
+os.environ["SCTRANSFORMER_TOOLS_DATA"] = str(
+    Path(os.environ.get("SCTRANSFORMER_TOOLS_DATA", REGULONS)).expanduser().resolve()
+)
 
 
 def _require(path: Path) -> Path:
