@@ -26,17 +26,19 @@ SCRIPT = textwrap.dedent(
     )
     ref, test = adata[train_idx].copy(), adata[test_idx].copy()
     sct.SCTransformer.setup_anndata(ref, labels_key="cell_type", regulons="collectri")
-    model = sct.SCTransformer(ref, d_model=32, n_top_genes=500)
+    model = sct.SCTransformer(ref, n_top_genes=500)
     strategy = {"strategy": "ddp"} if devices > 1 else {}
-    # the same number of optimiser steps either way: each of 2 processes reads half the cells
-    model.train(max_epochs=6, batch_size=64 // devices, accelerator="cpu", devices=devices,
-                enable_progress_bar=False, **strategy)
+    # the same number of optimiser steps either way: each of 2 processes reads half the cells;
+    # plain weights (no EMA), whose average would lag behind in so short a run
+    model.train(max_epochs=8, batch_size=64 // devices, accelerator="cpu", devices=devices,
+                weight_averaging=False, enable_progress_bar=False, **strategy)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         sct.SCTransformer.prepare_query_anndata(test, model)
         pred = model.predict(test)
         f1 = f1_score(test.obs["cell_type"].astype(str), pred, average="macro")
         with open(out, "w") as fh:
-            json.dump({"f1": f1, "epochs": len(model.history["train_loss"])}, fh)
+            accuracy = float((pred == test.obs["cell_type"].astype(str)).mean())
+            json.dump({"f1": f1, "accuracy": accuracy, "epochs": len(model.history["train_loss"])}, fh)
     """
 )
 
@@ -60,6 +62,8 @@ def test_two_cpu_processes_reach_the_quality_of_one(tmp_path, pbmc3k_path):
         )
         assert done.returncode == 0, done.stderr[-3000:]
         results[devices] = json.loads(out.read_text())
-    assert results[1]["epochs"] == results[2]["epochs"] == 6
-    assert results[1]["f1"] > 0.6, results
-    assert abs(results[2]["f1"] - results[1]["f1"]) < 0.1, results
+    assert results[1]["epochs"] == results[2]["epochs"] == 8
+    # one process reaches ~0.87 macro-F1 in these 8 epochs; two processes must match it
+    assert results[1]["f1"] > 0.75, results
+    assert abs(results[2]["f1"] - results[1]["f1"]) < 0.08, results
+    assert abs(results[2]["accuracy"] - results[1]["accuracy"]) < 0.05, results
