@@ -6,7 +6,8 @@ layer (d_model 128, 4 heads) runs forward + backward on ``batch`` cells. Genes a
 ranked by degree (hub TFs and their most regulated targets first); beyond the ~6,700 CollecTRI genes, the
 panel is filled with genes without edges (they attend to themselves only). Each measurement runs in its
 own process: time is the median of the repeats, memory is the peak resident set size above the
-process's footprint once inputs are built (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``). A
+process's footprint once inputs are built (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``;
+glibc is told to return freed blocks above 64 kB to the system, so that the RSS follows live tensors). A
 run that cannot allocate under the memory cap (``--mem-cap-gb``) or exceeds ``--timeout`` gives ``null``.
 
 Usage (from the project root)::
@@ -17,7 +18,9 @@ Usage (from the project root)::
 
 ``--quick`` runs 1,000 and 4,000 genes, batch 8, fp32, real edges (under 3 minutes) and prints one JSON
 object whose ``"grid"`` holds records with ``genes``, ``edges``, ``batch``, ``dtype``, ``dense_s``,
-``grn_s``, ``dense_mb``, ``grn_mb``. The full run adds 500, 2,000 and 8,000 genes, batch 32, bf16 and
+``grn_s``, ``dense_mb``, ``grn_mb``. Rows of batch 8, fp32, real edges also time the attention proper from
+given q, k, v (``*_core_s``, ``*_core_mb``: without the QKV and output projections, which both paths
+share). The full run adds 500, 2,000 and 8,000 genes, batch 32, bf16 and
 random edges. ``--model`` adds model-level figures of the default model on pbmc3k (training and inference
 cells/s, model FLOP utilisation against this machine's measured matmul peak). ``--whole-panel`` trains a
 model over every CollecTRI gene of Darmanis 2015 (brain; ~8,000-gene panel with the HVGs, every expressed
@@ -39,6 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PBMC3K = ROOT.parent / "shared" / "data" / "scrna" / "pbmc3k_seurat_labels.h5ad"
 D_MODEL, N_HEADS = 128, 4
+#: glibc returns every freed block above 64 kB to the system, so that peak RSS follows the live tensors
+#: (by default it keeps freed blocks around, and the peak depends on the order of allocations)
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -67,8 +73,13 @@ def _status_mb(field: str) -> float:
     raise KeyError(field)
 
 
-def worker(genes: int, batch: int, dtype: str, edge_kind: str, method: str, repeats: int) -> dict:
-    """One measurement (run in a fresh process)."""
+def worker(genes: int, batch: int, dtype: str, edge_kind: str, method: str, repeats: int, part: str = "layer") -> dict:
+    """One measurement (run in a fresh process).
+
+    ``part="layer"``: the whole attention layer (QKV and output projections included) from ``x``.
+    ``part="core"``: the attention proper from given ``q, k, v`` (what the two paths do differently):
+    its memory is the working memory beyond the inputs.
+    """
     import torch
 
     from sctransformer_tools.nn import MaskedMultiheadAttention, TokenPairs
@@ -82,6 +93,7 @@ def worker(genes: int, batch: int, dtype: str, edge_kind: str, method: str, repe
     x = torch.randn(batch, genes, D_MODEL, requires_grad=True)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
     record = {"genes": genes, "edges": n_edges, "batch": batch, "dtype": dtype, "edge_kind": edge_kind}
+    name = method if part == "layer" else f"{method}_core"
     if method == "dense":
         allowed = torch.zeros(genes, genes, dtype=torch.bool)
         allowed[pairs[:, 0], pairs[:, 1]] = True
@@ -93,9 +105,29 @@ def worker(genes: int, batch: int, dtype: str, edge_kind: str, method: str, repe
         order = torch.argsort(query, stable=True)
         kwargs = {"pairs": TokenPairs(query[order], key[order], batch * genes)}
 
+    if part == "core":
+        shape = (batch, genes, N_HEADS, D_MODEL // N_HEADS)
+        qkv = [torch.randn(shape, requires_grad=True) for _ in range(3)]
+        if method == "dense":
+            mask = kwargs["allowed"]
+
+            def run():
+                return layer._dense(*qkv, mask, None, False)[0]
+        else:
+            flat = [z.view(-1, *shape[2:]) for z in qkv]
+
+            def run():
+                return layer._sparse(*flat, kwargs["pairs"], None)[0]
+    else:
+
+        def run():
+            return layer(x, **kwargs)[0]
+
     def step() -> None:
+        if method == "grn":  # the pairs' CSR structure is built per minibatch: count it
+            kwargs["pairs"] = TokenPairs(kwargs["pairs"].query, kwargs["pairs"].key, kwargs["pairs"].n_tokens)
         with autocast:
-            out, _ = layer(x, **kwargs)
+            out = run()
         out.float().square().mean().backward()
         x.grad = None
         layer.zero_grad(set_to_none=True)
@@ -110,16 +142,17 @@ def worker(genes: int, batch: int, dtype: str, edge_kind: str, method: str, repe
             if i:
                 times.append(time.perf_counter() - start)
     except (RuntimeError, MemoryError) as err:  # cannot allocate under the cap
-        record.update({f"{method}_s": None, f"{method}_mb": None, "error": str(err).splitlines()[0][:200]})
+        record.update({f"{name}_s": None, f"{name}_mb": None, "error": str(err).splitlines()[0][:200]})
         return record
-    record[f"{method}_s"] = round(sorted(times)[len(times) // 2], 4)
-    record[f"{method}_mb"] = round(_status_mb("VmHWM") - base, 1)
+    record[f"{name}_s"] = round(sorted(times)[len(times) // 2], 4)
+    record[f"{name}_mb"] = round(_status_mb("VmHWM") - base, 1)
     return record
 
 
-def measure(genes, batch, dtype, edge_kind, method, repeats, mem_cap_gb, timeout) -> dict:
-    cmd = [sys.executable, __file__, "--worker", json.dumps([genes, batch, dtype, edge_kind, method, repeats])]
-    env = dict(os.environ, SCT_BENCH_MEM_CAP_GB=str(mem_cap_gb))
+def measure(genes, batch, dtype, edge_kind, method, repeats, mem_cap_gb, timeout, part="layer") -> dict:
+    cmd = [sys.executable, __file__, "--worker", json.dumps([genes, batch, dtype, edge_kind, method, repeats, part])]
+    method = method if part == "layer" else f"{method}_core"
+    env = dict(os.environ, SCT_BENCH_MEM_CAP_GB=str(mem_cap_gb), **MALLOC_ENV)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     except subprocess.TimeoutExpired:
@@ -140,6 +173,9 @@ def grid(configs, repeats, mem_cap_gb, timeout) -> list[dict]:
         record = {}
         for method in ("grn", "dense"):
             record.update(measure(genes, batch, dtype, edge_kind, method, repeats, mem_cap_gb, timeout))
+        if (batch, dtype, edge_kind) == (8, "fp32", "real"):  # attention proper, without the projections
+            for method in ("grn", "dense"):
+                record.update(measure(genes, batch, dtype, edge_kind, method, repeats, mem_cap_gb, timeout, "core"))
         record = {k: record.get(k) for k in ("genes", "edges", "batch", "dtype", "edge_kind")} | {
             k: v for k, v in record.items() if k not in ("genes", "edges", "batch", "dtype", "edge_kind")
         }
@@ -148,6 +184,10 @@ def grid(configs, repeats, mem_cap_gb, timeout) -> list[dict]:
             record["time_ratio"] = round(record["dense_s"] / record["grn_s"], 1)
         if record.get("dense_mb") and record.get("grn_mb"):
             record["memory_ratio"] = round(record["dense_mb"] / max(record["grn_mb"], 1.0), 1)
+        if record.get("dense_core_s") and record.get("grn_core_s"):
+            record["core_time_ratio"] = round(record["dense_core_s"] / record["grn_core_s"], 1)
+        if record.get("dense_core_mb") and record.get("grn_core_mb"):
+            record["core_memory_ratio"] = round(record["dense_core_mb"] / max(record["grn_core_mb"], 1.0), 1)
         print(json.dumps(record), file=sys.stderr, flush=True)
         records.append(record)
     return records
@@ -257,7 +297,7 @@ def whole_panel(mem_cap_gb: float, timeout: float, steps: int = 4, batch_size: i
             "--whole-panel-worker",
             json.dumps([str(DARMANIS), attention, steps, batch_size]),
         ]
-        env = dict(os.environ, SCT_BENCH_MEM_CAP_GB=str(mem_cap_gb))
+        env = dict(os.environ, SCT_BENCH_MEM_CAP_GB=str(mem_cap_gb), **MALLOC_ENV)
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -331,6 +371,12 @@ def main() -> None:
             print(json.dumps(whole_panel_worker(*json.loads(args.whole_panel_worker))))
         return
 
+    import torch
+
+    peak = {"fp32": matmul_peak_gflops("fp32")}
+    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if not args.quick:
+        peak["bf16"] = matmul_peak_gflops("bf16", n=2048 if native_bf16 else 256)
     if args.quick:
         configs = [(g, 8, "fp32", "real") for g in (1000, 4000)]
     else:
@@ -340,16 +386,18 @@ def main() -> None:
             for dt in ("fp32", "bf16")
             for b in (8, 32)
             for g in (500, 1000, 2000, 4000, 8000)
-            if ek == "real" or b == 8  # random edges: the batch-8 rows suffice to compare with real ones
+            if (ek == "real" or b == 8)  # random edges: the batch-8 rows suffice to compare with real ones
+            # without native bfloat16 matmuls (no AVX512-BF16 / AMX) bf16 is emulated and slower than fp32:
+            # measure it where it finishes, to show it
+            and (dt == "fp32" or native_bf16 or (ek == "real" and b == 8 and g <= 1000))
         ]
-    import torch
-
     result = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
-            "matmul_peak_gflops": {"fp32": matmul_peak_gflops("fp32"), "bf16": matmul_peak_gflops("bf16")},
+            "matmul_peak_gflops": peak,
+            "native_bf16": native_bf16,
         },
         "layer": {"d_model": D_MODEL, "heads": N_HEADS, "self_loops": True, "mem_cap_gb": args.mem_cap_gb},
         "grid": grid(configs, args.repeats, args.mem_cap_gb, args.timeout) if args.grid else [],

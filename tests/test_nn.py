@@ -59,26 +59,37 @@ def test_sparse_path_equals_dense_reference(masked_input, dense_heads):
     assert torch.allclose(w_dense[b, :n_masked, q, k], w_sparse, atol=1e-12)
 
 
-@pytest.mark.parametrize("chunk_elements", [2**22, 40])  # one chunk, and many chunks of a few pairs
-def test_sparse_gradients_equal_dense_reference(masked_input, monkeypatch, chunk_elements):
+@pytest.mark.parametrize("kernel", ["csr", "gather", "gather-chunked"])
+def test_sparse_gradients_equal_dense_reference(masked_input, monkeypatch, kernel):
+    """Sparse CSR kernels (CPU/CUDA) and the gather fallback (other devices, here in chunks of a few pairs)."""
     from sctransformer_tools.nn import _attention
 
-    monkeypatch.setattr(_attention, "PAIR_CHUNK_ELEMENTS", chunk_elements)
+    if kernel != "csr":
+        monkeypatch.setattr(_attention, "CSR_DEVICE_TYPES", ())
+    if kernel == "gather-chunked":
+        monkeypatch.setattr(_attention, "PAIR_CHUNK_ELEMENTS", 40)
     x, allowed = masked_input
     attn = MaskedMultiheadAttention(16, 4).double()
     b, q, k = allowed.nonzero(as_tuple=True)
+    pairs = pairs_from_dense(allowed)
+    shuffle = torch.randperm(len(b), generator=torch.Generator().manual_seed(0))  # pairs in any order
+    pairs = type(pairs)(pairs.query[shuffle], pairs.key[shuffle], pairs.n_tokens)
+    b, q, k = b[shuffle], q[shuffle], k[shuffle]
     bias_dense = torch.randn(3, 1, 9, 9, dtype=torch.float64).requires_grad_()
-    grads = {}
+    grads, weights = {}, {}
     for path in ("dense", "sparse"):
         xx = x.clone().requires_grad_()
         attn.zero_grad()
         if path == "dense":
-            out, _ = attn(xx, allowed, bias=bias_dense * allowed[:, None])
+            out, w = attn(xx, allowed, bias=bias_dense * allowed[:, None], need_weights=True)
+            weights[path] = w[b, :, q, k]
         else:
-            out, _ = attn(xx, pairs=pairs_from_dense(allowed), bias=(bias_dense * allowed[:, None])[b, 0, q, k])
+            out, w = attn(xx, pairs=pairs, bias=(bias_dense * allowed[:, None])[b, 0, q, k], need_weights=True)
+            weights[path] = w
         (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
         grads[path] = [xx.grad.clone(), attn.qkv.weight.grad.clone(), bias_dense.grad.clone()]
         bias_dense.grad = None
+    assert torch.allclose(weights["dense"], weights["sparse"], atol=1e-12)
     for dense, sparse in zip(grads["dense"], grads["sparse"], strict=True):
         assert torch.allclose(dense, sparse, atol=1e-10)
 

@@ -732,7 +732,7 @@ class SCTransformer(BaseModelClass):
         score = torch.zeros(n_groups, len(edges))
         cover = torch.zeros(n_groups, len(edges))
         cls = torch.zeros(n_groups, n_genes)
-        group_codes = torch.as_tensor(groups.codes, dtype=torch.long)
+        group_codes = torch.tensor(groups.codes, dtype=torch.long)
         loader = self._make_data_loader(adata=adata, batch_size=batch_size)
         self.module.eval()
         start = 0

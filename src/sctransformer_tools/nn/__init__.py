@@ -1,11 +1,19 @@
 """Torch building blocks: masked multi-head attention (dense and sparse paths), pre-LN block, SwiGLU."""
 
-from ._attention import MaskedMultiheadAttention, TokenPairs, pair_attention, pairs_from_dense, segment_softmax
+from ._attention import (
+    MaskedMultiheadAttention,
+    PairGraph,
+    TokenPairs,
+    pair_attention,
+    pairs_from_dense,
+    segment_softmax,
+)
 from ._block import SwiGLU, TransformerBlock
 from ._layout import TokenLayout
 
 __all__ = [
     "MaskedMultiheadAttention",
+    "PairGraph",
     "SwiGLU",
     "TokenLayout",
     "TokenPairs",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+import warnings
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,8 @@ from torch import nn
 from ._layout import TokenLayout
 
 
-class TokenPairs(NamedTuple):
+@dataclass(eq=False)
+class TokenPairs:
     """Allowed ``(query, key)`` token pairs of a minibatch, as flat token positions.
 
     Token ``t`` of cell ``b`` in a ``(batch, tokens)`` layout has flat position ``b * tokens + t``.
@@ -30,6 +32,13 @@ class TokenPairs(NamedTuple):
     query: torch.Tensor
     key: torch.Tensor
     n_tokens: int
+    _graphs: dict = field(default_factory=dict, repr=False)
+
+    def graph(self, n_heads: int) -> PairGraph:
+        """The :class:`PairGraph` of these pairs for ``n_heads`` heads (built once, shared by layers)."""
+        if n_heads not in self._graphs:
+            self._graphs[n_heads] = PairGraph(self.query, self.key, self.n_tokens, n_heads)
+        return self._graphs[n_heads]
 
 
 def pairs_from_dense(allowed: torch.Tensor) -> TokenPairs:
@@ -66,19 +75,145 @@ def segment_softmax(logits: torch.Tensor, segment: torch.Tensor, n_segments: int
     return exp / total[segment]
 
 
-#: Pairs handled at once by :func:`pair_attention` are chosen so that a chunk's gathered
-#: ``(pairs, heads, head_dim)`` tensors hold about this many elements.
+#: Device types whose sparse CSR kernels (SDDMM, SpMM) run the sparse path; others use gather/scatter.
+CSR_DEVICE_TYPES = ("cpu", "cuda")
+
+#: Pairs handled at once by the gather fallback (devices without sparse CSR kernels) are chosen so that
+#: a chunk's gathered ``(pairs, heads, head_dim)`` tensors hold about this many elements.
 PAIR_CHUNK_ELEMENTS = 2**22
 
 
-class _PairAttention(torch.autograd.Function):
-    """Softmax attention over an explicit list of (query, key) pairs, with a memory-lean backward.
+class PairGraph:
+    """The allowed pairs of a minibatch as head-major CSR structures, built once and shared by layers.
 
-    Autograd through gathers would keep several ``(pairs, heads, head_dim)`` tensors alive for the
-    backward pass. This function keeps only q, k, v, the output and the ``(pairs, heads)`` weights, and
-    processes pairs in chunks of about :data:`PAIR_CHUNK_ELEMENTS` gathered elements, so memory beyond
-    the tokens themselves grows with ``pairs x heads``. Logits, softmax and accumulations run in at
-    least float32 whatever the input dtype (bf16 inputs are gathered as bf16).
+    Row ``h * n_tokens + i`` of the block-diagonal ``(heads * n_tokens)²`` matrix holds query token
+    ``i``'s pairs in head ``h``. Values are laid out ``(heads, n_pairs)`` in query order (the softmax
+    rows); the transposed structure (key order) serves the gradients of keys and values.
+
+    Parameters
+    ----------
+    query, key
+        ``(n_pairs,)`` token positions.
+    n_tokens
+        Number of tokens.
+    n_heads
+        Number of heads.
+    """
+
+    def __init__(self, query: torch.Tensor, key: torch.Tensor, n_tokens: int, n_heads: int):
+        device = query.device
+        self.n_pairs, self.n_tokens, self.n_heads = len(query), n_tokens, n_heads
+        # int32 indices where they fit (the MKL / cuSPARSE kernels prefer them)
+        index_dtype = torch.int32 if n_heads * max(n_tokens, self.n_pairs) < 2**31 - 1 else torch.int64
+        heads = torch.arange(n_heads, device=device)
+
+        def structure(rows: torch.Tensor, cols: torch.Tensor):
+            order = torch.argsort(rows, stable=True)
+            counts = torch.bincount(rows, minlength=n_tokens)
+            crow = torch.zeros(n_heads * n_tokens + 1, dtype=torch.int64, device=device)
+            crow[1:] = counts.repeat(n_heads).cumsum(0)
+            col = (cols[order][None] + heads[:, None] * n_tokens).reshape(-1)
+            return order, crow, col.to(index_dtype)
+
+        self.order, self.offsets, self.col = structure(query, key)
+        order_t, offsets_t, self.col_t = structure(key, query)
+        self.crow, self.crow_t = self.offsets.to(index_dtype), offsets_t.to(index_dtype)
+        # for each pair in key order, its position in query order
+        rank = torch.empty_like(self.order)
+        rank[self.order] = torch.arange(self.n_pairs, device=device)
+        self.to_t = rank[order_t]
+        # softmax row of every (head, pair) value
+        self.row = (query[self.order][None] + heads[:, None] * n_tokens).reshape(-1)
+
+    def matrix(self, values: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """Sparse CSR matrix with ``(heads, n_pairs)`` values given in query order."""
+        size = (self.n_heads * self.n_tokens,) * 2
+        crow, col = (self.crow_t, self.col_t) if transpose else (self.crow, self.col)
+        if transpose:
+            values = values[:, self.to_t]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+            return torch.sparse_csr_tensor(crow, col, values.reshape(-1), size, check_invariants=False)
+
+    def per_row(self, values: torch.Tensor, reduce: str) -> torch.Tensor:
+        """``"sum"`` or ``"max"`` of ``(heads, n_pairs)`` values over each softmax row, broadcast back."""
+        rows = torch.segment_reduce(values.reshape(-1), reduce, offsets=self.offsets, unsafe=True)
+        return rows[self.row].view_as(values)
+
+
+def _head_major(z: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(n_tokens, heads, d)`` -> contiguous ``(heads * n_tokens, d)``."""
+    return z.to(dtype).transpose(0, 1).reshape(-1, z.shape[-1])
+
+
+class _CSRPairAttention(torch.autograd.Function):
+    """Softmax attention over the pairs of a :class:`PairGraph` with sparse CSR kernels.
+
+    Logits are a sampled dense-dense product (SDDMM) at the allowed pairs, the output a sparse-dense
+    product (SpMM); the backward pass uses the same two kernels on the structure and its transpose.
+    Memory beyond the tokens is ``pairs x heads`` values. Runs in at least float32.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, graph: PairGraph, bias):
+        with torch.autocast(q.device.type, enabled=False):  # the sparse kernels run in float32 / float64
+            return _CSRPairAttention._forward(ctx, q, k, v, graph, bias)
+
+    @staticmethod
+    def _forward(ctx, q, k, v, graph: PairGraph, bias):
+        n, h, d = q.shape
+        scale = 1.0 / math.sqrt(d)
+        acc = torch.promote_types(q.dtype, torch.float32)
+        qh, kh, vh = (_head_major(z, acc) for z in (q, k, v))
+        pattern = graph.matrix(torch.zeros(h, graph.n_pairs, dtype=acc, device=q.device))
+        logits = torch.sparse.sampled_addmm(pattern, qh, kh.T, beta=0.0, alpha=scale).values().view(h, -1)
+        if bias is not None:
+            logits = logits + bias[graph.order].T.to(acc)
+        exp = torch.exp(logits - graph.per_row(logits, "max"))
+        weights = exp / graph.per_row(exp, "sum")
+        out = graph.matrix(weights) @ vh  # (h * n, d)
+        ctx.save_for_backward(qh, kh, vh, weights, out)
+        ctx.graph, ctx.scale, ctx.has_bias, ctx.dtype = graph, scale, bias is not None, q.dtype
+        ctx.mark_non_differentiable(weights)
+        pair_weights = torch.empty_like(weights.T)
+        pair_weights[graph.order] = weights.T
+        return out.view(h, n, d).transpose(0, 1).to(q.dtype), pair_weights
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_weights):
+        with torch.autocast(grad_out.device.type, enabled=False):
+            return _CSRPairAttention._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
+        qh, kh, vh, weights, out = ctx.saved_tensors
+        graph: PairGraph = ctx.graph
+        h, (hn, d) = weights.shape[0], qh.shape
+        go = _head_major(grad_out, out.dtype)
+        # softmax backward: d logit_ij = w_ij (dO_i . v_j - dO_i . out_i)
+        delta = torch.empty(h, graph.n_pairs, dtype=out.dtype, device=out.device)
+        delta.view(-1)[:] = (go * out).sum(-1)[graph.row]
+        pattern = graph.matrix(torch.zeros_like(weights))
+        dw = torch.sparse.sampled_addmm(pattern, go, vh.T, beta=0.0).values().view(h, -1)
+        dl = weights * (dw - delta)
+        grad_v = graph.matrix(weights, transpose=True) @ go
+        scaled = dl * ctx.scale
+        grad_q = graph.matrix(scaled) @ kh
+        grad_k = graph.matrix(scaled, transpose=True) @ qh
+        grad_bias = None
+        if ctx.has_bias:
+            grad_bias = torch.empty_like(dl.T)
+            grad_bias[graph.order] = dl.T
+        grads = (g.view(h, hn // h, d).transpose(0, 1).to(ctx.dtype) for g in (grad_q, grad_k, grad_v))
+        return *grads, None, grad_bias
+
+
+class _GatherPairAttention(torch.autograd.Function):
+    """Softmax attention over an explicit list of (query, key) pairs, by gather and scatter.
+
+    The fallback for devices without sparse CSR kernels (e.g. Apple MPS). It keeps only q, k, v, the
+    output and the ``(pairs, heads)`` weights for the backward pass and processes pairs in chunks of
+    about :data:`PAIR_CHUNK_ELEMENTS` gathered elements. Accumulation runs in at least float32.
     """
 
     @staticmethod
@@ -135,11 +270,13 @@ def pair_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     bias: torch.Tensor | None = None,
+    graph: PairGraph | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention restricted to explicit ``(query, key)`` pairs.
 
     Token ``query[p]`` reads token ``key[p]``; a token that is never a query gets zeros. Cost and memory
-    grow with the number of pairs, not tokens². Differentiable in ``q``, ``k``, ``v`` and ``bias``.
+    grow with the number of pairs, not tokens²: sparse CSR kernels (SDDMM for the logits, SpMM for the
+    values) on CPU and CUDA, gather/scatter on other devices.
 
     Parameters
     ----------
@@ -149,11 +286,14 @@ def pair_attention(
         ``(n_pairs,)`` token positions.
     bias
         Optional additive logit bias ``(n_pairs, heads)``.
+    graph
+        The :class:`PairGraph` of ``query``, ``key`` (built here when not given).
 
     Returns
     -------
     The attended values ``(n_tokens, heads, head_dim)`` (dtype of ``q``) and the weights
     ``(n_pairs, heads)`` (float32, float64 for float64 inputs) (summing to one over each query's pairs).
+    Differentiable in ``q``, ``k``, ``v`` and ``bias``.
 
     Examples
     --------
@@ -165,7 +305,14 @@ def pair_attention(
     >>> out[:, 0].tolist(), w.ravel().tolist()
     ([[3.0, 4.0], [2.0, 3.0], [0.0, 0.0]], [0.5, 0.5, 1.0])
     """
-    return _PairAttention.apply(q, k, v, query, key, bias)
+    if q.device.type not in CSR_DEVICE_TYPES:
+        return _GatherPairAttention.apply(q, k, v, query, key, bias)
+    if not len(query):  # no pairs: every token gets zeros
+        weights = torch.zeros(0, q.shape[1], dtype=torch.promote_types(q.dtype, torch.float32), device=q.device)
+        return torch.zeros_like(q), weights
+    if graph is None:
+        graph = PairGraph(query, key, q.shape[0], q.shape[1])
+    return _CSRPairAttention.apply(q, k, v, graph, bias)
 
 
 class MaskedMultiheadAttention(nn.Module):
@@ -331,4 +478,4 @@ class MaskedMultiheadAttention(nn.Module):
         """Attention over the allowed pairs only. Inputs ``(n_tokens, h, d)``; weights ``(n_pairs, h)``."""
         if bias is not None:
             bias = (bias if bias.dim() == 2 else bias[:, None]).expand(len(pairs.query), q.shape[1])
-        return pair_attention(q, k, v, pairs.query, pairs.key, bias)
+        return pair_attention(q, k, v, pairs.query, pairs.key, bias, graph=pairs.graph(q.shape[1]))
