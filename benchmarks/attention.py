@@ -5,9 +5,10 @@ CollecTRI edges among them (or as many random edges), one :class:`~sctransformer
 layer (d_model 128, 4 heads) runs forward + backward on ``batch`` cells. Genes are the CollecTRI genes
 ranked by degree (hub TFs and their most regulated targets first); beyond the ~6,700 CollecTRI genes, the
 panel is filled with genes without edges (they attend to themselves only). Each measurement runs in its
-own process: time is the median of the repeats, memory is the peak resident set size above the
-process's footprint once inputs are built (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``;
-glibc is told to return freed blocks above 64 kB to the system, so that the RSS follows live tensors). A
+own process: time is the median of the repeats; memory, measured in a second process, is the peak
+resident set size above the process's footprint once inputs are built (Linux ``VmHWM``, reset through
+``/proc/self/clear_refs``), with glibc told to return every freed block above 64 kB to the system so that
+the RSS follows the live tensors (that costs page faults, hence the separate timing process). A
 run that cannot allocate under the memory cap (``--mem-cap-gb``) or exceeds ``--timeout`` gives ``null``.
 
 Usage (from the project root)::
@@ -149,22 +150,31 @@ def worker(genes: int, batch: int, dtype: str, edge_kind: str, method: str, repe
     return record
 
 
-def measure(genes, batch, dtype, edge_kind, method, repeats, mem_cap_gb, timeout, part="layer") -> dict:
-    cmd = [sys.executable, __file__, "--worker", json.dumps([genes, batch, dtype, edge_kind, method, repeats, part])]
-    method = method if part == "layer" else f"{method}_core"
-    env = dict(os.environ, SCT_BENCH_MEM_CAP_GB=str(mem_cap_gb), **MALLOC_ENV)
+def _run_worker(args: list, mem_cap_gb: float, timeout: float, name: str, env: dict) -> dict:
+    cmd = [sys.executable, __file__, "--worker", json.dumps(args)]
+    env = dict(os.environ, SCT_BENCH_MEM_CAP_GB=str(mem_cap_gb), **env)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     except subprocess.TimeoutExpired:
-        return {f"{method}_s": None, f"{method}_mb": None, f"{method}_error": f"over {timeout} s"}
+        return {f"{name}_s": None, f"{name}_mb": None, f"{name}_error": f"over {timeout} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         tail = (done.stderr.strip().splitlines() or ["killed"])[-1][:200]
-        return {f"{method}_s": None, f"{method}_mb": None, f"{method}_error": tail}
+        return {f"{name}_s": None, f"{name}_mb": None, f"{name}_error": tail}
     record = json.loads(lines[-1])
     if "error" in record:
-        record[f"{method}_error"] = record.pop("error")
+        record[f"{name}_error"] = record.pop("error")
     return record
+
+
+def measure(genes, batch, dtype, edge_kind, method, repeats, mem_cap_gb, timeout, part="layer") -> dict:
+    """Time (default allocator, median of ``repeats``) and peak memory (a second process, see above)."""
+    name = method if part == "layer" else f"{method}_core"
+    timed = _run_worker([genes, batch, dtype, edge_kind, method, repeats, part], mem_cap_gb, timeout, name, {})
+    if timed.get(f"{name}_s") is None:
+        return timed
+    sized = _run_worker([genes, batch, dtype, edge_kind, method, 1, part], mem_cap_gb, timeout, name, MALLOC_ENV)
+    return timed | {f"{name}_mb": sized.get(f"{name}_mb")}
 
 
 def grid(configs, repeats, mem_cap_gb, timeout) -> list[dict]:
@@ -209,6 +219,39 @@ def matmul_peak_gflops(dtype: str, n: int = 2048, repeats: int = 5) -> float:
     return round(2 * n**3 / best / 1e9, 1)
 
 
+def _sparse_aware_flops() -> dict:
+    """FLOP formulas for torch's counter that count sparse CSR products by their stored entries.
+
+    The stock formulas count a sparse ``(m, m)`` @ dense ``(m, d)`` product as dense (``2 m² d``) and
+    skip SDDMM; the sparse attention does ``2 nnz d`` in each.
+    """
+    import torch
+    from torch.utils import flop_counter
+
+    aten = torch.ops.aten
+
+    def sparse_or(dense_formula, *positions):
+        def formula(*args, out_val=None, **kwargs):
+            for i in positions:
+                if isinstance(args[i], torch.Tensor) and args[i].layout != torch.strided:
+                    other = args[i + 1] if i + 1 < len(args) and isinstance(args[i + 1], torch.Tensor) else None
+                    return 2 * args[i]._nnz() * (other.shape[-1] if other is not None else 1)
+            return dense_formula(*args, out_val=out_val, **kwargs)  # the stock formula (takes tensors)
+
+        formula._get_raw = True
+        return formula
+
+    def sddmm(pattern, mat1, mat2, *args, out_val=None, **kwargs):
+        return 2 * pattern._nnz() * mat1.shape[-1]
+
+    sddmm._get_raw = True
+    return {
+        aten.mm: sparse_or(flop_counter.mm_flop, 0),
+        aten.addmm: sparse_or(flop_counter.addmm_flop, 1),
+        aten.sparse_sampled_addmm: sddmm,
+    }
+
+
 def model_figures(max_epochs: int = 3) -> dict:
     """Training / inference cells per second and FLOP utilisation of the default model on pbmc3k."""
     import anndata as ad
@@ -233,7 +276,7 @@ def model_figures(max_epochs: int = 3) -> dict:
     tensors = next(iter(loader))
     precision = sct.model._model._auto_precision("cpu")
     module = model.module.train()
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_sparse_aware_flops()) as counter:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
             _, _, losses = module(tensors)
         losses.loss.backward()
@@ -297,7 +340,7 @@ def whole_panel(mem_cap_gb: float, timeout: float, steps: int = 4, batch_size: i
             "--whole-panel-worker",
             json.dumps([str(DARMANIS), attention, steps, batch_size]),
         ]
-        env = dict(os.environ, SCT_BENCH_MEM_CAP_GB=str(mem_cap_gb), **MALLOC_ENV)
+        env = dict(os.environ, SCT_BENCH_MEM_CAP_GB=str(mem_cap_gb))
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -406,6 +449,11 @@ def main() -> None:
         result["whole_panel"] = whole_panel(args.mem_cap_gb, args.timeout)
     if args.model:
         result["model"] = model_figures()
+    if args.out is not None and args.out.exists() and not args.quick:  # keep the sections not run this time
+        previous = json.loads(args.out.read_text())
+        for section in ("grid", "whole_panel", "model"):
+            if not result.get(section) and previous.get(section):
+                result[section] = previous[section]
     text = json.dumps(result, indent=None if args.quick else 1)
     print(text)
     if args.out is not None:
