@@ -137,8 +137,75 @@ def test_query_sharing_no_panel_gene(pbmc_small, tmp_path, tiny):
     model = sct.SCTransformer(pbmc_small, **tiny)
     query = pbmc_small.copy()
     query.var_names = [f"gene{i}" for i in range(query.n_vars)]
-    with pytest.raises(ValueError, match="shares none of the model's.*panel genes"):
+    with pytest.raises(ValueError, match=r"measures 0 of the model's .* panel genes \(0.0%.*expects gene symbols"):
         sct.SCTransformer.prepare_query_anndata(query, model)
+
+
+def test_query_with_ensembl_ids_is_pointed_to_its_symbol_column(pbmc_small, tiny):
+    """The CellTypist pitfall: Ensembl IDs in var_names, symbols in a column. The error names the column."""
+    _setup(pbmc_small)
+    model = sct.SCTransformer(pbmc_small, **tiny)
+    query = pbmc_small.copy()
+    del query.obs["cell_type"]
+    query.var["feature_name"] = query.var_names.astype(str)
+    query.var_names = [f"ENSG{i:011d}.{i % 7 + 1}" for i in range(query.n_vars)]
+    with pytest.raises(ValueError, match=r"query has Ensembl IDs.*adata.var\['feature_name'\] matches 100%"):
+        sct.SCTransformer.prepare_query_anndata(query, model)
+    aligned = sct.SCTransformer.prepare_query_anndata(query, model, gene_symbols="feature_name", inplace=False)
+    assert list(aligned.var_names) == list(model.get_var_names())
+    assert aligned.uns["sctransformer_query"]["panel_match_ratio"] == 1.0
+    np.testing.assert_array_equal(aligned.X.toarray(), pbmc_small[:, model.get_var_names()].X.toarray())
+    with pytest.raises(KeyError, match="gene_symbols='symbols' is not a column"):
+        sct.SCTransformer.prepare_query_anndata(query, model, gene_symbols="symbols")
+
+
+def test_query_names_matched_across_case_and_ensembl_versions(pbmc_small, tiny):
+    _setup(pbmc_small)
+    model = sct.SCTransformer(pbmc_small, **tiny)
+    query = pbmc_small.copy()
+    names = query.var_names.to_numpy(dtype=object).copy()
+    names[:50] = [n.lower() for n in names[:50]]  # e.g. a pipeline that lower-cased some symbols
+    query.var_names = names
+    with pytest.warns(UserWarning, match="matched the model's only after ignoring case"):
+        aligned = sct.SCTransformer.prepare_query_anndata(query, model, inplace=False)
+    info = aligned.uns["sctransformer_query"]
+    assert info["n_matched_by_case_or_version"] == int((names[:50] != pbmc_small.var_names[:50]).sum()) > 0
+    np.testing.assert_array_equal(aligned.X.toarray(), pbmc_small[:, model.get_var_names()].X.toarray())
+
+    from sctransformer_tools.model._query import match_gene_names
+
+    renamed, report = match_gene_names(
+        pd.Index(["ENSG00000075624.17", "actb", "Cd3e", "CD3E", "xyz"]),
+        pd.Index(["ENSG00000075624", "ACTB", "CD3E", "Foo", "FOO"]),
+    )
+    # exact CD3E wins over Cd3e; "xyz" matches nothing
+    assert renamed.tolist() == ["ENSG00000075624", "ACTB", "Cd3e", "CD3E", "xyz"]
+    assert report == {"n_exact": 1, "n_case_or_version": 2, "n_ambiguous": 1}
+
+
+def test_query_below_min_panel_match_is_refused_and_can_be_allowed(pbmc_small, tiny):
+    _setup(pbmc_small)
+    model = sct.SCTransformer(pbmc_small, **tiny)
+    keep = pbmc_small.var_names[::40]  # a query measuring few of the model's genes
+    query = pbmc_small[:, keep].copy()
+    ratio = float(pd.Index(model.init_params_["non_kwargs"]["panel_genes"]).isin(keep).mean())
+    assert ratio < 0.05
+    with pytest.raises(ValueError, match="below min_panel_match=5%.*lower min_panel_match"):
+        sct.SCTransformer.prepare_query_anndata(query, model)
+    with pytest.warns(UserWarning, match="zero-filled"):
+        aligned = sct.SCTransformer.prepare_query_anndata(query, model, min_panel_match=0.0, inplace=False)
+    assert aligned.uns["sctransformer_query"]["panel_match_ratio"] == pytest.approx(ratio)
+
+
+def test_query_duplicated_model_genes_are_an_error(pbmc_small, tiny):
+    _setup(pbmc_small)
+    model = sct.SCTransformer(pbmc_small, **tiny)
+    query = pbmc_small.copy()
+    symbols = query.var_names.to_numpy(dtype=object).copy()
+    symbols[1] = symbols[0]
+    query.var["symbol"] = symbols
+    with pytest.raises(ValueError, match=r"appear more than once in adata.var\['symbol'\]"):
+        sct.SCTransformer.prepare_query_anndata(query, model, gene_symbols="symbol")
 
 
 def test_predict_on_unaligned_data_explains_the_fix(pbmc_small, tiny):

@@ -79,6 +79,45 @@ def test_attention_per_cell_type(trained):
     assert uns["tf_scores"].index.isin(model.panel_["symbol"][model.panel_["is_tf"]]).all()
 
 
+def test_temperature_scaling_fitted_on_validation_cells(trained):
+    model, ref, test = trained
+    cal = model.calibration_
+    assert cal["n_cells"] > 100  # ~10% of the 2,110 reference cells
+    assert 0.05 < cal["temperature"] < 20 and cal["temperature"] == model.temperature
+    # fitted to minimise the validation NLL: never worse there
+    assert cal["nll_after"] <= cal["nll_before"] + 1e-9
+    assert 0 <= cal["ece_after"] <= 1 and 0 <= cal["ece_before"] <= 1
+    # temperature changes confidences, not predictions
+    sct.SCTransformer.prepare_query_anndata(test, model)
+    raw = model.predict(test, soft=True, inplace=False, calibrated=False)
+    scaled = model.predict(test, soft=True, inplace=False)
+    np.testing.assert_array_equal(raw.to_numpy().argmax(1), scaled.to_numpy().argmax(1))
+    logit_ratio = np.log(raw.to_numpy()) - np.log(raw.to_numpy()).max(1, keepdims=True)
+    expected = np.exp(logit_ratio / cal["temperature"])
+    np.testing.assert_allclose(scaled.to_numpy(), expected / expected.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
+
+
+def test_unknown_threshold_and_majority_voting(trained):
+    model, _, test = trained
+    sct.SCTransformer.prepare_query_anndata(test, model)
+    pred = model.predict(test, unknown_threshold=0.0)
+    assert "Unknown" not in set(pred) and "Unknown" in test.obs["sctransformer_prediction"].cat.categories
+    conf = test.obs["sctransformer_confidence"].to_numpy()
+    threshold = float(np.quantile(conf, 0.25))
+    pred = model.predict(test, unknown_threshold=threshold)
+    np.testing.assert_array_equal(pred == "Unknown", conf < threshold)
+    # majority voting over the true cell types: one prediction per type
+    test.obs["cluster"] = test.obs["cell_type"].astype(str)
+    model.predict(test, over_clustering="cluster")
+    votes = test.obs.groupby("cluster", observed=True)["sctransformer_majority_voting"].nunique()
+    assert (votes == 1).all()
+    assert (test.obs["sctransformer_majority_voting"].astype(str) == test.obs["cluster"]).mean() > 0.9
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        model.predict(test, unknown_threshold=5)
+    with pytest.raises(KeyError, match="over_clustering='leiden'"):
+        model.predict(test, over_clustering="leiden")
+
+
 def test_save_load_identical_predictions(trained, tmp_path):
     model, ref, _ = trained
     before = model.predict(ref, soft=True, inplace=False)
@@ -87,6 +126,7 @@ def test_save_load_identical_predictions(trained, tmp_path):
     after = loaded.predict(ref, soft=True, inplace=False)
     np.testing.assert_array_equal(before.to_numpy(), after.to_numpy())
     assert loaded.mask_summary() == model.mask_summary()
+    assert loaded.calibration_ == model.calibration_
 
 
 def test_query_without_labels_shuffled_and_missing_genes(trained, pbmc3k_split, pbmc3k_full, tmp_path):

@@ -107,7 +107,9 @@ def annotate(args: argparse.Namespace) -> None:
     query = ad.read_h5ad(args.query)
     if args.model is not None:
         model_dir = args.model
-        sct.SCTransformer.prepare_query_anndata(query, model_dir, library_size_key=args.query_library_size_key)
+        sct.SCTransformer.prepare_query_anndata(
+            query, model_dir, gene_symbols=args.query_gene_symbols, library_size_key=args.query_library_size_key
+        )
         model = sct.SCTransformer.load(model_dir, adata=query)
     else:
         if args.reference is None or args.labels_key is None:
@@ -125,7 +127,9 @@ def annotate(args: argparse.Namespace) -> None:
         model.train(max_epochs=args.max_epochs)
         if args.save_model is not None:
             model.save(args.save_model, overwrite=True)
-        sct.SCTransformer.prepare_query_anndata(query, model, library_size_key=args.query_library_size_key)
+        sct.SCTransformer.prepare_query_anndata(
+            query, model, gene_symbols=args.query_gene_symbols, library_size_key=args.query_library_size_key
+        )
     model.predict(query)
     model.get_latent_representation(query)
     query.uns["sctransformer"] = {"mask": model.mask_summary(), "reference": str(args.reference or args.model)}
@@ -157,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p_ann.add_argument("--batch-key", default=None)
     p_ann.add_argument("--library-size-key", default=None, help="obs column with total counts (reference)")
     p_ann.add_argument("--query-library-size-key", default=None, help="obs column with total counts (query)")
+    p_ann.add_argument(
+        "--query-gene-symbols", default=None, help="var column of the query with gene names in the reference's naming"
+    )
     p_ann.add_argument("--mask", default="grn", choices=["grn", "dense", "random", "shuffled"])
     p_ann.add_argument("--max-epochs", type=int, default=20)
     p_ann.add_argument("--model", type=Path, default=None, help="use this saved model instead of training")

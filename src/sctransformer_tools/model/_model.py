@@ -27,12 +27,16 @@ from sctransformer_tools import grn
 from sctransformer_tools._constants import ADATA_KEYS, SCT_REGISTRY_KEYS
 from sctransformer_tools.module import SCTransformerModule
 
+from ._calibration import fit_temperature
 from ._checks import check_expression, check_labels, check_var_names, get_matrix, library_sizes
 from ._fields import TolerantCategoricalObsField
 from ._query import load_saved, prepare_query
 from ._trainingplan import RestoreBestWeights, SCTransformerTrainingPlan
 
 logger = logging.getLogger(__name__)
+
+#: Label of cells whose confidence is below ``unknown_threshold`` in :meth:`SCTransformer.predict`.
+UNKNOWN = "Unknown"
 
 
 #: Highly variable genes of larger (or backed) data are computed on a seeded sample of this many cells.
@@ -548,6 +552,17 @@ class SCTransformer(BaseModelClass):
         runner()
         if isinstance(self.history_, dict):  # logged tensors -> plain floats
             self.history_ = {k: v.astype(float) for k, v in self.history_.items()}
+        self.calibration_ = None
+        if has_val:  # temperature scaling on the validation cells (never seen by the optimiser)
+            logits = torch.cat(self._run(None, val_idx, 256, self._logits)[1]).float()
+            self.calibration_ = fit_temperature(logits, torch.as_tensor(codes[val_idx], dtype=torch.long))
+            logger.info(
+                "Temperature %.2f fitted on %d validation cells: ECE %.3f -> %.3f",
+                self.calibration_["temperature"],
+                len(val_idx),
+                self.calibration_["ece_before"],
+                self.calibration_["ece_after"],
+            )
 
     # -------------------------------------------------------------- inference
     @torch.inference_mode()
@@ -557,6 +572,15 @@ class SCTransformer(BaseModelClass):
         self.module.eval()
         return adata, [fn(tensors) for tensors in loader]
 
+    def _logits(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.module.inference(**self.module._get_inference_input(tensors))["logits"].float().cpu()
+
+    @property
+    def temperature(self) -> float:
+        """Temperature that divides the logits in :meth:`predict` (1.0 when none was fitted)."""
+        calibration = getattr(self, "calibration_", None)
+        return 1.0 if not calibration else float(calibration["temperature"])
+
     def predict(
         self,
         adata: AnnData | None = None,
@@ -565,8 +589,15 @@ class SCTransformer(BaseModelClass):
         batch_size: int = 128,
         key_added: str = "sctransformer",
         inplace: bool = True,
+        calibrated: bool = True,
+        unknown_threshold: float | None = None,
+        over_clustering: str | None = None,
     ) -> np.ndarray | pd.DataFrame:
-        """Predict cell types.
+        """Predict cell types, with calibrated confidence and an optional "Unknown" call.
+
+        Probabilities are ``softmax(logits / T)``, with the temperature ``T`` fitted on the validation
+        cells at the end of :meth:`train` (``model.calibration_`` holds it and the expected calibration
+        error before and after). Temperature scaling changes confidences, never the predicted type.
 
         Parameters
         ----------
@@ -583,6 +614,14 @@ class SCTransformer(BaseModelClass):
             Prefix of the ``obs`` columns written.
         inplace
             Write the predictions into ``adata.obs``.
+        calibrated
+            Apply the fitted temperature (``False``: raw softmax).
+        unknown_threshold
+            Cells whose confidence is below this are called ``"Unknown"`` (e.g. a type absent from the
+            reference). ``None`` calls every cell.
+        over_clustering
+            ``obs`` column of clusters (e.g. ``"leiden"``): also write the majority prediction of each
+            cluster, as CellTypist's majority voting (needs ``inplace=True``).
 
         Returns
         -------
@@ -591,27 +630,56 @@ class SCTransformer(BaseModelClass):
         Sets the following fields (when ``inplace``)
         --------------------------------------------
         ``adata.obs[f"{key_added}_prediction"]``
-            Predicted cell type (categorical).
+            Predicted cell type (categorical; ``"Unknown"`` below ``unknown_threshold``).
         ``adata.obs[f"{key_added}_confidence"]``
-            Probability of the predicted type.
+            Calibrated probability of the most likely type.
+        ``adata.obs[f"{key_added}_majority_voting"]``
+            With ``over_clustering``: the most frequent prediction of the cell's cluster.
+
+        Examples
+        --------
+        >>> import sctransformer_tools as sct
+        >>> adata = sct.ds.pbmc68k_reduced()
+        >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels", library_size_key="n_counts")
+        >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> labels = model.predict(adata, unknown_threshold=0.9)
+        >>> sorted(adata.obs["sctransformer_prediction"].cat.categories)[-1]
+        'Unknown'
         """
         if inplace and indices is not None:
             raise ValueError("indices can only be used with inplace=False (obs columns cover every cell).")
-        adata, chunks = self._run(
-            adata,
-            indices,
-            batch_size,
-            lambda t: torch.softmax(self.module.inference(**self.module._get_inference_input(t))["logits"], -1).cpu(),
-        )
-        probs = torch.cat(chunks).numpy()
+        if over_clustering is not None and not inplace:
+            raise ValueError("over_clustering writes adata.obs: use it with inplace=True.")
+        if unknown_threshold is not None and not 0.0 <= unknown_threshold <= 1.0:
+            raise ValueError(f"unknown_threshold is a probability between 0 and 1, got {unknown_threshold}.")
+        adata, chunks = self._run(adata, indices, batch_size, self._logits)
+        temperature = self.temperature if calibrated else 1.0
+        probs = torch.softmax(torch.cat(chunks) / temperature, -1).numpy()
         categories = self._label_categories()
         obs_names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
-        predicted = pd.Categorical.from_codes(probs.argmax(1), categories=categories)
+        codes = probs.argmax(1)
+        confidence = probs.max(1)
+        if unknown_threshold is not None:
+            if UNKNOWN in categories:
+                raise ValueError(
+                    f"The reference already has a cell type called {UNKNOWN!r}; rename it to use unknown_threshold."
+                )
+            codes = np.where(confidence < unknown_threshold, len(categories), codes)
+            categories = [*categories, UNKNOWN]
+        predicted = pd.Categorical.from_codes(codes, categories=categories)
         if inplace:
             adata.obs[f"{key_added}_prediction"] = predicted
-            adata.obs[f"{key_added}_confidence"] = probs.max(1)
+            adata.obs[f"{key_added}_confidence"] = confidence
+            if over_clustering is not None:
+                if over_clustering not in adata.obs:
+                    raise KeyError(f"over_clustering={over_clustering!r} is not a column of adata.obs.")
+                votes = pd.crosstab(adata.obs[over_clustering], predicted.astype(str)).idxmax(axis=1)
+                adata.obs[f"{key_added}_majority_voting"] = pd.Categorical(
+                    adata.obs[over_clustering].map(votes).astype(str), categories=categories
+                )
         if soft:
-            return pd.DataFrame(probs, index=obs_names, columns=categories)
+            return pd.DataFrame(probs, index=obs_names, columns=self._label_categories())
         return np.asarray(predicted)
 
     def _label_categories(self) -> list[str]:
@@ -801,6 +869,8 @@ class SCTransformer(BaseModelClass):
         adata: AnnData,
         reference_model: str | os.PathLike | SCTransformer,
         *,
+        gene_symbols: str | None = None,
+        min_panel_match: float = 0.05,
         library_size_key: str | None = None,
         inplace: bool = True,
     ) -> AnnData | None:
@@ -809,7 +879,11 @@ class SCTransformer(BaseModelClass):
         The query may lack a labels column and have other gene orders and fewer or more genes. Its
         genes are reordered to the model's; genes it lacks are zero-filled (never expressed, hence
         never tokens: excluded from attention) with a warning that counts them; genes the model does
-        not know are dropped. Library sizes are computed from the query's own counts *before*
+        not know are dropped. Names that differ from the model's only by case or an Ensembl version
+        suffix (``ENSG00000075624.17``) are matched, with a warning that counts them. A query measuring
+        less than ``min_panel_match`` of the model's panel genes is refused with an error that shows the
+        names the model expects and, when a ``var`` column would match better (symbols next to
+        Ensembl IDs), names it. Library sizes are computed from the query's own counts *before*
         alignment (or taken from ``library_size_key``), so normalisation is not skewed by the genes
         the model does not know.
 
@@ -819,6 +893,11 @@ class SCTransformer(BaseModelClass):
             The query, raw counts in the layer the model was trained on (or in ``X``).
         reference_model
             A trained :class:`SCTransformer` or the directory it was saved to.
+        gene_symbols
+            ``var`` column holding gene names in the model's naming (e.g. symbols when ``var_names`` are
+            Ensembl IDs); ``var_names`` when ``None``. The aligned query is indexed by these names.
+        min_panel_match
+            Smallest share of the model's panel genes the query must measure.
         library_size_key
             ``obs`` column of total counts per cell, when the matrix holds only some genes.
         inplace
@@ -833,7 +912,8 @@ class SCTransformer(BaseModelClass):
         ``adata.var["sctransformer_query_zero_filled"]``
             True for genes added as zeros.
         ``adata.uns["sctransformer_query"]``
-            Counts of shared, zero-filled and dropped genes and the panel match ratio.
+            Counts of shared, zero-filled, dropped and case/version-matched genes and the panel match
+            ratio.
         """
         if isinstance(reference_model, SCTransformer):
             saved = {
@@ -845,7 +925,14 @@ class SCTransformer(BaseModelClass):
             }
         else:
             saved = load_saved(reference_model, cls.__name__)
-        return prepare_query(adata, saved, library_size_key=library_size_key, inplace=inplace)
+        return prepare_query(
+            adata,
+            saved,
+            gene_symbols=gene_symbols,
+            min_panel_match=min_panel_match,
+            library_size_key=library_size_key,
+            inplace=inplace,
+        )
 
     @classmethod
     def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, **kwargs) -> SCTransformer:
