@@ -1,0 +1,55 @@
+"""Training-step time of the default model on pbmc3k with the sparse CSR kernels vs the gather fallback.
+
+Six minibatches of 64 pbmc3k cells (default model, CollecTRI GRN mask, float32), forward + backward, the
+two kernels alternated twice so that both see the same machine state. The gather/scatter path is what
+devices without sparse CSR kernels run (and what CPU ran before the CSR kernels).
+
+Usage (from the project root)::
+
+    SCTRANSFORMER_TOOLS_DATA=../shared/data/regulons python benchmarks/model_step.py
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+import sctransformer_tools as sct
+from sctransformer_tools.nn import _attention
+
+PBMC3K = Path(__file__).resolve().parents[2] / "shared" / "data" / "scrna" / "pbmc3k_seurat_labels.h5ad"
+
+
+def main() -> None:
+    warnings.simplefilter("ignore")
+    adata = ad.read_h5ad(PBMC3K)
+    sct.SCTransformer.setup_anndata(adata, labels_key="cell_type")
+    model = sct.SCTransformer(adata)
+    batches = list(model._make_data_loader(adata=adata, indices=np.arange(64 * 6), batch_size=64))
+    module = model.module.train()
+
+    def step(tensors) -> None:
+        _, _, losses = module(tensors)
+        losses.loss.backward()
+        module.zero_grad(set_to_none=True)
+
+    default = _attention.CSR_DEVICE_TYPES
+    seconds = {"csr": [], "gather": []}
+    for kernel in ("csr", "gather", "csr", "gather"):
+        _attention.CSR_DEVICE_TYPES = default if kernel == "csr" else ()
+        step(batches[0])  # warm-up
+        start = time.perf_counter()
+        for tensors in batches:
+            step(tensors)
+        seconds[kernel].append(round((time.perf_counter() - start) / len(batches), 3))
+    _attention.CSR_DEVICE_TYPES = default
+    print(json.dumps({"step_s": seconds, "batch_size": 64, "cells": adata.n_obs}))
+
+
+if __name__ == "__main__":
+    main()
