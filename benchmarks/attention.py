@@ -19,7 +19,7 @@ Usage (from the project root)::
 
 ``--quick`` runs 1,000 and 4,000 genes, batch 8, fp32, real edges (under 3 minutes) and prints one JSON
 object whose ``"grid"`` holds records with ``genes``, ``edges``, ``batch``, ``dtype``, ``dense_s``,
-``grn_s``, ``dense_mb``, ``grn_mb``. Rows of batch 8, fp32, real edges also time the attention proper from
+``grn_s``, ``dense_mb``, ``grn_mb``. In the full run, rows of batch 8, fp32, real edges also time the attention proper from
 given q, k, v (``*_core_s``, ``*_core_mb``: without the QKV and output projections, which both paths
 share). The full run adds 500, 2,000 and 8,000 genes, batch 32, bf16 and
 random edges. ``--model`` adds model-level figures of the default model on pbmc3k (training and inference
@@ -177,13 +177,13 @@ def measure(genes, batch, dtype, edge_kind, method, repeats, mem_cap_gb, timeout
     return timed | {f"{name}_mb": sized.get(f"{name}_mb")}
 
 
-def grid(configs, repeats, mem_cap_gb, timeout) -> list[dict]:
+def grid(configs, repeats, mem_cap_gb, timeout, core: bool = True) -> list[dict]:
     records = []
     for genes, batch, dtype, edge_kind in configs:
         record = {}
         for method in ("grn", "dense"):
             record.update(measure(genes, batch, dtype, edge_kind, method, repeats, mem_cap_gb, timeout))
-        if (batch, dtype, edge_kind) == (8, "fp32", "real"):  # attention proper, without the projections
+        if core and (batch, dtype, edge_kind) == (8, "fp32", "real"):  # attention proper, without projections
             for method in ("grn", "dense"):
                 record.update(measure(genes, batch, dtype, edge_kind, method, repeats, mem_cap_gb, timeout, "core"))
         record = {k: record.get(k) for k in ("genes", "edges", "batch", "dtype", "edge_kind")} | {
@@ -446,7 +446,7 @@ def main() -> None:
             "native_bf16": native_bf16,
         },
         "layer": {"d_model": D_MODEL, "heads": N_HEADS, "self_loops": True, "mem_cap_gb": args.mem_cap_gb},
-        "grid": grid(configs, args.repeats, args.mem_cap_gb, args.timeout) if args.grid else [],
+        "grid": grid(configs, args.repeats, args.mem_cap_gb, args.timeout, core=not args.quick) if args.grid else [],
     }
     if args.whole_panel:
         result["whole_panel"] = whole_panel(args.mem_cap_gb, args.timeout)
