@@ -59,21 +59,27 @@ def test_sparse_path_equals_dense_reference(masked_input, dense_heads):
     assert torch.allclose(w_dense[b, :n_masked, q, k], w_sparse, atol=1e-12)
 
 
-@pytest.mark.parametrize("kernel", ["csr", "gather", "gather-chunked"])
+@pytest.mark.parametrize("kernel", ["fused", "fused-cell-chunks", "csr", "gather", "gather-chunked"])
 def test_sparse_gradients_equal_dense_reference(masked_input, monkeypatch, kernel):
-    """Sparse CSR kernels (CPU/CUDA) and the gather fallback (other devices, here in chunks of a few pairs)."""
+    """The fused layer (whole minibatch, or one cell at a time), the unfused sparse CSR kernels and the
+    gather fallback (other devices, here in chunks of a few pairs)."""
     from sctransformer_tools.nn import _attention
 
-    if kernel != "csr":
+    if kernel.startswith("gather"):
         monkeypatch.setattr(_attention, "CSR_DEVICE_TYPES", ())
     if kernel == "gather-chunked":
         monkeypatch.setattr(_attention, "PAIR_CHUNK_ELEMENTS", 40)
+    if kernel == "fused-cell-chunks":
+        monkeypatch.setattr(_attention, "FUSED_CHUNK_ELEMENTS", 16 * 9)  # 9 tokens: one cell per chunk
     x, allowed = masked_input
-    attn = MaskedMultiheadAttention(16, 4).double()
+    attn = MaskedMultiheadAttention(16, 4, fused=kernel.startswith("fused")).double()
     b, q, k = allowed.nonzero(as_tuple=True)
     pairs = pairs_from_dense(allowed)
     shuffle = torch.randperm(len(b), generator=torch.Generator().manual_seed(0))  # pairs in any order
-    pairs = type(pairs)(pairs.query[shuffle], pairs.key[shuffle], pairs.n_tokens)
+    group = torch.arange(pairs.n_tokens) // 9 if kernel == "fused-cell-chunks" else None
+    pairs = type(pairs)(pairs.query[shuffle], pairs.key[shuffle], pairs.n_tokens, group=group)
+    if group is not None:
+        assert len(pairs.chunks(9)) == 3
     b, q, k = b[shuffle], q[shuffle], k[shuffle]
     bias_dense = torch.randn(3, 1, 9, 9, dtype=torch.float64).requires_grad_()
     grads, weights = {}, {}
@@ -87,8 +93,10 @@ def test_sparse_gradients_equal_dense_reference(masked_input, monkeypatch, kerne
             out, w = attn(xx, pairs=pairs, bias=(bias_dense * allowed[:, None])[b, 0, q, k], need_weights=True)
             weights[path] = w
         (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
-        grads[path] = [xx.grad.clone(), attn.qkv.weight.grad.clone(), bias_dense.grad.clone()]
+        grads[path] = [xx.grad.clone(), attn.qkv.weight.grad.clone(), attn.out.weight.grad.clone()]
+        grads[path].append(bias_dense.grad.clone())
         bias_dense.grad = None
+        attn.zero_grad()
     assert torch.allclose(weights["dense"], weights["sparse"], atol=1e-12)
     for dense, sparse in zip(grads["dense"], grads["sparse"], strict=True):
         assert torch.allclose(dense, sparse, atol=1e-10)
@@ -179,6 +187,37 @@ def test_module_sparse_equals_dense(kw):
         assert torch.allclose(sparse[key], dense[key], atol=1e-10), key
     assert torch.isfinite(sparse["logits"]).all()
     assert (sparse["pairs"][sparse["present"] == 0] == 0).all()
+
+
+def test_module_trains_the_same_cell_by_cell(monkeypatch):
+    """The fused layer working through a packed minibatch one cell at a time (the tokens of a cell are
+    not contiguous: CLS tokens come first) gives the unfused layer's loss and gradients."""
+    from sctransformer_tools.nn import _attention
+
+    torch.manual_seed(0)
+    module = _module(edge_bias=True).double().eval()  # eval: no token dropout (gradients still flow)
+    module.bias_scale.data.normal_()
+    module.attention_path = "sparse"
+    x = torch.poisson(torch.rand(6, 40) * 2).double()
+    x[2] = 0  # a cell without counts
+    tensors = {"X": x, "labels": torch.randint(0, 3, (6, 1)).double()}
+
+    def loss_and_grads():
+        module.zero_grad()
+        inference = module.inference(**module._get_inference_input(tensors))
+        loss = module.loss(tensors, inference, module.generative()).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in module.parameters() if p.grad is not None]
+
+    monkeypatch.setattr(_attention, "FUSED_CHUNK_ELEMENTS", 1)  # one cell per chunk
+    fused = loss_and_grads()
+    for block in module.blocks:
+        block.attn.fused = False
+    unfused = loss_and_grads()
+    assert torch.allclose(fused[0], unfused[0], atol=1e-12)
+    assert len(fused[1]) == len(unfused[1]) > 0
+    for a, b in zip(fused[1], unfused[1], strict=True):
+        assert torch.allclose(a, b, atol=1e-10)
 
 
 def test_auto_attention_path_follows_the_cost_model(monkeypatch):

@@ -270,7 +270,8 @@ class SCTransformerModule(BaseModuleClass):
             key_flat = where[cell[owner], self.csr_indices[slot]]
             hit = key_flat >= 0
             queries.append(flat[owner][hit]), keys.append(key_flat[hit]), weights.append(self.csr_weight[slot][hit])
-        return TokenPairs(torch.cat(queries), torch.cat(keys), tokens.layout.n_tokens), torch.cat(weights)
+        pairs = TokenPairs(torch.cat(queries), torch.cat(keys), tokens.layout.n_tokens, group=tokens.layout.cell)
+        return pairs, torch.cat(weights)
 
     def padded_gene_ids(self, tokens: GeneTokens) -> torch.Tensor:
         """``(cells, slots)`` panel gene of every padded slot; -1 for CLS and padding."""

@@ -1,7 +1,9 @@
 """Torch building blocks: masked multi-head attention (dense and sparse paths), pre-LN block, SwiGLU."""
 
 from ._attention import (
+    FusedPairAttention,
     MaskedMultiheadAttention,
+    PairChunk,
     PairGraph,
     TokenPairs,
     pair_attention,
@@ -12,7 +14,9 @@ from ._block import SwiGLU, TransformerBlock
 from ._layout import TokenLayout
 
 __all__ = [
+    "FusedPairAttention",
     "MaskedMultiheadAttention",
+    "PairChunk",
     "PairGraph",
     "SwiGLU",
     "TokenLayout",

@@ -27,11 +27,15 @@ class TokenPairs:
         ``(n_pairs,)`` flat positions of the attended tokens (same cell as the query).
     n_tokens
         ``batch * tokens``.
+    group
+        Optional ``(n_tokens,)`` cell of every token (pairs never join two cells): lets the attention
+        work through a minibatch a few cells at a time (:meth:`chunks`).
     """
 
     query: torch.Tensor
     key: torch.Tensor
     n_tokens: int
+    group: torch.Tensor | None = None
     _graphs: dict = field(default_factory=dict, repr=False)
 
     def graph(self, n_heads: int) -> PairGraph:
@@ -39,6 +43,16 @@ class TokenPairs:
         if n_heads not in self._graphs:
             self._graphs[n_heads] = PairGraph(self.query, self.key, self.n_tokens, n_heads)
         return self._graphs[n_heads]
+
+    def chunks(self, max_tokens: int) -> list[PairChunk]:
+        """Groups of whole cells of at most ``max_tokens`` tokens each (one cell if it is larger), with
+        their pairs: the units that :class:`FusedPairAttention` processes one at a time (built once,
+        shared by layers). Without ``group`` every token forms one chunk.
+        """
+        key = ("chunks", max_tokens)
+        if key not in self._graphs:
+            self._graphs[key] = _split_chunks(self, max_tokens)
+        return self._graphs[key]
 
 
 def pairs_from_dense(allowed: torch.Tensor) -> TokenPairs:
@@ -208,6 +222,196 @@ class _CSRPairAttention(torch.autograd.Function):
         return *grads, None, grad_bias
 
 
+@dataclass(eq=False)
+class PairChunk:
+    """Whole cells of a minibatch and their pairs, attended together by :class:`FusedPairAttention`.
+
+    Attributes
+    ----------
+    tokens
+        The chunk's token positions: a ``slice`` when contiguous, an index tensor otherwise.
+    pairs
+        Positions (into :class:`TokenPairs`) of the chunk's pairs, in the order of ``graph``'s values.
+    graph
+        One-head :class:`PairGraph` of the pairs in chunk-local token numbering.
+    """
+
+    tokens: slice | torch.Tensor
+    pairs: torch.Tensor
+    graph: PairGraph
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows of ``x`` (``(n_tokens, ...)``) that belong to the chunk."""
+        return x[self.tokens] if isinstance(self.tokens, slice) else x.index_select(0, self.tokens)
+
+    def add_to(self, out: torch.Tensor, rows: torch.Tensor) -> None:
+        """``out[chunk tokens] += rows``."""
+        if isinstance(self.tokens, slice):
+            out[self.tokens] += rows
+        else:
+            out.index_add_(0, self.tokens, rows)
+
+
+def _split_chunks(pairs: TokenPairs, max_tokens: int) -> list[PairChunk]:
+    """Consecutive cells, at most ``max_tokens`` tokens per chunk (a larger cell is a chunk of its own)."""
+    query, key, n = pairs.query, pairs.key, pairs.n_tokens
+    device = query.device
+    if pairs.group is None:
+        order = torch.argsort(query, stable=True)
+        return [PairChunk(slice(0, n), order, PairGraph(query[order], key[order], n, 1))]
+    group = pairs.group
+    if bool((group[query] != group[key]).any()):
+        raise ValueError("TokenPairs.group: some pairs join tokens of different cells.")
+    sizes = torch.bincount(group).tolist()
+    bounds, total = [0], 0  # cell boundaries of the chunks
+    for cell, size in enumerate(sizes):
+        if total and total + size > max_tokens:
+            bounds.append(cell)
+            total = 0
+        total += size
+    bounds.append(len(sizes))
+    position = torch.argsort(group, stable=True)  # tokens cell by cell
+    rank = torch.empty_like(position)
+    rank[position] = torch.arange(n, device=device)
+    order = torch.argsort(rank[query], stable=True)  # pairs cell by cell, by query within a cell
+    cell_start = torch.cumsum(torch.tensor([0, *sizes]), 0).tolist()
+    pair_rank = rank[query][order]
+    chunks = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        t0, t1 = cell_start[lo], cell_start[hi]
+        p0, p1 = torch.searchsorted(pair_rank, torch.tensor([t0, t1], device=device)).tolist()
+        index = order[p0:p1]
+        tokens = position[t0:t1]
+        if t1 > t0 and int(tokens[-1] - tokens[0]) == t1 - t0 - 1 and bool((tokens.diff() == 1).all()):
+            tokens = slice(int(tokens[0]), int(tokens[0]) + t1 - t0)
+        graph = PairGraph(rank[query[index]] - t0, rank[key[index]] - t0, t1 - t0, 1)
+        chunks.append(PairChunk(tokens, index, graph))
+    return chunks
+
+
+#: Elements (tokens x model width) of the activations that :class:`FusedPairAttention` holds at once.
+FUSED_CHUNK_ELEMENTS = 2**20
+
+
+class FusedPairAttention(torch.autograd.Function):
+    """A whole sparse attention layer (QKV projection, attention over the allowed pairs, output
+    projection) that keeps only its input and the ``pairs x heads`` weights for the backward pass.
+
+    It works through the minibatch a chunk of cells and one head at a time and recomputes the
+    projections in the backward pass, so its working memory is a chunk's activations, not the
+    minibatch's: q, k, v, the attended values and their head-major copies are never held for the whole
+    minibatch (the unfused path keeps about seven ``tokens x d_model`` tensors per layer for backward).
+    Under autocast the two projections run in the autocast dtype (as :class:`torch.nn.Linear` would)
+    and the output has that dtype; the attention itself and the gradients run in at least float32.
+
+    ``apply(x, w_qkv, w_out, bias, chunks, n_heads)``: ``x`` ``(n_tokens, d_model)``; ``w_qkv``
+    ``(3 * d_model, d_model)`` laid out ``(3, heads, head_dim)`` as :class:`MaskedMultiheadAttention`'s
+    ``qkv``; ``w_out`` ``(d_model, d_model)``; ``bias`` ``(n_pairs, heads)`` or ``None``; ``chunks`` from
+    :meth:`TokenPairs.chunks`. Returns the layer output ``(n_tokens, d_model)`` and the weights
+    ``(n_pairs, heads)`` (not differentiable).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w_qkv, w_out, bias, chunks: list[PairChunk], n_heads: int):
+        device = x.device.type
+        cast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        with torch.autocast(device, enabled=False):
+            acc = torch.promote_types(x.dtype, torch.float32)
+            x_dtype, w_dtypes = x.dtype, (w_qkv.dtype, w_out.dtype)
+            x, w_qkv, w_out = x.to(acc), w_qkv.to(acc), w_out.to(acc)
+            n, d_model = x.shape
+            d = d_model // n_heads
+            n_pairs = sum(len(c.pairs) for c in chunks)
+            out = torch.zeros(n, d_model, dtype=acc, device=x.device)
+            weights = torch.empty(n_pairs, n_heads, dtype=acc, device=x.device)
+            w_heads = w_qkv.view(3, n_heads, d, d_model)
+            for chunk in chunks:
+                xc = chunk.take(x)
+                rows = torch.zeros(xc.shape[0], d_model, dtype=acc, device=x.device)
+                for h in range(n_heads):
+                    q, k, v = _project(xc, w_heads[:, h], cast)
+                    b = None if bias is None else bias[chunk.pairs, h].to(acc)
+                    w = _csr_weights(q, k, chunk.graph, b)
+                    weights[chunk.pairs, h] = w
+                    o, w_o = chunk.graph.matrix(w[None]) @ v, w_out[:, h * d : (h + 1) * d]
+                    rows += _matmul(o, w_o.T, cast)
+                chunk.add_to(out, rows)
+        ctx.save_for_backward(x, w_qkv, w_out, weights)
+        ctx.chunks, ctx.has_bias, ctx.cast = chunks, bias is not None, cast
+        ctx.dtypes = (x_dtype, w_dtypes[0], w_dtypes[1])
+        ctx.mark_non_differentiable(weights)
+        return (out if cast is None else out.to(cast)), weights
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_weights):
+        x, w_qkv, w_out, weights = ctx.saved_tensors
+        with torch.autocast(x.device.type, enabled=False):
+            grad_out = grad_out.to(x.dtype)
+            n, d_model = x.shape
+            n_heads = weights.shape[1]
+            d = d_model // n_heads
+            scale = 1.0 / math.sqrt(d)
+            w_heads = w_qkv.view(3, n_heads, d, d_model)
+            grad_x = torch.zeros_like(x)
+            grad_qkv = torch.zeros_like(w_heads)
+            grad_w_out = torch.zeros_like(w_out)
+            grad_bias = torch.empty_like(weights) if ctx.has_bias else None
+            for chunk in ctx.chunks:
+                xc, go_c = chunk.take(x), chunk.take(grad_out)
+                gx = torch.zeros_like(xc)
+                graph = chunk.graph
+                for h in range(n_heads):
+                    cols = slice(h * d, (h + 1) * d)
+                    q, k, v = _project(xc, w_heads[:, h], ctx.cast)
+                    w = weights[chunk.pairs, h]
+                    attn = graph.matrix(w[None])
+                    o = attn @ v
+                    if ctx.cast is not None:  # the forward pass multiplied the output projection in this dtype
+                        o = o.to(ctx.cast).to(o.dtype)
+                    grad_w_out[:, cols].addmm_(go_c.T, o)
+                    go = go_c @ w_out[:, cols]
+                    # softmax backward: d logit_ij = w_ij (dO_i . v_j - dO_i . o_i)
+                    delta = (go * o).sum(-1)[graph.row]
+                    pattern = graph.matrix(torch.zeros_like(w)[None])
+                    dw = torch.sparse.sampled_addmm(pattern, go, v.T, beta=0.0).values()
+                    dl = w * (dw - delta)
+                    if grad_bias is not None:
+                        grad_bias[chunk.pairs, h] = dl
+                    scaled = graph.matrix((dl * scale)[None])
+                    gq, gk = scaled @ k, graph.matrix((dl * scale)[None], transpose=True) @ q
+                    gv = graph.matrix(w[None], transpose=True) @ go
+                    g = torch.cat([gq, gk, gv], dim=1)  # (tokens, 3 * d)
+                    grad_qkv[:, h].add_((g.T @ xc).view(3, d, d_model))
+                    gx.addmm_(g, w_heads[:, h].reshape(3 * d, d_model))
+                chunk.add_to(grad_x, gx)
+        dx, dqkv, dout = ctx.dtypes
+        return grad_x.to(dx), grad_qkv.view_as(w_qkv).to(dqkv), grad_w_out.to(dout), grad_bias, None, None
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor, cast: torch.dtype | None) -> torch.Tensor:
+    """``a @ b``, multiplied in ``cast`` (an autocast dtype) when given, returned in ``a``'s dtype."""
+    if cast is None:
+        return a @ b
+    return (a.to(cast) @ b.to(cast)).to(a.dtype)
+
+
+def _project(x: torch.Tensor, w: torch.Tensor, cast: torch.dtype | None) -> tuple[torch.Tensor, ...]:
+    """One head's ``q, k, v`` ``(tokens, head_dim)`` from ``x`` and that head's ``(3, head_dim, d_model)`` weights."""
+    qkv = _matmul(x, w.reshape(-1, w.shape[-1]).T, cast)
+    return tuple(z.contiguous() for z in qkv.chunk(3, dim=1))
+
+
+def _csr_weights(q: torch.Tensor, k: torch.Tensor, graph: PairGraph, bias: torch.Tensor | None) -> torch.Tensor:
+    """Softmax weights ``(n_pairs,)`` of one head over a one-head :class:`PairGraph` (values in its order)."""
+    pattern = graph.matrix(torch.zeros(1, graph.n_pairs, dtype=q.dtype, device=q.device))
+    logits = torch.sparse.sampled_addmm(pattern, q, k.T, beta=0.0, alpha=1.0 / math.sqrt(q.shape[1])).values()
+    if bias is not None:
+        logits = logits + bias
+    logits = logits[None]
+    exp = torch.exp(logits - graph.per_row(logits, "max"))
+    return (exp / graph.per_row(exp, "sum"))[0]
+
+
 class _GatherPairAttention(torch.autograd.Function):
     """Softmax attention over an explicit list of (query, key) pairs, by gather and scatter.
 
@@ -320,8 +524,9 @@ class MaskedMultiheadAttention(nn.Module):
 
     Two paths compute the same function:
 
-    - **sparse** (``pairs=``): logits, softmax and values only for the allowed pairs, by gather and
-      segment softmax; cost grows with the number of pairs, not tokens². The path of GRN masks.
+    - **sparse** (``pairs=``): logits, softmax and values only for the allowed pairs (sparse CSR
+      kernels, see :func:`pair_attention`); cost grows with the number of pairs, not tokens². The path
+      of GRN masks; by default fused into one memory-lean function (``fused``).
     - **dense** (``allowed=``): :func:`torch.nn.functional.scaled_dot_product_attention` with a
       boolean mask; cost grows with tokens². The path of the dense control.
 
@@ -333,6 +538,11 @@ class MaskedMultiheadAttention(nn.Module):
         Number of heads; ``d_model`` must be divisible by it.
     dense_heads
         Number of heads (the last ones) that ignore the structural mask and see every valid token.
+    fused
+        On the sparse path (CPU / CUDA, no dense heads), run the whole layer as one
+        :class:`FusedPairAttention`: a few cells and one head at a time, projections recomputed in the
+        backward pass. Same function, less memory (it keeps only the layer input and the pair weights
+        for backward); ``False`` keeps every intermediate (slightly faster when memory is plentiful).
 
     Notes
     -----
@@ -350,8 +560,9 @@ class MaskedMultiheadAttention(nn.Module):
     [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     """
 
-    def __init__(self, d_model: int, n_heads: int, dense_heads: int = 0):
+    def __init__(self, d_model: int, n_heads: int, dense_heads: int = 0, fused: bool = True):
         super().__init__()
+        self.fused = fused
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}.")
         if not 0 <= dense_heads <= n_heads:
@@ -402,6 +613,19 @@ class MaskedMultiheadAttention(nn.Module):
         packed = x.dim() == 2
         if packed and layout is None and (pairs is None or self.dense_heads):
             raise ValueError("Packed input needs its `layout` for dense attention.")
+        shape = x.shape
+        if pairs is not None and self.fused and not self.dense_heads and x.device.type in CSR_DEVICE_TYPES:
+            if bias is not None:
+                bias = (bias if bias.dim() == 2 else bias[:, None]).expand(len(pairs.query), self.n_heads)
+            out, weights = FusedPairAttention.apply(
+                x.reshape(-1, self.d_model),
+                self.qkv.weight,
+                self.out.weight,
+                bias,
+                pairs.chunks(max(1, FUSED_CHUNK_ELEMENTS // self.d_model)),
+                self.n_heads,
+            )
+            return out.view(shape), (weights if need_weights else None)
         shape = x.shape
         qkv = self.qkv(x).view(*shape[:-1], 3, self.n_heads, self.d_head)
         q, k, v = qkv.unbind(-3)  # (..., h, d)

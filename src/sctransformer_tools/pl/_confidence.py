@@ -1,0 +1,189 @@
+"""Prediction confidence: histograms with the "Unknown" threshold, and on the UMAP."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from anndata import AnnData
+
+from sctransformer_tools._constants import ADATA_KEYS
+
+from ._utils import finish, new_axes
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+
+def _check_obs(adata: AnnData, key: str, what: str) -> None:
+    if key not in adata.obs:
+        raise KeyError(f"adata.obs[{key!r}] not found: run `model.predict(adata)` first to write the {what}.")
+
+
+def _group_colors(adata: AnnData, groupby: str, categories: list[str]) -> list:
+    import matplotlib.pyplot as plt
+
+    stored = adata.uns.get(f"{groupby}_colors")
+    column = adata.obs[groupby]
+    if stored is not None and hasattr(column, "cat") and len(stored) == len(column.cat.categories):
+        lookup = dict(zip(column.cat.categories.astype(str), stored, strict=True))
+        return [lookup[c] for c in categories]
+    palette = plt.get_cmap("tab20" if len(categories) > 10 else "tab10")
+    return [palette(i % palette.N) for i in range(len(categories))]
+
+
+def confidence(
+    adata: AnnData,
+    key: str = ADATA_KEYS.CONFIDENCE,
+    groupby: str | None = None,
+    threshold: float | None = None,
+    *,
+    bins: int = 30,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: bool | str | os.PathLike | None = None,
+) -> Axes | None:
+    """Histogram of prediction confidence, per group if asked, with the "Unknown" threshold.
+
+    Parameters
+    ----------
+    adata
+        AnnData on which ``model.predict(adata)`` was run.
+    key
+        ``obs`` column of the confidence.
+    groupby
+        ``obs`` column (e.g. ``"sctransformer_prediction"`` or the true labels): one outlined histogram
+        per group.
+    threshold
+        Confidence below which cells are called "Unknown" (``unknown_threshold`` of ``predict``): drawn
+        as a vertical line, with the fraction of cells below it in the legend.
+    bins
+        Histogram bins over [0, 1].
+    ax
+        Axes to draw into (a new figure by default).
+    show
+        Show the figure (default: ``sc.settings.autoshow``); ``False`` returns the Axes.
+    save
+        ``True``, a path, or a scanpy-style suffix: write the figure.
+
+    Returns
+    -------
+    The Axes when ``show`` is ``False``.
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> adata = sct.ds.pbmc68k_reduced()  # doctest: +SKIP
+    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels", library_size_key="n_counts")  # doctest: +SKIP
+    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2)  # doctest: +SKIP
+    >>> model.train(max_epochs=1, enable_progress_bar=False)  # doctest: +SKIP
+    >>> _ = model.predict(adata, unknown_threshold=0.5)  # doctest: +SKIP
+    >>> ax = sct.pl.confidence(adata, groupby="bulk_labels", threshold=0.5, show=False)  # doctest: +SKIP
+    """
+    _check_obs(adata, key, "confidence")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold is a probability between 0 and 1, got {threshold}.")
+    values = adata.obs[key].to_numpy(dtype=float)
+    edges = np.linspace(0, 1, bins + 1)
+    fig, ax = new_axes(ax, (5.0, 3.2))
+    if groupby is None:
+        ax.hist(values, bins=edges, color="#5d6d7e", alpha=0.85)
+    else:
+        if groupby not in adata.obs:
+            raise KeyError(f"groupby column {groupby!r} not found in adata.obs.")
+        labels = adata.obs[groupby].astype(str).to_numpy()
+        column = adata.obs[groupby]
+        categories = [str(c) for c in (column.cat.categories if hasattr(column, "cat") else np.unique(labels))]
+        categories = [c for c in categories if (labels == c).any()]
+        for name, color in zip(categories, _group_colors(adata, groupby, categories), strict=True):
+            ax.hist(values[labels == name], bins=edges, histtype="step", lw=1.5, color=color, label=name)
+    if threshold is not None:
+        below = float((values < threshold).mean())
+        ax.axvline(
+            threshold, color="black", ls="--", lw=1.2, label=f"Unknown below {threshold:g} ({below:.1%} of cells)"
+        )
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("cells")
+    if groupby is not None or threshold is not None:
+        ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return finish(ax, fig, "confidence", show, save)
+
+
+def umap_confidence(
+    adata: AnnData,
+    prediction_key: str = ADATA_KEYS.PREDICTION,
+    confidence_key: str = ADATA_KEYS.CONFIDENCE,
+    *,
+    basis: str = "umap",
+    ax: Sequence[Axes] | None = None,
+    show: bool | None = None,
+    save: bool | str | os.PathLike | None = None,
+    **kwargs,
+) -> list[Axes] | None:
+    """Predicted cell type and its confidence side by side on the UMAP (``sc.pl.embedding``).
+
+    Parameters
+    ----------
+    adata
+        AnnData with predictions (``model.predict(adata)``) and a UMAP (``obsm["X_umap"]``, e.g.
+        ``sc.pp.neighbors(adata, use_rep="X_sctransformer"); sc.tl.umap(adata)``).
+    prediction_key
+        ``obs`` column of the predicted types.
+    confidence_key
+        ``obs`` column of the confidence.
+    basis
+        Embedding in ``obsm[f"X_{basis}"]``.
+    ax
+        Two Axes (prediction, confidence); new ones by default.
+    show
+        Show the figure (default: ``sc.settings.autoshow``); ``False`` returns the Axes.
+    save
+        ``True``, a path, or a scanpy-style suffix: write the figure.
+    **kwargs
+        Passed to :func:`scanpy.pl.embedding` (``size``, ``legend_loc``, ...).
+
+    Returns
+    -------
+    The two Axes when ``show`` is ``False``.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import sctransformer_tools as sct
+    >>> adata = sct.ds.pbmc68k_reduced()  # doctest: +SKIP
+    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels", library_size_key="n_counts")  # doctest: +SKIP
+    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2)  # doctest: +SKIP
+    >>> model.train(max_epochs=1, enable_progress_bar=False)  # doctest: +SKIP
+    >>> _ = model.predict(adata)  # doctest: +SKIP
+    >>> _ = model.get_latent_representation(adata)  # doctest: +SKIP
+    >>> sc.pp.neighbors(adata, use_rep="X_sctransformer")  # doctest: +SKIP
+    >>> sc.tl.umap(adata)  # doctest: +SKIP
+    >>> axes = sct.pl.umap_confidence(adata, show=False)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+    import scanpy as sc
+
+    _check_obs(adata, prediction_key, "predictions")
+    _check_obs(adata, confidence_key, "confidence")
+    if f"X_{basis}" not in adata.obsm:
+        raise KeyError(
+            f"adata.obsm['X_{basis}'] not found: run `sc.pp.neighbors(adata, use_rep='X_sctransformer')` "
+            f"and `sc.tl.{basis}(adata)` first."
+        )
+    kwargs = {"vmin": 0.0, "vmax": 1.0, "color_map": "viridis"} | kwargs
+    if ax is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.0))
+        axes = list(axes)
+    else:
+        axes = list(np.ravel(ax))
+        if len(axes) != 2:
+            raise ValueError(f"ax must hold two Axes (prediction, confidence), got {len(axes)}.")
+        fig = axes[0].figure
+    for axis, color in zip(axes, (prediction_key, confidence_key), strict=True):
+        extra = kwargs if color == confidence_key else {k: v for k, v in kwargs.items() if k not in ("vmin", "vmax")}
+        sc.pl.embedding(adata, basis, color=color, ax=axis, show=False, **extra)
+    fig.tight_layout()
+    return finish(axes, fig, f"{basis}_confidence", show, save)

@@ -1,0 +1,91 @@
+"""Training curves from ``model.history``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._utils import finish
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+_LABELS = {"loss": "loss", "accuracy": "accuracy", "f1_macro": "macro-F1"}
+_SPLITS = {"train": ("#1f77b4", "-"), "validation": ("#ff7f0e", "--")}
+
+
+def training_history(
+    model,
+    metrics: Sequence[str] = ("loss", "accuracy", "f1_macro"),
+    *,
+    ax: Axes | Sequence[Axes] | None = None,
+    show: bool | None = None,
+    save: bool | str | os.PathLike | None = None,
+) -> Figure | None:
+    """Loss, accuracy and macro-F1 per epoch, training vs validation, from ``model.history``.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`~sctransformer_tools.SCTransformer`.
+    metrics
+        Metrics to draw, one panel each (names of ``model.history`` without the ``train_`` /
+        ``validation_`` prefix).
+    ax
+        Axes to draw into, one per metric (a new figure by default).
+    show
+        Show the figure (default: ``sc.settings.autoshow``); ``False`` returns the Figure.
+    save
+        ``True``, a path, or a scanpy-style suffix: write the figure.
+
+    Returns
+    -------
+    The Figure when ``show`` is ``False``.
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> adata = sct.ds.pbmc68k_reduced()  # doctest: +SKIP
+    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels", library_size_key="n_counts")  # doctest: +SKIP
+    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2)  # doctest: +SKIP
+    >>> model.train(max_epochs=3, enable_progress_bar=False)  # doctest: +SKIP
+    >>> fig = sct.pl.training_history(model, show=False)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    history = getattr(model, "history", None)
+    if not history:
+        raise ValueError("model.history is empty: train the model first (`model.train(...)`).")
+    metrics = list(metrics)
+    missing = [m for m in metrics if f"train_{m}" not in history and f"validation_{m}" not in history]
+    if missing:
+        known = sorted({k.split("_", 1)[1] for k in history if "_" in k})
+        raise KeyError(f"metrics {missing} not in model.history (available: {known}).")
+    if ax is None:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)
+        axes = list(axes[0])
+    else:
+        axes = [ax] if not isinstance(ax, Sequence | np.ndarray) else list(np.ravel(ax))
+        if len(axes) != len(metrics):
+            raise ValueError(f"ax must hold one Axes per metric ({len(metrics)}), got {len(axes)}.")
+        fig = axes[0].figure
+    for axis, metric in zip(axes, metrics, strict=True):
+        for split, (color, style) in _SPLITS.items():
+            name = f"{split}_{metric}"
+            if name not in history:
+                continue
+            values = history[name]
+            epochs = np.asarray(values.index, dtype=float)
+            y = values.to_numpy(dtype=float).ravel()
+            axis.plot(epochs, y, color=color, ls=style, marker="o", ms=3, label=split)
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_title(_LABELS.get(metric, metric))
+        axis.legend(frameon=False)
+    fig.tight_layout()
+    return finish(fig, fig, "training_history", show, save)
