@@ -35,3 +35,9 @@ def test_annotate_command_trains_saves_and_annotates(pbmc_small, tmp_path):
     assert main(["annotate", "--model", str(tmp_path / "model"), "--query", str(query_path), "--out", str(out2)]) == 0
     again = ad.read_h5ad(out2)
     assert (again.obs["sctransformer_prediction"] == annotated.obs["sctransformer_prediction"]).all()
+    # the same query with Unknown calls: the reference's own cells are typical of it
+    out3 = tmp_path / "out3.h5ad"
+    args = ["annotate", "--model", str(tmp_path / "model"), "--query", str(query_path), "--out", str(out3)]
+    assert main([*args, "--novelty-threshold", "0.99"]) == 0
+    flagged = ad.read_h5ad(out3).obs["sctransformer_prediction"].astype(str) == "Unknown"
+    assert flagged.mean() < 0.1

@@ -130,7 +130,7 @@ def annotate(args: argparse.Namespace) -> None:
         sct.SCTransformer.prepare_query_anndata(
             query, model, gene_symbols=args.query_gene_symbols, library_size_key=args.query_library_size_key
         )
-    model.predict(query)
+    model.predict(query, unknown_threshold=args.unknown_threshold, novelty_threshold=args.novelty_threshold)
     model.get_latent_representation(query)
     query.uns["sctransformer"] = {"mask": model.mask_summary(), "reference": str(args.reference or args.model)}
     query.write_h5ad(args.out)
@@ -168,6 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     p_ann.add_argument("--max-epochs", type=int, default=20)
     p_ann.add_argument("--model", type=Path, default=None, help="use this saved model instead of training")
     p_ann.add_argument("--save-model", type=Path, default=None, help="save the trained model here")
+    p_ann.add_argument(
+        "--unknown-threshold", type=float, default=None, help="call cells below this calibrated confidence Unknown"
+    )
+    p_ann.add_argument(
+        "--novelty-threshold",
+        type=float,
+        default=None,
+        help="call cells more atypical than this share of the reference cells of their nearest type Unknown (e.g. 0.95)",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "demo":

@@ -30,6 +30,7 @@ from sctransformer_tools.module import SCTransformerModule
 from ._calibration import fit_temperature
 from ._checks import check_expression, check_labels, check_var_names, get_matrix, library_sizes
 from ._fields import TolerantCategoricalObsField
+from ._novelty import MAX_FIT_CELLS, fit_novelty, novelty_percentile
 from ._query import load_saved, prepare_query
 from ._trainingplan import RestoreBestWeights, SCTransformerTrainingPlan
 
@@ -563,6 +564,24 @@ class SCTransformer(BaseModelClass):
                 self.calibration_["ece_before"],
                 self.calibration_["ece_after"],
             )
+        self.novelty_ = self._fit_novelty(np.concatenate([train_idx, val_idx]), codes, seed)
+
+    def _expression(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Log-normalised panel expression of a minibatch, as the model's tokenizer sees it."""
+        inputs = self.module._get_inference_input(tensors)
+        library = inputs["library"]
+        return self.module.tokenizer.normalize(
+            inputs["x"].to(self.device), None if library is None else library.to(self.device)
+        ).float()
+
+    def _fit_novelty(self, indices: np.ndarray, codes: np.ndarray, seed: int) -> dict:
+        """The reference expression model behind the novelty percentile (:mod:`._novelty`)."""
+        rng = np.random.default_rng(seed)
+        if len(indices) > MAX_FIT_CELLS:
+            indices = rng.choice(indices, MAX_FIT_CELLS, replace=False)
+        indices = np.sort(indices)
+        expression = torch.cat(self._run(None, indices, 256, lambda t: self._expression(t).cpu())[1]).numpy()
+        return fit_novelty(expression, codes[indices], self.summary_stats.n_labels, seed=seed)
 
     # -------------------------------------------------------------- inference
     @torch.inference_mode()
@@ -591,6 +610,7 @@ class SCTransformer(BaseModelClass):
         inplace: bool = True,
         calibrated: bool = True,
         unknown_threshold: float | None = None,
+        novelty_threshold: float | None = None,
         over_clustering: str | None = None,
     ) -> np.ndarray | pd.DataFrame:
         """Predict cell types, with calibrated confidence and an optional "Unknown" call.
@@ -617,8 +637,15 @@ class SCTransformer(BaseModelClass):
         calibrated
             Apply the fitted temperature (``False``: raw softmax).
         unknown_threshold
-            Cells whose confidence is below this are called ``"Unknown"`` (e.g. a type absent from the
-            reference). ``None`` calls every cell.
+            Cells whose confidence is below this are called ``"Unknown"``. ``None``: no confidence cut.
+            Confidence does not catch a cell type absent from the reference (the classifier maps it onto
+            a known type, often confidently): ``novelty_threshold`` does.
+        novelty_threshold
+            Cells more atypical than this share of the reference cells of the type they resemble most
+            are called ``"Unknown"`` (e.g. ``0.95``: about 5% of cells of known types are flagged).
+            The novelty percentile comes from a probabilistic PCA of the reference's panel expression
+            fitted at the end of :meth:`train` (``model.novelty_``; see
+            :mod:`sctransformer_tools.model._novelty`). ``None``: no novelty cut.
         over_clustering
             ``obs`` column of clusters (e.g. ``"leiden"``): also write the majority prediction of each
             cluster, as CellTypist's majority voting (needs ``inplace=True``).
@@ -633,6 +660,9 @@ class SCTransformer(BaseModelClass):
             Predicted cell type (categorical; ``"Unknown"`` below ``unknown_threshold``).
         ``adata.obs[f"{key_added}_confidence"]``
             Calibrated probability of the most likely type.
+        ``adata.obs[f"{key_added}_novelty"]``
+            Novelty percentile of the cell against the reference type it resembles most (0.5: typical,
+            0.99: more atypical than 99% of the reference cells of that type).
         ``adata.obs[f"{key_added}_majority_voting"]``
             With ``over_clustering``: the most frequent prediction of the cell's cluster.
 
@@ -651,26 +681,48 @@ class SCTransformer(BaseModelClass):
             raise ValueError("indices can only be used with inplace=False (obs columns cover every cell).")
         if over_clustering is not None and not inplace:
             raise ValueError("over_clustering writes adata.obs: use it with inplace=True.")
-        if unknown_threshold is not None and not 0.0 <= unknown_threshold <= 1.0:
-            raise ValueError(f"unknown_threshold is a probability between 0 and 1, got {unknown_threshold}.")
-        adata, chunks = self._run(adata, indices, batch_size, self._logits)
+        for name, value in (("unknown_threshold", unknown_threshold), ("novelty_threshold", novelty_threshold)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} is a probability between 0 and 1, got {value}.")
+        fit = getattr(self, "novelty_", None)
+        if novelty_threshold is not None and fit is None:
+            raise ValueError(
+                "This model has no novelty model (trained before it existed): retrain to use novelty_threshold."
+            )
+
+        def logits_and_novelty(tensors):
+            logits = self._logits(tensors)
+            if fit is None:
+                return logits, torch.full((len(logits),), float("nan"))
+            expression = self._expression(tensors).cpu().numpy()
+            return logits, torch.as_tensor(novelty_percentile(fit, expression))
+
+        adata, chunks = self._run(adata, indices, batch_size, logits_and_novelty)
         temperature = self.temperature if calibrated else 1.0
-        probs = torch.softmax(torch.cat(chunks) / temperature, -1).numpy()
+        probs = torch.softmax(torch.cat([c[0] for c in chunks]) / temperature, -1).numpy()
+        novelty = torch.cat([c[1] for c in chunks]).numpy()
         categories = self._label_categories()
         obs_names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
         codes = probs.argmax(1)
         confidence = probs.max(1)
-        if unknown_threshold is not None:
+        if unknown_threshold is not None or novelty_threshold is not None:
             if UNKNOWN in categories:
                 raise ValueError(
-                    f"The reference already has a cell type called {UNKNOWN!r}; rename it to use unknown_threshold."
+                    f"The reference already has a cell type called {UNKNOWN!r}; rename it to call cells Unknown."
                 )
-            codes = np.where(confidence < unknown_threshold, len(categories), codes)
+            unknown = np.zeros(len(codes), dtype=bool)
+            if unknown_threshold is not None:
+                unknown |= confidence < unknown_threshold
+            if novelty_threshold is not None:
+                unknown |= novelty > novelty_threshold
+            codes = np.where(unknown, len(categories), codes)
             categories = [*categories, UNKNOWN]
         predicted = pd.Categorical.from_codes(codes, categories=categories)
         if inplace:
             adata.obs[f"{key_added}_prediction"] = predicted
             adata.obs[f"{key_added}_confidence"] = confidence
+            if fit is not None:
+                adata.obs[f"{key_added}_novelty"] = novelty
             if over_clustering is not None:
                 if over_clustering not in adata.obs:
                     raise KeyError(f"over_clustering={over_clustering!r} is not a column of adata.obs.")
