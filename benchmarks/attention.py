@@ -19,13 +19,20 @@ Usage (from the project root)::
 
 ``--quick`` runs 1,000 and 4,000 genes, batch 8, fp32, real edges (under 3 minutes) and prints one JSON
 object whose ``"grid"`` holds records with ``genes``, ``edges``, ``batch``, ``dtype``, ``dense_s``,
-``grn_s``, ``dense_mb``, ``grn_mb``. In the full run, rows of batch 8, fp32, real edges also time the attention proper from
-given q, k, v (``*_core_s``, ``*_core_mb``: without the QKV and output projections, which both paths
-share). The full run adds 500, 2,000 and 8,000 genes, batch 32, bf16 and
-random edges. ``--model`` adds model-level figures of the default model on pbmc3k (training and inference
-cells/s, model FLOP utilisation against this machine's measured matmul peak). ``--whole-panel`` trains a
-model over every CollecTRI gene of Darmanis 2015 (brain; ~8,000-gene panel with the HVGs, every expressed
-panel gene a token: thousands per cell) with the sparse and with the dense attention path.
+``grn_s``, ``dense_mb``, ``grn_mb``. ``grn`` is the package's default sparse layer
+(:class:`~sctransformer_tools.nn.FusedPairAttention`: a few cells and one head at a time, projections
+recomputed in backward). Every fp32 row also measures ``floor``: a bias-free ``d_model x d_model`` linear
+layer in the same harness, i.e. what any layer that maps the tokens to new tokens costs here (its output,
+the loss's temporaries and the input gradient: ~4 tensors of ``batch x genes x d_model``);
+``memory_ratio_above_floor`` compares the two paths' memory beyond it. In the full run, rows of batch 8,
+fp32, real edges also measure the unfused sparse layer (``grn_unfused_*``, every intermediate kept for
+backward) and time the attention proper from given q, k, v (``*_core_s``, ``*_core_mb``: without the QKV
+and output projections). The full run adds 500, 2,000 and 8,000 genes, batch 32, bf16 and random edges.
+``--model`` adds model-level figures of the default model on pbmc3k (training and inference cells/s, model
+FLOP utilisation against this machine's measured matmul peak). ``--whole-panel`` trains a model over every
+CollecTRI gene of Darmanis 2015 (brain; ~8,000-gene panel with the HVGs, every expressed panel gene a token:
+thousands per cell) with the sparse and with the dense attention path, at batch 32 and at batch 256, where
+the dense path needs more than the memory cap.
 """
 
 from __future__ import annotations

@@ -843,7 +843,7 @@ class SCTransformer(BaseModelClass):
             groups = pd.Categorical(column.astype(str))
         if layer is not None and not 0 <= layer < self.module.n_layers:
             raise ValueError(f"layer must be in 0..{self.module.n_layers - 1}, got {layer}.")
-        edges = self._prior_edges()
+        edges = self.regulon_edges()
         n_genes = len(self.panel_)
         codes = edges["target_idx"].to_numpy() * n_genes + edges["source_idx"].to_numpy()
         order = np.argsort(codes)
@@ -896,12 +896,21 @@ class SCTransformer(BaseModelClass):
             }
         return long
 
-    def _prior_edges(self) -> pd.DataFrame:
-        """Regulon edges of the panel (TF, target) with gene symbols and panel positions."""
+    def regulon_edges(self) -> pd.DataFrame:
+        """The regulon edges (TF -> target) with both genes in the model's panel.
+
+        Returns
+        -------
+        ``source``, ``target`` (gene symbols), ``weight`` (regulon sign / confidence weight),
+        ``source_idx``, ``target_idx`` (panel positions). The prior the GRN mask is built from (with
+        ``min_targets`` applied), whatever the model's ``mask``.
+        """
         net = self.init_params_["non_kwargs"]["regulons"]
         edges = grn.regulon_edges_in(self.panel_.index, net, min_targets=self.init_params_["non_kwargs"]["min_targets"])
         symbol = self.panel_["symbol"].to_numpy()
         return edges.assign(source=symbol[edges["source_idx"]], target=symbol[edges["target_idx"]])
+
+    _prior_edges = regulon_edges  # the name used before 0.1.0
 
     def mask_summary(self) -> dict:
         """Genes, TFs, edges, density and every mask choice of this model.

@@ -129,8 +129,7 @@ def _test(
 
 def _regulon_pairs(model, regulons) -> pd.DataFrame:
     if regulons is None:
-        saved = model.init_params_["non_kwargs"]
-        edges = grn.regulon_edges_in(model.panel_.index, saved["regulons"], min_targets=saved.get("min_targets", 1))
+        edges = model.regulon_edges()
     else:
         net = grn.load_regulons(regulons)
         edges = grn.regulon_edges_in(model.panel_["symbol"].astype(str).to_numpy(), net)
