@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import ds, grn, model, module, nn, pl, tl
+from . import bm, ds, grn, model, module, nn, pl, tl
 from .model import SCTransformer
 
 try:
@@ -10,4 +10,4 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
-__all__ = ["SCTransformer", "ds", "grn", "model", "module", "nn", "pl", "tl"]
+__all__ = ["SCTransformer", "bm", "ds", "grn", "model", "module", "nn", "pl", "tl"]

@@ -910,8 +910,6 @@ class SCTransformer(BaseModelClass):
         symbol = self.panel_["symbol"].to_numpy()
         return edges.assign(source=symbol[edges["source_idx"]], target=symbol[edges["target_idx"]])
 
-    _prior_edges = regulon_edges  # the name used before 0.1.0
-
     def mask_summary(self) -> dict:
         """Genes, TFs, edges, density and every mask choice of this model.
 

@@ -1,0 +1,184 @@
+"""Evaluation records: one flat dict per dataset x method x mask x regulons x seed, stored as a JSON list."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+#: Keys every record has, in this order (``None`` where a metric does not apply).
+RECORD_KEYS = (
+    "dataset",
+    "method",
+    "mask",
+    "regulons",
+    "seed",
+    "accuracy",
+    "macro_f1",
+    "balanced_accuracy",
+    "silhouette",
+    "ari",
+    "nmi",
+    "attention_auroc",
+    "train_s",
+    "peak_mb",
+)
+
+#: Keys that identify a run; a new record with the same identity replaces the old one.
+IDENTITY_KEYS = ("profile", "dataset", "method", "mask", "regulons", "seed")
+
+
+def _clean(value):
+    """JSON-safe scalars: numpy -> Python, NaN/inf -> None, floats rounded to 4 decimals."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else round(value, 4)
+    return value
+
+
+def make_record(**fields) -> dict:
+    """A record with every key of :data:`RECORD_KEYS` (missing ones ``None``), extra fields after them.
+
+    Parameters
+    ----------
+    **fields
+        Values; ``dataset``, ``method`` and ``seed`` are required.
+
+    Returns
+    -------
+    JSON-safe dict (numpy scalars converted, NaN -> ``None``, floats rounded to 4 decimals).
+
+    Examples
+    --------
+    >>> from sctransformer_tools.bm import RECORD_KEYS, make_record
+    >>> rec = make_record(dataset="d", method="logistic_regression", seed=0, accuracy=0.912345, n_test=10)
+    >>> list(rec)[: len(RECORD_KEYS)] == list(RECORD_KEYS), rec["accuracy"], rec["mask"], rec["n_test"]
+    (True, 0.9123, None, 10)
+    """
+    missing = [k for k in ("dataset", "method", "seed") if fields.get(k) is None]
+    if missing:
+        raise ValueError(f"A record needs {missing}.")
+    record = {k: _clean(fields.get(k)) for k in RECORD_KEYS}
+    record.update({k: _clean(v) for k, v in fields.items() if k not in record})
+    return record
+
+
+def record_identity(record: Mapping) -> tuple:
+    """The identity of a record's run (:data:`IDENTITY_KEYS`), for replacing and resuming."""
+    return tuple(record.get(k) for k in IDENTITY_KEYS)
+
+
+def run_tag(record: Mapping) -> str:
+    """File-name tag of a run: ``dataset_method_mask_regulons_seed`` (``-`` for missing values).
+
+    Examples
+    --------
+    >>> from sctransformer_tools.bm import run_tag
+    >>> run_tag({"dataset": "pbmc3k", "method": "scanvi", "mask": None, "regulons": None, "seed": 0})
+    'pbmc3k_scanvi_-_-_0'
+    """
+
+    def text(value) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return str(int(value)) if isinstance(value, float | np.floating) and float(value).is_integer() else str(value)
+
+    return "_".join(text(record.get(k)) for k in ("dataset", "method", "mask", "regulons", "seed"))
+
+
+def load_records(path: str | os.PathLike) -> list[dict]:
+    """Records of a JSON file (``[]`` when it does not exist).
+
+    Parameters
+    ----------
+    path
+        File written by :func:`save_records`.
+
+    Returns
+    -------
+    The list of records.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text() or "[]")
+    if not isinstance(data, list):
+        raise ValueError(f"{path} does not hold a JSON list of records.")
+    return data
+
+
+def save_records(path: str | os.PathLike, records: Iterable[Mapping]) -> None:
+    """Write records as a JSON list, atomically (a crash never leaves half a file).
+
+    Parameters
+    ----------
+    path
+        Output file.
+    records
+        Records to write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps([_clean(dict(r)) for r in records], indent=1) + "\n")
+    tmp.replace(path)
+
+
+def merge_records(old: Iterable[Mapping], new: Iterable[Mapping]) -> list[dict]:
+    """``old`` with ``new`` appended; a new record replaces an old one of the same identity (in place).
+
+    Parameters
+    ----------
+    old, new
+        Record lists.
+
+    Returns
+    -------
+    The merged list.
+
+    Examples
+    --------
+    >>> from sctransformer_tools.bm import merge_records
+    >>> old = [{"dataset": "d", "method": "m", "seed": 0, "accuracy": 0.5}]
+    >>> new = [{"dataset": "d", "method": "m", "seed": 0, "accuracy": 0.7}, {"dataset": "d", "method": "m", "seed": 1}]
+    >>> [(r["seed"], r.get("accuracy")) for r in merge_records(old, new)]
+    [(0, 0.7), (1, None)]
+    """
+    merged = [dict(r) for r in old]
+    index = {record_identity(r): i for i, r in enumerate(merged)}
+    for rec in new:
+        key = record_identity(rec)
+        if key in index:
+            merged[index[key]] = dict(rec)
+        else:
+            index[key] = len(merged)
+            merged.append(dict(rec))
+    return merged
+
+
+def append_record(path: str | os.PathLike, record: Mapping) -> list[dict]:
+    """Add one record to a JSON records file (replacing a record of the same run) and return all records.
+
+    Parameters
+    ----------
+    path
+        Records file (created if absent).
+    record
+        The new record.
+
+    Returns
+    -------
+    Every record now in the file.
+    """
+    records = merge_records(load_records(path), [record])
+    save_records(path, records)
+    return records

@@ -1,0 +1,360 @@
+"""sct.bm: metrics on planted examples, records and their keys, the report, splits and the pbmc68k label map."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import sctransformer_tools as sct
+from sctransformer_tools import bm
+from sctransformer_tools.bm import _attention
+
+from .conftest import SCRNA, _require
+
+# ----------------------------------------------------------------------------------------- metrics
+
+
+def test_classification_metrics_planted():
+    perfect = bm.classification_metrics(["a", "b", "b", "c"], ["a", "b", "b", "c"], rare=["a", "c"])
+    assert perfect == {"accuracy": 1.0, "macro_f1": 1.0, "balanced_accuracy": 1.0, "rare_f1": 1.0}
+    # a: recall 1/2, precision 1 -> F1 2/3; b: recall 1, precision 2/3 -> F1 0.8
+    scores = bm.classification_metrics(["a", "a", "b", "b"], ["a", "b", "b", "b"], rare=["a"])
+    assert scores["accuracy"] == pytest.approx(0.75)
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert scores["balanced_accuracy"] == pytest.approx(0.75)
+    assert scores["rare_f1"] == pytest.approx(2 / 3)
+    # a type predicted but absent from the truth does not enter the macro average
+    assert bm.classification_metrics(["a", "a"], ["a", "z"])["macro_f1"] == pytest.approx(2 / 3)
+    assert bm.classification_metrics(["a"], ["a"])["rare_f1"] is None
+
+
+def test_rare_classes_by_training_count():
+    train = ["big"] * 50 + ["mid"] * 20 + ["small"] * 5 + ["tiny"] * 2
+    assert bm.rare_classes(train, present=["big", "mid", "small", "tiny"]) == ["tiny", "small"]
+    assert bm.rare_classes(train, present=["big", "mid", "small"]) == ["small"]  # tiny not scorable
+
+
+def test_embedding_metrics_planted():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 10.0, 0.0]])
+    emb = np.concatenate([c + rng.normal(0, 0.2, (40, 3)) for c in centers])
+    labels = np.repeat(["x", "y", "z"], 40)
+    good = bm.embedding_metrics(emb, labels)
+    assert good["silhouette"] > 0.9
+    assert good["ari"] == pytest.approx(1.0)
+    assert good["nmi"] == pytest.approx(1.0)
+    shuffled = bm.embedding_metrics(emb, rng.permutation(labels))
+    assert shuffled["silhouette"] < 0.1 and shuffled["ari"] < 0.2
+    assert bm.embedding_metrics(emb, np.repeat("x", len(emb)))["silhouette"] is None
+
+
+def test_auroc_planted():
+    assert bm.auroc([5, 6, 7], [1, 2, 3]) == 1.0
+    assert bm.auroc([1, 2, 3], [5, 6, 7]) == 0.0
+    assert bm.auroc([1, 1], [1, 1]) == 0.5
+    assert bm.auroc([np.nan, 3.0], [1.0]) == 1.0
+    assert bm.auroc([], [1.0]) is None
+
+
+class _FakeModel:
+    """What attention_vs_regulons reads from a model: the panel and the prior's edges."""
+
+    def __init__(self, n_genes: int, edges: pd.DataFrame):
+        self.panel_ = pd.DataFrame(
+            {"symbol": [f"g{i}" for i in range(n_genes)]}, index=[f"g{i}" for i in range(n_genes)]
+        )
+        self._edges = edges
+
+    def regulon_edges(self) -> pd.DataFrame:
+        return self._edges
+
+
+def test_attention_auroc_planted(monkeypatch):
+    """Attention planted high on the regulon edges gives AUROC 1 against non-edges and shuffled edges; the null ~0.5."""
+    n_genes, rng = 60, np.random.default_rng(0)
+    tfs, targets = np.arange(6), np.arange(6, 60)
+    rows = {(int(t), int(rng.choice(targets))) for t in tfs for _ in range(8)}
+    edges = pd.DataFrame(sorted(rows), columns=["source_idx", "target_idx"]).assign(weight=1.0)
+    edges["source"] = [f"g{i}" for i in edges["source_idx"]]
+    edges["target"] = [f"g{i}" for i in edges["target_idx"]]
+    true = set(zip(edges["target_idx"], edges["source_idx"], strict=True))
+
+    def planted(model, adata, pairs, **kwargs):
+        pairs = np.asarray(pairs)
+        hit = np.array([(q, k) in true for q, k in pairs])
+        score = np.where(hit, 0.9, 0.1) + rng.uniform(0, 0.05, len(pairs))
+        return pd.DataFrame(
+            {"query": pairs[:, 0], "key": pairs[:, 1], "n_cells": 10, "mean": score, "mean_present": score}
+        )
+
+    monkeypatch.setattr(_attention, "pair_attention_scores", planted)
+    out = bm.attention_vs_regulons(_FakeModel(n_genes, edges), adata=None, n_shuffles=3, max_cells=None)
+    assert out["attention_auroc"] == 1.0
+    assert out["attention_auroc_vs_shuffled"] == 1.0
+    assert 0.35 < out["attention_auroc_null"] < 0.65
+    assert out["attention_edges_scored"] == len(true)
+
+
+def test_sample_non_edges_avoids_edges_both_ways():
+    edges = np.array([[5, 0], [6, 1]])
+    pairs = bm.sample_non_edges(100, np.array([0, 1, 5]), np.array([5, 6, 7]), edges, 10, seed=1)
+    codes = {tuple(p) for p in pairs.tolist()}
+    assert (5, 0) not in codes and (0, 5) not in codes and (6, 1) not in codes
+    assert all(q != k for q, k in codes) and len(codes) == len(pairs)
+
+
+# ----------------------------------------------------------------------------------------- records
+
+
+def test_make_record_keys_and_nulls():
+    rec = bm.make_record(dataset="d", method="scanvi", seed=1, accuracy=np.float64(0.5), silhouette=float("nan"))
+    assert list(rec) == list(bm.RECORD_KEYS)
+    assert rec["mask"] is None and rec["regulons"] is None and rec["silhouette"] is None
+    assert isinstance(rec["accuracy"], float)
+    with pytest.raises(ValueError, match="needs"):
+        bm.make_record(dataset="d", method="scanvi")
+
+
+@pytest.fixture(scope="module")
+def tiny_records(pbmc3k_full, tmp_path_factory):
+    """Every method on a ~300/150-cell pbmc3k split with a tiny model (1 layer, d_model 16, 1 epoch)."""
+    labels = pbmc3k_full.obs["cell_type"]
+    idx = bm.stratified_subsample(labels, 450, min_per_class=12, seed=0)
+    rng = np.random.default_rng(0)
+    test_mask = np.zeros(len(idx), dtype=bool)
+    test_mask[rng.permutation(len(idx))[:150]] = True
+    adata = pbmc3k_full[idx].copy()
+    adata.obs["library_size"] = np.asarray(adata.X.sum(1)).ravel()  # over all genes, before the gene subset
+    adata = adata[:, np.argsort(-np.asarray(adata.X.sum(0)).ravel())[:3000]].copy()
+    train, test = adata[~test_mask].copy(), adata[test_mask].copy()
+    methods = ["sctransformer", "logistic_regression", "scanvi"]
+    try:
+        import celltypist  # noqa: F401
+
+        methods.append("celltypist")
+    except ImportError:
+        pass
+    out = tmp_path_factory.mktemp("bm")
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models gain nothing from threads, and they stall when the cores are shared
+    try:
+        with threadpool_limits(1):
+            records = bm.evaluate(
+                train,
+                test,
+                "cell_type",
+                dataset="tiny",
+                methods=methods,
+                masks=["grn", "dense"],
+                regulons="collectri",
+                library_size_key="library_size",
+                model_kwargs={"d_model": 16, "n_layers": 1, "n_heads": 2, "n_top_genes": 0, "max_tokens": 64},
+                train_kwargs={"max_epochs": 1},
+                peer_kwargs={
+                    "scanvi": {"scvi_epochs": 1, "scanvi_epochs": 1, "n_top_genes": 300},
+                    "logistic_regression": {"n_top_genes": 500},
+                    "celltypist": {"max_iter": 100},
+                },
+                attention_kwargs={"n_shuffles": 2, "max_cells": 60},
+                embedding_kwargs={"resolutions": (1.0,)},
+                profile="test",
+                on_record=lambda r: bm.append_record(out / "evaluation.json", r),
+            )
+    finally:
+        torch.set_num_threads(threads)
+    return records, out, methods, (train, test)
+
+
+def test_evaluate_records_have_required_keys(tiny_records):
+    records, out, methods, _ = tiny_records
+    assert len(records) == 2 + len(methods) - 1
+    for rec in records:
+        assert list(rec)[: len(bm.RECORD_KEYS)] == list(bm.RECORD_KEYS)
+        assert rec["dataset"] == "tiny" and rec["seed"] == 0
+        for key in ("accuracy", "macro_f1", "balanced_accuracy", "silhouette", "ari", "nmi"):
+            assert rec[key] is not None and -1 <= rec[key] <= 1, (rec["method"], key)
+        assert rec["train_s"] > 0 and rec["peak_mb"] > 0
+        assert rec["n_test_scored"] == 150 and rec["n_test_excluded"] == 0
+    by = {(r["method"], r["mask"]): r for r in records}
+    for method in methods[1:]:  # peers: no mask, no regulons, no attention
+        rec = by[(method, None)]
+        assert rec["regulons"] is None and rec["attention_auroc"] is None
+    assert by[("logistic_regression", None)]["embedding"] == "pca_hvg"
+    assert by[("scanvi", None)]["embedding"] == "scanvi_latent"
+    grn, dense = by[("sctransformer", "grn")], by[("sctransformer", "dense")]
+    assert grn["regulons"] == "collectri" and grn["attention_auroc"] is None
+    assert 0 <= dense["attention_auroc"] <= 1 and 0 <= dense["attention_auroc_null"] <= 1
+    assert grn["grn_edges_kept"] > 0 and grn["grn_edges_kept"] <= grn["regulon_edges_total"] == 43178
+    assert grn["query_panel_match"] == pytest.approx(1.0)
+    # appended to the JSON file as runs finished, and JSON-clean
+    stored = json.loads((out / "evaluation.json").read_text())
+    assert [bm.record_identity(r) for r in stored] == [bm.record_identity(r) for r in records]
+
+
+def test_evaluate_skip_resumes(tiny_records):
+    records, _, _, (train, test) = tiny_records
+    done = {bm.record_identity(r) for r in records}
+    again = bm.evaluate(
+        train,
+        test,
+        "cell_type",
+        dataset="tiny",
+        methods=["sctransformer", "logistic_regression"],
+        masks=["grn", "dense"],
+        profile="test",
+        skip=lambda identity: bm.record_identity(identity) in done,
+    )
+    assert again == []
+
+
+def test_evaluate_rejects_bad_input(tiny_records):
+    _, _, _, (train, test) = tiny_records
+    with pytest.raises(ValueError, match="Unknown methods"):
+        bm.evaluate(train, test, "cell_type", methods=["svm"])
+    with pytest.raises(ValueError, match="Unknown mask"):
+        bm.evaluate(train, test, "cell_type", masks=["sparse"])
+    with pytest.raises(KeyError, match="no obs column"):
+        bm.evaluate(train, test, "celltype")
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def _fabricated(grn_gain: float) -> list[dict]:
+    recs = []
+    for seed, noise in zip((0, 1, 2), (0.0, 0.01, -0.01), strict=True):
+        for mask, base in (("grn", 0.80 + grn_gain), ("shuffled", 0.80), ("random", 0.79), ("dense", 0.81)):
+            extra = {"attention_auroc": 0.6 + noise, "attention_auroc_null": 0.52} if mask == "dense" else {}
+            recs.append(
+                bm.make_record(
+                    dataset="toy",
+                    method="sctransformer",
+                    mask=mask,
+                    regulons="collectri",
+                    seed=seed,
+                    macro_f1=base + noise + (0.01 * seed if mask == "grn" else 0),
+                    accuracy=0.9,
+                    train_s=10.0 if mask != "dense" else 50.0,
+                    peak_mb=900.0,
+                    grn_edges_kept=100,
+                    regulon_edges_total=1000,
+                    grn_tfs_kept=10,
+                    regulon_tfs_total=50,
+                    panel_genes=300,
+                    density=1e-3,
+                    profile="full",
+                    split="toy split",
+                    **extra,
+                )
+            )
+        recs.append(
+            bm.make_record(dataset="toy", method="logistic_regression", seed=seed, macro_f1=0.85, profile="full")
+        )
+    return recs
+
+
+def test_report_renders_and_follows_the_numbers(tmp_path):
+    recs = _fabricated(grn_gain=0.03)
+    recs.append(bm.make_record(dataset="toy", method="scanvi", seed=0, profile="full", error="RuntimeError: boom"))
+    umap = tmp_path / "umap"
+    umap.mkdir()
+    rng = np.random.default_rng(0)
+    for mask in ("grn", "dense"):
+        tag = bm.run_tag(
+            {"dataset": "toy", "method": "sctransformer", "mask": mask, "regulons": "collectri", "seed": 0}
+        )
+        np.savez(
+            umap / f"{tag}.npz",
+            umap=rng.normal(size=(20, 2)),
+            labels=np.repeat(["a", "b"], 10),
+            predictions=np.repeat(["a", "b"], 10),
+        )
+    path = bm.write_report(recs, tmp_path, preamble="Preamble here.", umap_dir=umap)
+    text = path.read_text()
+    assert "Preamble here." in text and "| toy | sctransformer | grn | collectri | 3 |" in text
+    # grn - shuffled per seed: 0.03, 0.04, 0.05 -> 0.040 ± 0.010, 3/3 seeds
+    assert "grn (collectri) beats shuffled (collectri) by 0.040 ± 0.010 macro-F1 (3/3 seeds" in text
+    assert "+0.030, +0.040, +0.050" in text
+    assert "grn (collectri) trails logistic_regression" in text
+    assert "AUROC 0.600 ± 0.010" in text and "0.520" in text
+    assert "keeps 100 of 1,000 regulon edges (10.0%)" in text
+    assert "toy / scanvi / seed 0: RuntimeError: boom" in text
+    for png in ("evaluation_full_macro_f1.png", "evaluation_full_attention_auroc.png", "evaluation_full_umap_toy.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+    # the reading flips with the data
+    flipped = bm.write_report(_fabricated(grn_gain=-0.05), tmp_path / "flip").read_text()  # -0.05, -0.04, -0.03
+    assert "grn (collectri) trails shuffled (collectri) by 0.040 ± 0.010 macro-F1 (3/3 seeds" in flipped
+
+
+def test_paired_comparison_pairs_by_seed():
+    recs = _fabricated(grn_gain=0.0)
+    recs = [r for r in recs if not (r["mask"] == "shuffled" and r["seed"] == 2)]  # an unpaired seed
+    table = bm.paired_comparison(recs)
+    row = table[table["comparator"] == "shuffled (collectri)"].iloc[0]
+    assert row["seeds"] == [0, 1] and row["n_pairs"] == 2
+    assert row["diffs"] == pytest.approx([0.0, 0.01])
+    assert set(table["comparator"]) == {
+        "shuffled (collectri)",
+        "random (collectri)",
+        "dense (collectri)",
+        "logistic_regression",
+    }
+
+
+def test_merge_records_replaces_same_run(tmp_path):
+    path = tmp_path / "r.json"
+    bm.append_record(path, bm.make_record(dataset="d", method="scanvi", seed=0, accuracy=0.1))
+    bm.append_record(path, bm.make_record(dataset="d", method="scanvi", seed=1, accuracy=0.2))
+    records = bm.append_record(path, bm.make_record(dataset="d", method="scanvi", seed=0, accuracy=0.3))
+    assert [(r["seed"], r["accuracy"]) for r in records] == [(0, 0.3), (1, 0.2)]
+    assert bm.load_records(path) == records
+
+
+# ------------------------------------------------------------------------------------- datasets
+
+
+def test_pbmc68k_label_map_covers_intended_labels(pbmc3k_full):
+    query = sct.ds.pbmc68k_reduced()
+    populations = set(query.obs["bulk_labels"].astype(str))
+    assert populations == set(bm.PBMC68K_LABEL_MAP)  # every population decided, none invented
+    pbmc3k_types = set(pbmc3k_full.obs["cell_type"].astype(str))
+    mapped = {k: v for k, v in bm.PBMC68K_LABEL_MAP.items() if v is not None}
+    assert set(mapped.values()) <= pbmc3k_types
+    assert {k for k, v in bm.PBMC68K_LABEL_MAP.items() if v is None} == {"CD34+"}
+    assert mapped["CD14+ Monocyte"] == "CD14+ Mono" and mapped["CD19+ B"] == "B" and mapped["CD56+ NK"] == "NK"
+    assert mapped["CD8+ Cytotoxic T"] == mapped["CD8+/CD45RA+ Naive Cytotoxic"] == "CD8 T"
+    assert bm.map_pbmc68k_labels("not a population") is None
+
+
+def test_cross_study_split(pbmc3k_path):
+    split = bm.load_split("pbmc3k_to_pbmc68k", data_dir=SCRNA)
+    assert split.train.n_obs == 2638 and split.test.n_obs == 700 - 13  # CD34+ dropped
+    assert set(split.test.obs["cell_type"]) <= set(split.train.obs["cell_type"].astype(str))
+    assert split.info["query_genes_in_reference"] < split.info["query_genes"] == 765
+    assert np.allclose(split.test.obs["library_size"], split.test.obs["n_counts"])
+
+
+def test_donor_splits_hold_out_whole_donors():
+    _require(SCRNA / "darmanis2015_brain.h5ad")
+    held = []
+    for seed in range(4):
+        split = bm.load_split("darmanis2015", seed=seed, data_dir=SCRNA)
+        train_donors, test_donors = set(split.train.obs["batch"]), set(split.test.obs["batch"])
+        assert not train_donors & test_donors
+        held += sorted(test_donors)
+    assert len(held) == len(set(held)) == 12  # 4 folds cover the 12 samples once
+    _require(SCRNA / "allen_m1_snrna_140genes.h5ad")
+    allen = bm.load_split("allen_m1", seed=0, data_dir=SCRNA, max_train_cells=2000, max_test_cells=1000)
+    assert set(allen.train.obs["batch"]) == {"H18.30.001"} and set(allen.test.obs["batch"]) == {"H18.30.002"}
+    assert (allen.train.obs["cell_type"] == "VLMC").sum() == 23  # rare types kept whole
+    assert np.allclose(allen.train.obs["library_size"], allen.train.obs["total_counts_all_genes"])
