@@ -19,14 +19,13 @@ Usage (from the project root)::
 
 ``--quick`` runs 1,000 and 4,000 genes, batch 8, fp32, real edges (under 3 minutes) and prints one JSON
 object whose ``"grid"`` holds records with ``genes``, ``edges``, ``batch``, ``dtype``, ``dense_s``,
-``grn_s``, ``dense_mb``, ``grn_mb``. ``grn`` is the package's default sparse layer
-(:class:`~sctransformer_tools.nn.FusedPairAttention`: a few cells and one head at a time, projections
-recomputed in backward). Every fp32 row also measures ``floor``: a bias-free ``d_model x d_model`` linear
+``grn_s``, ``dense_mb``, ``grn_mb``. ``grn`` is the package's default sparse layer. Every fp32 row also measures ``floor``: a bias-free ``d_model x d_model`` linear
 layer in the same harness, i.e. what any layer that maps the tokens to new tokens costs here (its output,
 the loss's temporaries and the input gradient: ~4 tensors of ``batch x genes x d_model``);
 ``memory_ratio_above_floor`` compares the two paths' memory beyond it. In the full run, rows of batch 8,
-fp32, real edges also measure the unfused sparse layer (``grn_unfused_*``, every intermediate kept for
-backward) and time the attention proper from given q, k, v (``*_core_s``, ``*_core_mb``: without the QKV
+fp32, real edges also measure the fused sparse layer (``grn_fused_*``:
+:class:`~sctransformer_tools.nn.FusedPairAttention`, a few cells and one head at a time, projections
+recomputed in backward) and time the attention proper from given q, k, v (``*_core_s``, ``*_core_mb``: without the QKV
 and output projections). The full run adds 500, 2,000 and 8,000 genes, batch 32, bf16 and random edges.
 ``--model`` adds model-level figures of the default model on pbmc3k (training and inference cells/s, model
 FLOP utilisation against this machine's measured matmul peak). ``--whole-panel`` trains a model over every
@@ -98,7 +97,7 @@ def worker(genes: int, batch: int, dtype: str, edge_kind: str, method: str, repe
     n_edges = len(pairs)
     self_loops = torch.arange(genes)[:, None].expand(genes, 2)
     pairs = torch.cat([pairs, self_loops])
-    layer = MaskedMultiheadAttention(D_MODEL, N_HEADS, fused=method != "grn_unfused")
+    layer = MaskedMultiheadAttention(D_MODEL, N_HEADS, fused=method == "grn_fused")
     x = torch.randn(batch, genes, D_MODEL, requires_grad=True)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
     record = {"genes": genes, "edges": n_edges, "batch": batch, "dtype": dtype, "edge_kind": edge_kind}
@@ -202,7 +201,7 @@ def grid(configs, repeats, mem_cap_gb, timeout, core: bool = True) -> list[dict]
         if dtype == "fp32":  # the memory and time of a bare linear layer in the same harness
             record.update(measure(genes, batch, dtype, edge_kind, "floor", repeats, mem_cap_gb, timeout))
         if core and (batch, dtype, edge_kind) == (8, "fp32", "real"):  # attention proper, without projections
-            record.update(measure(genes, batch, dtype, edge_kind, "grn_unfused", repeats, mem_cap_gb, timeout))
+            record.update(measure(genes, batch, dtype, edge_kind, "grn_fused", repeats, mem_cap_gb, timeout))
             for method in ("grn", "dense"):
                 record.update(measure(genes, batch, dtype, edge_kind, method, repeats, mem_cap_gb, timeout, "core"))
         record = {k: record.get(k) for k in ("genes", "edges", "batch", "dtype", "edge_kind")} | {
@@ -429,6 +428,8 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--whole-panel", action="store_true", help="also train over every CollecTRI gene (Darmanis)")
     parser.add_argument("--grid", action=argparse.BooleanOptionalAction, default=True, help="run the layer grid")
+    parser.add_argument("--genes", type=int, nargs="+", default=None, help="only these gene counts (fp32, real edges)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[8], help="batch sizes with --genes")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--whole-panel-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -447,10 +448,12 @@ def main() -> None:
 
     peak = {"fp32": matmul_peak_gflops("fp32")}
     native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    if not args.quick:
+    if not args.quick and not args.genes:
         peak["bf16"] = matmul_peak_gflops("bf16", n=2048 if native_bf16 else 256)
     if args.quick:
         configs = [(g, 8, "fp32", "real") for g in (1000, 4000)]
+    elif args.genes:
+        configs = [(g, b, "fp32", "real") for b in args.batches for g in args.genes]
     else:
         configs = [
             (g, b, dt, ek)
@@ -478,7 +481,9 @@ def main() -> None:
         result["whole_panel"] = whole_panel(args.mem_cap_gb, args.timeout)
     if args.model:
         result["model"] = model_figures()
-    if args.out is not None and args.out.exists() and not args.quick:  # keep the sections not run this time
+    if (
+        args.out is not None and args.out.exists() and not args.quick and not args.genes
+    ):  # keep the sections not run this time
         previous = json.loads(args.out.read_text())
         for section in ("grid", "whole_panel", "model"):
             if not result.get(section) and previous.get(section):

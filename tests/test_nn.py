@@ -210,6 +210,8 @@ def test_module_trains_the_same_cell_by_cell(monkeypatch):
         return loss.detach(), [p.grad.clone() for p in module.parameters() if p.grad is not None]
 
     monkeypatch.setattr(_attention, "FUSED_CHUNK_ELEMENTS", 1)  # one cell per chunk
+    for block in module.blocks:
+        block.attn.fused = True
     fused = loss_and_grads()
     for block in module.blocks:
         block.attn.fused = False
