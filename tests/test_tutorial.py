@@ -70,7 +70,8 @@ def test_notebook_runs_small(tmp_path, monkeypatch):
         pytest.skip(f"real data not found under {SHARED} (expected ../shared/data beside the project)")
     monkeypatch.setenv("SCT_TUTORIAL_SMALL", "1")
     monkeypatch.setenv("SCT_TUTORIAL_THREADS", "1")  # a tiny model gains nothing from threads on shared cores
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the notebook sets it too; monkeypatch restores it afterwards
+    for name in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):  # the notebook sets them; monkeypatch restores them
+        monkeypatch.setenv(name, "1")
     monkeypatch.setenv("SCTRANSFORMER_SHARED_DATA", str(SHARED.resolve()))
     monkeypatch.setenv("SCTRANSFORMER_TOOLS_DATA", str(REGULONS.resolve()))
     monkeypatch.chdir(tmp_path)  # the notebook writes its model, query file and (small mode) figures here
