@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
+import pytest
 
 import sctransformer_tools as sct
 from sctransformer_tools.cli import main
@@ -41,3 +43,17 @@ def test_annotate_command_trains_saves_and_annotates(pbmc_small, tmp_path):
     assert main([*args, "--novelty-threshold", "0.99"]) == 0
     flagged = ad.read_h5ad(out3).obs["sctransformer_prediction"].astype(str) == "Unknown"
     assert flagged.mean() < 0.1
+    # a query measuring 3% of the panel is refused unless --min-panel-match allows it
+    from sctransformer_tools.model._query import load_saved
+
+    saved = load_saved(tmp_path / "model")
+    panel = pd.Index(saved["attr_dict"]["init_params_"]["non_kwargs"]["panel_genes"])
+    few = panel[: int(0.03 * len(panel))]
+    sparse_query_path = tmp_path / "few_genes.h5ad"
+    query[:, query.var_names.isin(few) | ~query.var_names.isin(panel)].copy().write_h5ad(sparse_query_path)
+    args = ["annotate", "--model", str(tmp_path / "model"), "--query", str(sparse_query_path)]
+    with pytest.raises(ValueError, match=r"below min_panel_match=5%"):
+        main([*args, "--out", str(tmp_path / "out4.h5ad")])
+    with pytest.warns(UserWarning, match="treat the calls as provisional"):
+        assert main([*args, "--out", str(tmp_path / "out4.h5ad"), "--min-panel-match", "0.01"]) == 0
+    assert ad.read_h5ad(tmp_path / "out4.h5ad").uns["sctransformer_query"]["panel_match_ratio"] < 0.05

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 import sctransformer_tools as sct
+from sctransformer_tools.model._novelty import novelty_percentile
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +176,54 @@ def test_query_without_labels_shuffled_and_missing_genes(trained, pbmc3k_split, 
     assert query.uns["sctransformer_query"]["n_zero_filled_genes"] == 4_115
     assert query.var["sctransformer_query_zero_filled"].sum() == 4_115
     loaded = sct.SCTransformer.load(tmp_path / "model", adata=query)
-    pred = loaded.predict(query)
+    with pytest.warns(UserWarning, match="novelty percentiles compare it with the reference on those genes only"):
+        pred = loaded.predict(query)
     assert query.obs["sctransformer_prediction"].notna().all()
     assert accuracy_score(truth, pred) > 0.6  # fewer genes, still far above chance (~0.26 for the largest type)
+    assert (query.obs["sctransformer_novelty"] > 0.95).mean() < 0.15  # cells of the reference's types
+
+
+def test_novelty_scored_on_the_genes_a_query_measures(trained, pbmc3k_split, pbmc3k_full, tmp_path):
+    """A query lacking the reference's most expressed panel genes: read as zeros, they would make most cells
+    look novel; the novelty model refitted on the measured genes flags about as few as in the reference."""
+    model, ref, _ = trained
+    query = pbmc3k_full[pbmc3k_split[1]].copy()
+    panel = pd.Index(model.init_params_["non_kwargs"]["panel_genes"])
+    mean = np.asarray(ref[:, panel].X.mean(0)).ravel()
+    dropped = panel[np.argsort(-mean)[:300]]
+    query.obs["n_counts"] = np.asarray(query.X.sum(1)).ravel()  # library sizes as measured, over all genes
+    query = query[:, ~query.var_names.isin(dropped)].copy()
+    with pytest.warns(UserWarning, match="lacks 300 of the model's"):
+        sct.SCTransformer.prepare_query_anndata(query, model, library_size_key="n_counts")
+    with pytest.warns(UserWarning, match=rf"measures {len(panel) - 300:,} of the model's {len(panel):,} panel genes"):
+        model.predict(query)
+    restricted = query.obs["sctransformer_novelty"].to_numpy()
+    expression = torch.cat(model._run(query, None, 256, model._expression)[1]).numpy()
+    naive = novelty_percentile(model.novelty_, expression)
+    print(
+        f"flagged at 0.95: refitted {(restricted > 0.95).mean():.3f}, zeros read as measured {(naive > 0.95).mean():.3f}"
+    )
+    assert (restricted > 0.95).mean() < 0.15
+    assert (naive > 0.95).mean() > 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the refitted model is cached: no second warning
+        model.predict(query)
+    np.testing.assert_array_equal(query.obs["sctransformer_novelty"].to_numpy(), restricted)
+
+
+def test_highly_variable_genes_keep_torch_threads(pbmc3k_path):
+    """scanpy's seurat_v3 genes reset torch's thread count on first use in a process; the panel selection
+    gives it back (a fresh process, since the reset happens once)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "import anndata as ad\n"
+        "from sctransformer_tools.model._model import SCTransformer\n"
+        f"adata = ad.read_h5ad({str(pbmc3k_path)!r})[:600].copy()\n"
+        "SCTransformer._highly_variable_genes(adata, 500, {})\n"
+        "print(torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "1"

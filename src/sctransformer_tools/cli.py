@@ -108,7 +108,11 @@ def annotate(args: argparse.Namespace) -> None:
     if args.model is not None:
         model_dir = args.model
         sct.SCTransformer.prepare_query_anndata(
-            query, model_dir, gene_symbols=args.query_gene_symbols, library_size_key=args.query_library_size_key
+            query,
+            model_dir,
+            gene_symbols=args.query_gene_symbols,
+            min_panel_match=args.min_panel_match,
+            library_size_key=args.query_library_size_key,
         )
         model = sct.SCTransformer.load(model_dir, adata=query)
     else:
@@ -128,7 +132,11 @@ def annotate(args: argparse.Namespace) -> None:
         if args.save_model is not None:
             model.save(args.save_model, overwrite=True)
         sct.SCTransformer.prepare_query_anndata(
-            query, model, gene_symbols=args.query_gene_symbols, library_size_key=args.query_library_size_key
+            query,
+            model,
+            gene_symbols=args.query_gene_symbols,
+            min_panel_match=args.min_panel_match,
+            library_size_key=args.query_library_size_key,
         )
     model.predict(query, unknown_threshold=args.unknown_threshold, novelty_threshold=args.novelty_threshold)
     model.get_latent_representation(query)
@@ -163,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     p_ann.add_argument("--query-library-size-key", default=None, help="obs column with total counts (query)")
     p_ann.add_argument(
         "--query-gene-symbols", default=None, help="var column of the query with gene names in the reference's naming"
+    )
+    p_ann.add_argument(
+        "--min-panel-match",
+        type=float,
+        default=0.05,
+        help="refuse a query measuring less than this share of the model's panel genes (default 0.05)",
     )
     p_ann.add_argument("--mask", default="grn", choices=["grn", "dense", "random", "shuffled"])
     p_ann.add_argument("--max-epochs", type=int, default=20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -30,7 +31,7 @@ from sctransformer_tools.module import SCTransformerModule
 from ._calibration import fit_temperature
 from ._checks import check_expression, check_labels, check_var_names, get_matrix, library_sizes
 from ._fields import TolerantCategoricalObsField
-from ._novelty import MAX_FIT_CELLS, fit_novelty, novelty_percentile
+from ._novelty import MAX_FIT_CELLS, fit_novelty, novelty_percentile, restrict_novelty
 from ._query import load_saved, prepare_query
 from ._trainingplan import RestoreBestWeights, SCTransformerTrainingPlan
 
@@ -64,6 +65,16 @@ def _auto_precision(accelerator: str) -> str:
         native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
         return "bf16-mixed" if native else "32-true"
     return "32-true"
+
+
+@contextlib.contextmanager
+def _restore_torch_threads(threads: int):
+    """Give torch back ``threads`` intra-op threads after a call into a library that changes them."""
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 class SCTransformer(BaseModelClass):
@@ -398,7 +409,8 @@ class SCTransformer(BaseModelClass):
         if batch_key is not None:
             tmp.obs["batch"] = adata.obs[batch_key].astype(str).to_numpy()[cells]
         n_top = min(n_top_genes, adata.n_vars)
-        with warnings.catch_warnings():
+        threads = torch.get_num_threads()  # scanpy's seurat_v3 path resets torch's thread count
+        with warnings.catch_warnings(), _restore_torch_threads(threads):
             warnings.simplefilter("ignore")
             if setup_args.get("log_normalized", False):
                 sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, batch_key="batch" if batch_key else None)
@@ -583,6 +595,39 @@ class SCTransformer(BaseModelClass):
         expression = torch.cat(self._run(None, indices, 256, lambda t: self._expression(t).cpu())[1]).numpy()
         return fit_novelty(expression, codes[indices], self.summary_stats.n_labels, seed=seed)
 
+    def _novelty_for(self, adata: AnnData | None) -> dict | None:
+        """The novelty model for ``adata``: refitted on the panel genes a prepared query measures."""
+        fit = getattr(self, "novelty_", None)
+        column = f"{ADATA_KEYS.QUERY}_zero_filled"
+        if fit is None or adata is None or column not in adata.var:
+            return fit
+        panel = pd.Index(self.init_params_["non_kwargs"]["panel_genes"])
+        measured = ~adata.var[column].reindex(panel).fillna(False).to_numpy(dtype=bool)
+        if measured.all():
+            return fit
+        if "reference_data" not in fit:
+            warnings.warn(
+                f"The query lacks {int((~measured).sum()):,} of the model's {len(panel):,} panel genes, but this "
+                "model's novelty model keeps no reference cells to be refitted on the genes the query measures "
+                "(it was trained before that existed): its novelty percentiles read those genes as zeros and "
+                "overstate novelty. Retrain the model to score this query.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return fit
+        cache = self.__dict__.setdefault("_restricted_novelty", {})  # not saved: no trailing underscore
+        key = np.flatnonzero(~measured).tobytes()
+        if key not in cache:
+            cache[key] = restrict_novelty(fit, measured)
+            warnings.warn(
+                f"The query measures {int(measured.sum()):,} of the model's {len(panel):,} panel genes: its "
+                "novelty percentiles compare it with the reference on those genes only (the novelty model is "
+                f"refitted on them from the {len(fit['reference_types']):,} reference cells kept with it).",
+                UserWarning,
+                stacklevel=3,
+            )
+        return cache[key]
+
     # -------------------------------------------------------------- inference
     @torch.inference_mode()
     def _run(self, adata: AnnData | None, indices, batch_size: int, fn):
@@ -645,7 +690,9 @@ class SCTransformer(BaseModelClass):
             are called ``"Unknown"`` (e.g. ``0.95``: about 5% of cells of known types are flagged).
             The novelty percentile comes from a probabilistic PCA of the reference's panel expression
             fitted at the end of :meth:`train` (``model.novelty_``; see
-            :mod:`sctransformer_tools.model._novelty`). ``None``: no novelty cut.
+            :mod:`sctransformer_tools.model._novelty`). For a query prepared with
+            :meth:`prepare_query_anndata` that lacks panel genes, it is refitted on the genes the query
+            measures (zero-filled genes would make every cell look novel). ``None``: no novelty cut.
         over_clustering
             ``obs`` column of clusters (e.g. ``"leiden"``): also write the majority prediction of each
             cluster, as CellTypist's majority voting (needs ``inplace=True``).
@@ -684,7 +731,7 @@ class SCTransformer(BaseModelClass):
         for name, value in (("unknown_threshold", unknown_threshold), ("novelty_threshold", novelty_threshold)):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a probability between 0 and 1, got {value}.")
-        fit = getattr(self, "novelty_", None)
+        fit = self._novelty_for(adata)
         if novelty_threshold is not None and fit is None:
             raise ValueError(
                 "This model has no novelty model (trained before it existed): retrain to use novelty_threshold."

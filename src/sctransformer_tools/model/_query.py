@@ -243,7 +243,14 @@ def prepare_query(
             f"The query lacks {int(missing.sum()):,} of the model's {len(var_names):,} genes, "
             f"{n_missing_panel:,} of them among its {len(panel_genes):,} panel genes "
             f"({match_ratio:.0%} of the panel is measured). They are zero-filled and, being never "
-            "expressed, take no part in attention. Predictions rest on the genes the query has.",
+            "expressed, take no part in attention. Predictions rest on the genes the query has."
+            + (
+                " With under half of the panel measured, treat the calls as provisional: check them against "
+                "marker genes, and compare with a model trained on the genes both datasets share "
+                "(`reference[:, shared_genes]`)."
+                if match_ratio < 0.5
+                else ""
+            ),
             UserWarning,
             stacklevel=3,
         )
