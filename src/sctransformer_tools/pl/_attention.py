@@ -14,7 +14,7 @@ from sctransformer_tools._constants import ADATA_KEYS
 from sctransformer_tools.tl._tf_programs import tf_programs, tf_table
 from sctransformer_tools.tl._utils import RankBy, attention_result, zscore
 
-from ._utils import finish, new_axes
+from ._utils import DOC_AX, DOC_SHOW_SAVE, doc_params, finish, new_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -32,6 +32,7 @@ def _top_tfs(
     return tfs, [str(g) for g in programs["group"].cat.categories]
 
 
+@doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
 def attention_heatmap(
     adata: AnnData,
     key: str = ADATA_KEYS.ATTENTION,
@@ -66,12 +67,8 @@ def attention_heatmap(
         Groups (columns) to show; all by default.
     cmap
         Colormap (default ``"RdBu_r"`` when standardised, else ``"viridis"``).
-    ax
-        Axes to draw into (a new figure by default).
-    show
-        Show the figure (default: ``sc.settings.autoshow``); ``False`` returns the Axes.
-    save
-        ``True``, a path, or a scanpy-style suffix: write the figure (see :func:`~sctransformer_tools.pl.save_path`).
+    {ax}
+    {show_save}
 
     Returns
     -------
@@ -111,6 +108,7 @@ def _barycentre_order(tfs: list[str], edges: pd.DataFrame) -> list[str]:
     return centre.sort_values(kind="stable").index.tolist()
 
 
+@doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
 def tf_network(
     adata: AnnData,
     group: str,
@@ -144,12 +142,8 @@ def tf_network(
         Only edges of these TFs.
     min_coverage
         Only edges whose genes are both expressed in at least this fraction of the group's cells.
-    ax
-        Axes to draw into (a new figure by default).
-    show
-        Show the figure (default: ``sc.settings.autoshow``); ``False`` returns the Axes.
-    save
-        ``True``, a path, or a scanpy-style suffix: write the figure.
+    {ax}
+    {show_save}
 
     Returns
     -------
@@ -224,6 +218,7 @@ def tf_network(
     return finish(ax, fig, f"tf_network_{group}", show, save)
 
 
+@doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
 def top_regulators(
     adata: AnnData,
     key: str = ADATA_KEYS.ATTENTION,
@@ -259,12 +254,8 @@ def top_regulators(
         Groups (columns) to show; all by default.
     cmap
         Colormap of the mass.
-    ax
-        Axes to draw into (a new figure by default).
-    show
-        Show the figure (default: ``sc.settings.autoshow``); ``False`` returns the Axes.
-    save
-        ``True``, a path, or a scanpy-style suffix: write the figure.
+    {ax}
+    {show_save}
 
     Returns
     -------

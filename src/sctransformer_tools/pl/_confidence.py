@@ -11,7 +11,7 @@ from anndata import AnnData
 
 from sctransformer_tools._constants import ADATA_KEYS
 
-from ._utils import finish, new_axes
+from ._utils import DOC_AX, DOC_SHOW_SAVE, doc_params, finish, new_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -34,6 +34,7 @@ def _group_colors(adata: AnnData, groupby: str, categories: list[str]) -> list:
     return [palette(i % palette.N) for i in range(len(categories))]
 
 
+@doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
 def confidence(
     adata: AnnData,
     key: str = ADATA_KEYS.CONFIDENCE,
@@ -61,12 +62,8 @@ def confidence(
         as a vertical line, with the fraction of cells below it in the legend.
     bins
         Histogram bins over [0, 1].
-    ax
-        Axes to draw into (a new figure by default).
-    show
-        Show the figure (default: ``sc.settings.autoshow``); ``False`` returns the Axes.
-    save
-        ``True``, a path, or a scanpy-style suffix: write the figure.
+    {ax}
+    {show_save}
 
     Returns
     -------
@@ -112,6 +109,7 @@ def confidence(
     return finish(ax, fig, "confidence", show, save)
 
 
+@doc_params(show_save=DOC_SHOW_SAVE)
 def umap_confidence(
     adata: AnnData,
     prediction_key: str = ADATA_KEYS.PREDICTION,
@@ -135,13 +133,10 @@ def umap_confidence(
     confidence_key
         ``obs`` column of the confidence.
     basis
-        Embedding in ``obsm[f"X_{basis}"]``.
+        Embedding in ``obsm[f"X_{{basis}}"]``.
     ax
         Two Axes (prediction, confidence); new ones by default.
-    show
-        Show the figure (default: ``sc.settings.autoshow``); ``False`` returns the Axes.
-    save
-        ``True``, a path, or a scanpy-style suffix: write the figure.
+    {show_save}
     **kwargs
         Passed to :func:`scanpy.pl.embedding` (``size``, ``legend_loc``, ...).
 

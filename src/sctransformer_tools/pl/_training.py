@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._utils import finish
+from ._utils import DOC_SHOW_SAVE, doc_params, finish
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -18,6 +18,7 @@ _LABELS = {"loss": "loss", "accuracy": "accuracy", "f1_macro": "macro-F1"}
 _SPLITS = {"train": ("#1f77b4", "-"), "validation": ("#ff7f0e", "--")}
 
 
+@doc_params(show_save=DOC_SHOW_SAVE)
 def training_history(
     model,
     metrics: Sequence[str] = ("loss", "accuracy", "f1_macro"),
@@ -37,10 +38,7 @@ def training_history(
         ``validation_`` prefix).
     ax
         Axes to draw into, one per metric (a new figure by default).
-    show
-        Show the figure (default: ``sc.settings.autoshow``); ``False`` returns the Figure.
-    save
-        ``True``, a path, or a scanpy-style suffix: write the figure.
+    {show_save}
 
     Returns
     -------
