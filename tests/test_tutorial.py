@@ -91,13 +91,15 @@ def test_notebook_runs_small(tmp_path, monkeypatch):
     # step 1: a trained, calibrated reference model
     assert namespace["model"].calibration_["temperature"] > 0
     # step 2: the query is annotated, with Unknown calls and scores for both models
-    query = namespace["query_q"]
-    assert query.obs["sctransformer_prediction"].notna().all()
-    assert "Unknown" in query.obs["sctransformer_prediction"].cat.categories
-    assert query.obs["sctransformer_confidence"].between(0, 1).all()
-    assert query.obs["sctransformer_novelty"].between(0, 1).all()
+    for name in ("query", "query_q"):  # the full-panel model's query, the shared-genes model's
+        annotated = namespace[name]
+        assert annotated.obs["sctransformer_prediction"].notna().all()
+        assert "Unknown" in annotated.obs["sctransformer_prediction"].cat.categories
+        assert annotated.obs["sctransformer_confidence"].between(0, 1).all()
+        assert annotated.obs["sctransformer_novelty"].between(0, 1).all()
+    query = namespace["query"]  # the rest of the tutorial continues with the full-panel model
     assert query.obsm["X_sctransformer"].shape[0] == query.n_obs and "X_umap" in query.obsm
-    assert 0.05 < namespace["query"].uns["sctransformer_query"]["panel_match_ratio"] < 0.2
+    assert 0.05 < query.uns["sctransformer_query"]["panel_match_ratio"] < 0.2
     results = namespace["results"]
     assert isinstance(results, pd.DataFrame) and results.shape[1] == 2
     for row in (
