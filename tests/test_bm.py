@@ -270,11 +270,20 @@ def test_report_renders_and_follows_the_numbers(tmp_path):
     umap.mkdir()
     rng = np.random.default_rng(0)
     for mask in ("grn", "dense"):
-        tag = bm.run_tag(
-            {"dataset": "toy", "method": "sctransformer", "mask": mask, "regulons": "collectri", "seed": 0}
+        path = bm.umap_file(
+            umap,
+            {
+                "profile": "full",
+                "dataset": "toy",
+                "method": "sctransformer",
+                "mask": mask,
+                "regulons": "collectri",
+                "seed": 0,
+            },
         )
+        path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(
-            umap / f"{tag}.npz",
+            path,
             umap=rng.normal(size=(20, 2)),
             labels=np.repeat(["a", "b"], 10),
             predictions=np.repeat(["a", "b"], 10),

@@ -42,6 +42,7 @@ from ._records import (
     record_identity,
     run_tag,
     save_records,
+    umap_file,
 )
 from ._report import (
     paired_comparison,
@@ -102,6 +103,7 @@ __all__ = [
     "records_frame",
     "regulon_setup",
     "run_tag",
+    "umap_file",
     "sample_non_edges",
     "save_records",
     "scanvi_peer",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -95,6 +96,31 @@ def run_tag(record: Mapping) -> str:
     return "_".join(text(record.get(k)) for k in ("dataset", "method", "mask", "regulons", "seed"))
 
 
+def umap_file(umap_dir: str | os.PathLike, record: Mapping) -> Path:
+    """Where a run's test-cell UMAP is saved: ``umap_dir/<profile>/<run_tag>.npz``.
+
+    The profile is part of the path so that a quick run never stands in for a full one of the same tag.
+
+    Examples
+    --------
+    >>> from sctransformer_tools.bm import umap_file
+    >>> umap_file(
+    ...     "umap",
+    ...     {
+    ...         "profile": "full",
+    ...         "dataset": "pbmc3k",
+    ...         "method": "sctransformer",
+    ...         "mask": "grn",
+    ...         "regulons": "collectri",
+    ...         "seed": 1,
+    ...     },
+    ... ).as_posix()
+    'umap/full/pbmc3k_sctransformer_grn_collectri_1.npz'
+    """
+    profile = record.get("profile") or "custom"
+    return Path(umap_dir) / str(profile) / f"{run_tag(record)}.npz"
+
+
 def load_records(path: str | os.PathLike) -> list[dict]:
     """Records of a JSON file (``[]`` when it does not exist).
 
@@ -179,6 +205,25 @@ def append_record(path: str | os.PathLike, record: Mapping) -> list[dict]:
     -------
     Every record now in the file.
     """
-    records = merge_records(load_records(path), [record])
-    save_records(path, records)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path):  # several evaluation processes may share one file
+        records = merge_records(load_records(path), [record])
+        save_records(path, records)
     return records
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Exclusive advisory lock on ``path.lock`` (POSIX ``flock``; a no-op where it is unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: a single process is assumed
+        yield
+        return
+    with path.with_suffix(path.suffix + ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._records import run_tag
+from ._records import umap_file
 
 #: Metrics summarised per dataset x method x mask x regulons (mean ± sd over seeds).
 SUMMARY_METRICS = (
@@ -753,7 +753,7 @@ def write_report(
                     seed = runs["seed"].min()
                     files, titles = [], []
                     for _, r in _order(runs[runs["seed"] == seed]).iterrows():
-                        f = Path(umap_dir) / f"{run_tag(r)}.npz"
+                        f = umap_file(umap_dir, r)
                         if f.exists():
                             files.append(f)
                             titles.append(f"{r['variant']}  (silhouette {_fmt(r.get('silhouette'))})")

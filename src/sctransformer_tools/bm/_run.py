@@ -17,7 +17,7 @@ from anndata import AnnData
 from ._attention import attention_vs_regulons
 from ._metrics import classification_metrics, embedding_metrics, rare_classes
 from ._peers import PEER_FUNCTIONS, PEERS, highly_variable_genes, pca_embedding
-from ._records import make_record, run_tag
+from ._records import make_record, umap_file
 from ._resources import ResourceMonitor
 
 logger = logging.getLogger(__name__)
@@ -337,7 +337,11 @@ def evaluate(
         fields |= info
         if umap_dir is not None and embedding is not None:
             _save_umap(
-                Path(umap_dir) / f"{run_tag(identity)}.npz", np.asarray(embedding)[scored], truth, pred[scored], seed
+                umap_file(umap_dir, {**identity, "profile": profile}),
+                np.asarray(embedding)[scored],
+                truth,
+                pred[scored],
+                seed,
             )
         return make_record(**fields)
 
