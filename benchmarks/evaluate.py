@@ -121,6 +121,13 @@ def _methods_note() -> str:
   queries, no edge either way; pairs co-expressed in < 3 cells dropped). Null: the same AUROC for
   degree-preserving shuffles of the regulons (`attention_auroc_null`), and edges vs shuffled edges
   directly (`attention_auroc_vs_shuffled`).
+- **TF programs vs ULM** (`grn` and `dense` models): `get_attention` on the scored test cells grouped by
+  their true type (types with >= 10 test cells), TFs ranked by specificity of the attention mass flowing
+  from each TF into its targets; decoupler ULM activity on the same cells (log-normalised, all measured
+  genes, the full regulons), ranked the same way (`sct.tl.compare_tf_activity`). Per type: Spearman of the
+  two rankings and the overlap of the top-10 lists against a TF-label permutation null (1,000
+  permutations); the record keeps the means over types (`tf_activity_spearman`, `tf_top_overlap`,
+  `tf_top_overlap_null`) and the share of types whose overlap is beyond chance (`tf_overlap_significant`).
 - **Cost**: `train_s` is the wall time of building and training a model (scTransformer: setup, panel,
   mask, training and temperature fit); `peak_mb` the peak resident memory (RSS) of the process while
   training, sampled every 20 ms from `/proc/self/statm` (it includes the interpreter, libraries and data;

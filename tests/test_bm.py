@@ -176,7 +176,7 @@ def tiny_records(pbmc3k_full, tmp_path_factory):
 
 
 def test_evaluate_records_have_required_keys(tiny_records):
-    records, out, methods, _ = tiny_records
+    records, out, methods, (_, test) = tiny_records
     assert len(records) == 2 + len(methods) - 1
     for rec in records:
         assert list(rec)[: len(bm.RECORD_KEYS)] == list(bm.RECORD_KEYS)
@@ -196,6 +196,14 @@ def test_evaluate_records_have_required_keys(tiny_records):
     assert 0 <= dense["attention_auroc"] <= 1 and 0 <= dense["attention_auroc_null"] <= 1
     assert grn["grn_edges_kept"] > 0 and grn["grn_edges_kept"] <= grn["regulon_edges_total"] == 43178
     assert grn["query_panel_match"] == pytest.approx(1.0)
+    # top TFs per true cell type vs decoupler ULM, for the models whose attention can fall on regulon edges
+    types = test.obs["cell_type"].value_counts()
+    for rec in (grn, dense):
+        assert rec["tf_activity_types"] == int((types >= 10).sum()) >= 2
+        assert -1 <= rec["tf_activity_spearman"] <= 1 and 0 <= rec["tf_overlap_significant"] <= 1
+        assert 0 <= rec["tf_top_overlap"] <= 10 and 0 < rec["tf_top_overlap_null"] < 10
+        assert rec["tf_activity_tfs"] > 10
+    assert "tf_activity_spearman" not in by[("logistic_regression", None)]
     # appended to the JSON file as runs finished, and JSON-clean
     stored = json.loads((out / "evaluation.json").read_text())
     assert [bm.record_identity(r) for r in stored] == [bm.record_identity(r) for r in records]
@@ -235,6 +243,14 @@ def _fabricated(grn_gain: float) -> list[dict]:
     for seed, noise in zip((0, 1, 2), (0.0, 0.01, -0.01), strict=True):
         for mask, base in (("grn", 0.80 + grn_gain), ("shuffled", 0.80), ("random", 0.79), ("dense", 0.81)):
             extra = {"attention_auroc": 0.6 + noise, "attention_auroc_null": 0.52} if mask == "dense" else {}
+            if mask == "grn":
+                extra = {
+                    "tf_activity_spearman": 0.2 + noise,
+                    "tf_top_overlap": 3.0 + 100 * noise,  # 3, 4, 2
+                    "tf_top_overlap_null": 1.0,
+                    "tf_overlap_significant": 0.5,
+                    "tf_activity_types": 8,
+                }
             recs.append(
                 bm.make_record(
                     dataset="toy",
@@ -297,6 +313,8 @@ def test_report_renders_and_follows_the_numbers(tmp_path):
     assert "grn (collectri) trails logistic_regression" in text
     assert "AUROC 0.600 ± 0.010" in text and "0.520" in text
     assert "keeps 100 of 1,000 regulon edges (10.0%)" in text
+    assert "grn (collectri) vs decoupler ULM activity on the same test cells: 3.000 ± 1.000 shared TFs" in text
+    assert "(permutation null 1.000), Spearman 0.200 ± 0.010, overlap beyond chance (p < 0.05) in 50.0% of 8" in text
     assert "toy / scanvi / seed 0: RuntimeError: boom" in text
     for png in ("evaluation_full_macro_f1.png", "evaluation_full_attention_auroc.png", "evaluation_full_umap_toy.png"):
         assert (tmp_path / png).stat().st_size > 1000

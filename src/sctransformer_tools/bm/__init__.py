@@ -6,7 +6,7 @@ comparisons, a reading generated from the numbers and figures. ``benchmarks/eval
 line over these functions.
 """
 
-from ._attention import attention_vs_regulons, pair_attention_scores, sample_non_edges
+from ._attention import attention_vs_regulons, pair_attention_scores, sample_non_edges, tf_activity_agreement
 from ._datasets import (
     DATASETS,
     PBMC68K_LABEL_MAP,
@@ -73,6 +73,7 @@ __all__ = [
     "allen_m1",
     "append_record",
     "attention_vs_regulons",
+    "tf_activity_agreement",
     "auroc",
     "celltypist_peer",
     "classification_metrics",

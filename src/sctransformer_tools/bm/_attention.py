@@ -1,8 +1,9 @@
-"""Does unconstrained attention find known regulation? Attention on TF -> target edges vs non-edges and a null."""
+"""Does attention find known regulation? Attention on TF -> target edges vs non-edges and a null; top TFs vs ULM."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -225,3 +226,97 @@ def attention_vs_regulons(
             out["attention_non_edges_scored"] = int(np.isfinite(non_s).sum())
             out["attention_cells"] = getattr(adata, "n_obs", None)
     return out
+
+
+def tf_activity_agreement(
+    model,
+    adata: AnnData,
+    groups: Sequence[str],
+    net: pd.DataFrame,
+    *,
+    min_cells: int = 10,
+    n_top: int = 10,
+    n_permutations: int = 1000,
+    library_size_key: str | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict:
+    """Agreement of the model's per-cell-type top TFs with decoupler ULM TF activity on the same cells.
+
+    Attention TF scores come from :meth:`~sctransformer_tools.SCTransformer.get_attention` (attention of
+    each TF's targets on the TF, summed over its regulon edges in the panel) on the cells of ``adata``
+    grouped by ``groups``; ULM activities from :func:`~sctransformer_tools.tl.compare_tf_activity` on the
+    same cells (log-normalised, all genes of ``adata``, the full regulons ``net``). Both are ranked by
+    specificity (a type's value minus the mean over the other types); per type, the Spearman correlation
+    and the overlap of the top-``n_top`` lists against a TF-label permutation null are averaged.
+
+    Meaningful for ``mask="grn"`` and ``"dense"`` models; random and shuffled masks forbid most regulon
+    edges, whose attention then reads 0.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`~sctransformer_tools.SCTransformer`.
+    adata
+        Cells with counts of every measured gene (ULM reads them); the model reads its panel from them.
+    groups
+        One label per cell (e.g. the true cell types; ``None``/NaN cells are left out).
+    net
+        Regulons for ULM (``source``, ``target``, ``weight``).
+    min_cells
+        Types with fewer cells are left out.
+    n_top
+        Length of the compared top lists.
+    n_permutations
+        Permutations of the overlap null.
+    library_size_key
+        ``obs`` column of per-cell totals, as given to the model (row sums when ``None``).
+    batch_size
+        Cells per minibatch of ``get_attention``.
+    seed
+        Seed of the permutations.
+
+    Returns
+    -------
+    ``tf_activity_spearman`` (mean over types), ``tf_top_overlap`` (mean shared TFs of the two top-``n_top``
+    lists), ``tf_top_overlap_null`` (its permutation-null mean), ``tf_overlap_significant`` (share of types
+    with overlap p < 0.05), ``tf_activity_types`` and ``tf_activity_tfs`` (TFs in both tables).
+    """
+    from sctransformer_tools.model import SCTransformer
+    from sctransformer_tools.tl import compare_tf_activity
+
+    labels = pd.Series(np.asarray(groups, dtype=object), index=adata.obs_names)
+    counts = labels.value_counts()
+    keep = labels.isin(counts.index[counts >= min_cells]).to_numpy() & labels.notna().to_numpy()
+    empty = {
+        "tf_activity_spearman": None,
+        "tf_top_overlap": None,
+        "tf_top_overlap_null": None,
+        "tf_overlap_significant": None,
+        "tf_activity_types": int((counts >= min_cells).sum()),
+        "tf_activity_tfs": None,
+    }
+    if (counts >= min_cells).sum() < 2:
+        return empty
+    cells = adata[keep].copy()
+    cells.obs["_group"] = labels[keep].astype(str).to_numpy()
+    query = cells.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zero-filled panel genes
+        SCTransformer.prepare_query_anndata(query, model, min_panel_match=0.0, library_size_key=library_size_key)
+    model.get_attention(query, groupby="_group", batch_size=batch_size)
+    cells.uns["sctransformer_attention"] = query.uns["sctransformer_attention"]
+    try:
+        table = compare_tf_activity(
+            cells, "_group", regulons=net, n_top=n_top, n_permutations=n_permutations, seed=seed, inplace=False
+        )
+    except ValueError:  # too few TFs with both an attention score and a ULM activity
+        return empty
+    return {
+        "tf_activity_spearman": float(table["spearman"].mean()),
+        "tf_top_overlap": float(table["overlap"].mean()),
+        "tf_top_overlap_null": float(table["overlap_null_mean"].mean()),
+        "tf_overlap_significant": float((table["overlap_pvalue"] < 0.05).mean()),
+        "tf_activity_types": len(table),
+        "tf_activity_tfs": int(table["n_tfs"].iloc[0]),
+    }

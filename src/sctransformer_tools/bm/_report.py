@@ -284,6 +284,12 @@ def _fmt(mean: float, sd: float | None = None, decimals: int = 3) -> str:
     return text
 
 
+def _spread(values: pd.Series) -> str:
+    """Mean ± sd of a column over seeds (sd only with two or more values)."""
+    values = values.dropna()
+    return _fmt(values.mean(), values.std(ddof=1) if len(values) > 1 else None)
+
+
 def _percent(share: float) -> str:
     """A share as a percentage with at least two significant digits (0.0093%, 9.4%, 42.9%)."""
     pct = 100 * float(share)
@@ -379,6 +385,16 @@ def reading(records: Iterable[Mapping], metric: str = "macro_f1") -> list[str]:
         sct = frame[
             (frame["profile"] == profile) & (frame["dataset"] == dataset) & (frame["method"] == "sctransformer")
         ]
+        if "tf_top_overlap" in sct:
+            for (mask, reg), g in sct.dropna(subset=["tf_top_overlap"]).groupby(["mask", "regulons"], sort=False):
+                rho, overlap = _numeric(g, "tf_activity_spearman"), _numeric(g, "tf_top_overlap")
+                null, sig = _numeric(g, "tf_top_overlap_null"), _numeric(g, "tf_overlap_significant")
+                lines.append(
+                    f"Top-10 TFs per cell type by attention of {mask} ({reg}) vs decoupler ULM activity on the same "
+                    f"test cells: {_spread(overlap)} shared TFs (permutation null {_fmt(null.mean())}), Spearman "
+                    f"{_spread(rho)}, overlap beyond chance (p < 0.05) in {_percent(sig.mean())} of "
+                    f"{int(_numeric(g, 'tf_activity_types').max())} types ({len(g)} seed(s))."
+                )
         for reg, g in sct[sct["mask"] == "grn"].groupby("regulons"):
             rec = g.iloc[0]
             if pd.notna(rec.get("grn_edges_kept")) and pd.notna(rec.get("regulon_edges_total")):

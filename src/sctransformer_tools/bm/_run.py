@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._attention import attention_vs_regulons
+from ._attention import attention_vs_regulons, tf_activity_agreement
 from ._metrics import classification_metrics, embedding_metrics, rare_classes
 from ._peers import PEER_FUNCTIONS, PEERS, highly_variable_genes, pca_embedding
 from ._records import make_record, umap_file
@@ -131,6 +131,8 @@ def _sctransformer(
     attention: bool,
     attention_kwargs: dict,
     references: Mapping[str, pd.DataFrame],
+    groups: np.ndarray | None = None,
+    tf_activity_kwargs: Mapping | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     from sctransformer_tools import grn
     from sctransformer_tools.model import SCTransformer
@@ -172,6 +174,18 @@ def _sctransformer(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             info |= attention_vs_regulons(model, query, references=references, seed=seed, **attention_kwargs)
+    if attention and groups is not None and mask in ("grn", "dense"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info |= tf_activity_agreement(
+                model,
+                test,
+                groups,
+                net,
+                library_size_key=library_size_key,
+                seed=seed,
+                **(tf_activity_kwargs or {}),
+            )
     return np.asarray(pred, dtype=str), latent, info
 
 
@@ -192,6 +206,7 @@ def evaluate(
     peer_kwargs: Mapping[str, Mapping] | None = None,
     attention: bool = True,
     attention_kwargs: Mapping | None = None,
+    tf_activity_kwargs: Mapping | None = None,
     embedding_kwargs: Mapping | None = None,
     min_panel_match: float = 0.0,
     umap_dir: str | os.PathLike | None = None,
@@ -213,6 +228,8 @@ def evaluate(
       the linear peers the PCA of their input (log-normalised training HVGs, ``embedding="pca_hvg"``);
     - attention (``mask="dense"`` models only, :func:`attention_vs_regulons`): AUROC of attention on the
       prior's TF -> target edges against non-edges, with a degree-preserving shuffled-prior null;
+    - TF programs (``mask="grn"`` and ``"dense"``, :func:`tf_activity_agreement`): per true cell type,
+      the attention ranking of TFs against decoupler ULM activity on the same test cells;
     - cost: wall time and peak RSS while training (:class:`ResourceMonitor`), prediction time.
 
     Parameters
@@ -248,6 +265,8 @@ def evaluate(
         Score dense models' attention against the regulons.
     attention_kwargs
         Passed to :func:`attention_vs_regulons`.
+    tf_activity_kwargs
+        Passed to :func:`tf_activity_agreement` (``grn`` and ``dense`` models, when ``attention``).
     embedding_kwargs
         Passed to :func:`embedding_metrics`.
     min_panel_match
@@ -373,6 +392,8 @@ def evaluate(
                         attention=attention,
                         attention_kwargs=attention_kwargs,
                         references=reference_nets(reg) if attention and mask == "dense" else {},
+                        groups=np.where(scored, truth_all, None),
+                        tf_activity_kwargs=tf_activity_kwargs,
                     )
                 else:
                     kwargs = {"seed": int(seed), **peer_kwargs.get(method, {})}
