@@ -741,7 +741,13 @@ def write_report(
             if "split" in sub:
                 parts += ["Splits:", ""]
                 for dataset, g in sub.groupby("dataset", sort=False):
-                    parts.append(f"- **{dataset}**: " + "; ".join(dict.fromkeys(g["split"].dropna().astype(str))))
+                    g = g.sort_values("seed", kind="stable")
+                    splits = dict.fromkeys(
+                        f"seed {seed}: {split}"
+                        for seed, split in zip(g["seed"], g["split"], strict=True)
+                        if isinstance(split, str)
+                    )
+                    parts.append(f"- **{dataset}**: " + "; ".join(splits))
                 parts.append("")
             parts += ["### Reading", "", "\n\n".join(reading(sub_records, metric)), ""]
             parts += ["### Summary (mean ± sd over seeds)", "", _summary_markdown(summary_table(sub_records)), ""]
