@@ -133,6 +133,12 @@ def _methods_note() -> str:
   training, sampled every 20 ms from `/proc/self/statm` (it includes the interpreter, libraries and data;
   `peak_delta_mb` is the rise during training). All methods run one after another in one process, with
   the torch and BLAS threads fixed (`--threads`, default 1; the machine line above says how many).
+  RSS also counts memory the C allocator keeps after torch frees it, which depends on fragmentation: the
+  same scTransformer configuration (pbmc3k, grn, seed 0) peaked at 1.5 GB in one run and 4.4 GB in
+  another, and grn and random masks measured in fresh processes side by side differ by 1% (2,893 vs
+  2,867 MB after 2 epochs). Read scTransformer's `peak_mb` as an upper bound, good to a factor of ~3;
+  `benchmarks/attention.py` measures the attention's own memory with the allocator set to return freed
+  blocks.
 - **Seeds.** Each seed re-draws the split where the split is random (pbmc3k: `random_state=seed`;
   Darmanis: fold `seed mod 4`; Allen: the subsample) and seeds the models; paired comparisons pair runs
   of the same dataset and seed, i.e. the same split."""
