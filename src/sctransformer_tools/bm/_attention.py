@@ -286,24 +286,21 @@ def tf_activity_agreement(
     from sctransformer_tools.tl import compare_tf_activity
 
     labels = pd.Series(np.asarray(groups, dtype=object), index=adata.obs_names)
-    counts = labels.value_counts()
-    keep = labels.isin(counts.index[counts >= min_cells]).to_numpy() & labels.notna().to_numpy()
-    empty = {
-        "tf_activity_spearman": None,
-        "tf_top_overlap": None,
-        "tf_top_overlap_null": None,
-        "tf_overlap_significant": None,
-        "tf_activity_types": int((counts >= min_cells).sum()),
-        "tf_activity_tfs": None,
-    }
-    if (counts >= min_cells).sum() < 2:
+    counts = labels.value_counts()  # NaN/None labels are not counted
+    types = counts.index[counts >= min_cells]
+    empty = dict.fromkeys(
+        ("tf_activity_spearman", "tf_top_overlap", "tf_top_overlap_null", "tf_overlap_significant", "tf_activity_tfs")
+    ) | {"tf_activity_types": len(types)}
+    if len(types) < 2:
         return empty
+    keep = labels.isin(types).to_numpy()
     cells = adata[keep].copy()
     cells.obs["_group"] = labels[keep].astype(str).to_numpy()
-    query = cells.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # zero-filled panel genes
-        SCTransformer.prepare_query_anndata(query, model, min_panel_match=0.0, library_size_key=library_size_key)
+        query = SCTransformer.prepare_query_anndata(
+            cells, model, min_panel_match=0.0, library_size_key=library_size_key, inplace=False
+        )
     model.get_attention(query, groupby="_group", batch_size=batch_size)
     cells.uns["sctransformer_attention"] = query.uns["sctransformer_attention"]
     try:
