@@ -281,22 +281,20 @@ def main(argv: list[str] | None = None) -> None:
                 raise_errors=False,
             )
     wall = time.perf_counter() - _T0
-    meta_path = out_dir / "evaluation_meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    meta.setdefault("invocations", []).append(
+    bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    bm.append_invocation(
+        out_dir / "evaluation_meta.json",
         {
             "profile": profile_name,
             "command": "python benchmarks/evaluate.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
             "started": started,
             "wall_s": round(wall, 1),
             "records_added": added,
-            "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-            f"torch {torch.__version__}, {torch.get_num_threads()} torch/BLAS thread(s)",
+            "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}, native bf16: "
+            f"{'yes' if bf16 else 'no'}), torch {torch.__version__}, {torch.get_num_threads()} torch/BLAS thread(s)",
             "versions": {"sctransformer_tools": sct.__version__, "python": platform.python_version()},
-        }
+        },
     )
-    meta_path.parent.mkdir(parents=True, exist_ok=True)
-    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     path = render(out_dir)
     logging.info("%d runs in %.1f min; report: %s", added, wall / 60, path)
 

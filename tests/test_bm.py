@@ -369,6 +369,14 @@ def test_cross_study_split(pbmc3k_path):
     assert set(split.test.obs["cell_type"]) <= set(split.train.obs["cell_type"].astype(str))
     assert split.info["query_genes_in_reference"] < split.info["query_genes"] == 765
     assert np.allclose(split.test.obs["library_size"], split.test.obs["n_counts"])
+    # both sides on the shared genes; library sizes stay totals over all genes, as the query's n_counts
+    assert list(split.train.var_names) == list(split.test.var_names)
+    assert split.train.n_vars == split.info["query_genes_in_reference"]
+    shared_totals = np.asarray(split.train.X.sum(axis=1)).ravel()
+    assert (split.train.obs["library_size"].to_numpy() > shared_totals).all()
+    full = bm.load_split("pbmc3k_to_pbmc68k", data_dir=SCRNA, shared_genes=False)
+    assert full.train.n_vars == 13714 and full.test.n_vars == 765
+    assert np.allclose(full.train.obs["library_size"], split.train.obs["library_size"])
 
 
 def test_donor_splits_hold_out_whole_donors():

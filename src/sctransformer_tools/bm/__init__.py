@@ -35,6 +35,7 @@ from ._peers import (
 from ._records import (
     IDENTITY_KEYS,
     RECORD_KEYS,
+    append_invocation,
     append_record,
     load_records,
     make_record,
@@ -71,6 +72,7 @@ __all__ = [
     "Split",
     "align_genes",
     "allen_m1",
+    "append_invocation",
     "append_record",
     "attention_vs_regulons",
     "auroc",

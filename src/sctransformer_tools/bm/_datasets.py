@@ -268,7 +268,9 @@ def allen_m1(
     )
 
 
-def pbmc3k_to_pbmc68k(seed: int = 0, data_dir: str | os.PathLike | None = None) -> Split:
+def pbmc3k_to_pbmc68k(
+    seed: int = 0, data_dir: str | os.PathLike | None = None, shared_genes: bool = True
+) -> Split:
     """Cross-study transfer: train on all of pbmc3k, test on scanpy's ``pbmc68k_reduced`` (mapped labels).
 
     The query's counts are rebuilt from its log-normalised ``.raw`` by
@@ -276,12 +278,20 @@ def pbmc3k_to_pbmc68k(seed: int = 0, data_dir: str | os.PathLike | None = None) 
     ``n_counts`` is the total over all genes, used as library size). Labels are mapped with
     :data:`PBMC68K_LABEL_MAP`; cells whose population has no pbmc3k counterpart are dropped.
 
+    By default both sides keep only the genes measured in both studies (763), as a reference is usually
+    built for a query from another study: otherwise ~90% of a reference model's panel would be missing
+    from every query cell. pbmc3k library sizes stay the totals over all of its genes, so that
+    normalisation means the same thing on both sides.
+
     Parameters
     ----------
     seed
         Unused by the split (the same for every seed); kept for a uniform signature.
     data_dir
         Folder of the shared ``.h5ad`` files.
+    shared_genes
+        Restrict both sides to the shared genes (``False``: pbmc3k keeps all of its genes and the query's
+        missing genes are zero-filled when a method aligns it).
 
     Returns
     -------
@@ -297,18 +307,23 @@ def pbmc3k_to_pbmc68k(seed: int = 0, data_dir: str | os.PathLike | None = None) 
     test = query[keep].copy()
     test.obs[LABELS_KEY] = pd.Categorical(mapped[keep].to_numpy())
     test.obs[LIBRARY_KEY] = test.obs["n_counts"].astype(np.float64).to_numpy()
-    shared = int(test.var_names.isin(train.var_names).sum())
+    shared = test.var_names.intersection(train.var_names, sort=False)
+    n_train_genes = train.n_vars
+    if shared_genes:
+        train, test = train[:, shared].copy(), test[:, shared].copy()
     dropped = query.obs["bulk_labels"].astype(str)[~keep].value_counts().to_dict()
     return Split(
         "pbmc3k_to_pbmc68k",
         train,
         test,
         f"train on all 2,638 pbmc3k cells, test on the {int(keep.sum())} of 700 pbmc68k_reduced cells whose "
-        f"population maps to a pbmc3k type ({shared} of its {query.n_vars} genes are measured in pbmc3k)",
+        f"population maps to a pbmc3k type ({len(shared)} of its {query.n_vars} genes are measured in pbmc3k"
+        + (f"; both sides restricted to them, of pbmc3k's {n_train_genes:,})" if shared_genes else ")"),
         {
             "split_seed": None,
             "query_genes": int(query.n_vars),
-            "query_genes_in_reference": shared,
+            "query_genes_in_reference": len(shared),
+            "shared_genes_only": shared_genes,
             "test_dropped_unmapped": {k: int(v) for k, v in dropped.items()},
         },
     )

@@ -213,6 +213,38 @@ def append_record(path: str | os.PathLike, record: Mapping) -> list[dict]:
     return records
 
 
+def append_invocation(path: str | os.PathLike, entry: Mapping) -> dict:
+    """Add one invocation's summary to the ``invocations`` list of a JSON metadata file, under its lock.
+
+    Parameters
+    ----------
+    path
+        Metadata file (created if absent).
+    entry
+        What the invocation ran (command, start, wall time, records added, machine).
+
+    Returns
+    -------
+    The metadata now in the file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from sctransformer_tools.bm import append_invocation
+    >>> meta = pathlib.Path(tempfile.mkdtemp()) / "meta.json"
+    >>> _ = append_invocation(meta, {"command": "a"})
+    >>> [m["command"] for m in append_invocation(meta, {"command": "b"})["invocations"]]
+    ['a', 'b']
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path):  # several evaluation processes may finish at once
+        meta = json.loads(path.read_text()) if path.exists() else {}
+        meta.setdefault("invocations", []).append(dict(entry))
+        path.write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
 @contextlib.contextmanager
 def _locked(path: Path):
     """Exclusive advisory lock on ``path.lock`` (POSIX ``flock``; a no-op where it is unavailable)."""

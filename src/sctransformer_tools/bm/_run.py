@@ -159,6 +159,8 @@ def _sctransformer(
         "peak_delta_mb": usage.peak_delta_mb,
         "predict_s": timer.seconds,
         "epochs": len(model.history["train_loss"]) if "train_loss" in model.history else None,
+        # "auto" resolves per machine (bf16-mixed where the CPU/GPU has native bfloat16 matmuls)
+        "precision": str(getattr(getattr(model, "trainer", None), "precision", None)),
         "panel_genes": summary["panel_genes"],
         "grn_edges_kept": summary["regulon_edges"],
         "grn_tfs_kept": summary["tfs"],
