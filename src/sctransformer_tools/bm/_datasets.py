@@ -268,9 +268,7 @@ def allen_m1(
     )
 
 
-def pbmc3k_to_pbmc68k(
-    seed: int = 0, data_dir: str | os.PathLike | None = None, shared_genes: bool = True
-) -> Split:
+def pbmc3k_to_pbmc68k(seed: int = 0, data_dir: str | os.PathLike | None = None, shared_genes: bool = True) -> Split:
     """Cross-study transfer: train on all of pbmc3k, test on scanpy's ``pbmc68k_reduced`` (mapped labels).
 
     The query's counts are rebuilt from its log-normalised ``.raw`` by
