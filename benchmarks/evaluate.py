@@ -131,7 +131,8 @@ def _methods_note() -> str:
 - **Cost**: `train_s` is the wall time of building and training a model (scTransformer: setup, panel,
   mask, training and temperature fit); `peak_mb` the peak resident memory (RSS) of the process while
   training, sampled every 20 ms from `/proc/self/statm` (it includes the interpreter, libraries and data;
-  `peak_delta_mb` is the rise during training). All methods run one after another in one process, with
+  `peak_delta_mb`, "MB rise" in the tables, is the rise during training: the better comparison between
+  methods, since `peak_mb` also carries what earlier runs in the same process left allocated). All methods run one after another in one process, with
   the torch and BLAS threads fixed (`--threads`, default 1; the machine line above says how many).
   RSS also counts memory the C allocator keeps after torch frees it, which depends on fragmentation: the
   same scTransformer configuration (pbmc3k, grn, seed 0) peaked at 1.5 GB in one run and 4.4 GB in
@@ -139,6 +140,16 @@ def _methods_note() -> str:
   2,867 MB after 2 epochs). Read scTransformer's `peak_mb` as an upper bound, good to a factor of ~3;
   `benchmarks/attention.py` measures the attention's own memory with the allocator set to return freed
   blocks.
+- **Precision.** scTransformer trains with `precision="auto"`: float32 on CPUs without native bfloat16
+  matmuls, bf16 mixed precision (float32 weights and sparse-attention kernels) on CPUs with AVX512-BF16.
+  The sessions that produced these records ran on both kinds of machine; each scTransformer record says
+  which in `precision` (the invocations list says which machine). Times of runs at different precisions
+  are not comparable.
+- **Cross-study split.** pbmc3k -> `pbmc68k_reduced` keeps, for every method, only the 763 genes both
+  studies measure (pbmc3k library sizes stay its totals over all genes, as the query's `n_counts`); the
+  query's counts are rebuilt from its log-normalised `.raw` (`sct.ds.pbmc68k_reduced`) and its labels
+  mapped with `sct.bm.PBMC68K_LABEL_MAP` (CD34+ progenitors have no pbmc3k type and are not scored).
+  The split is the same for every seed; only the models' seeds vary.
 - **Seeds.** Each seed re-draws the split where the split is random (pbmc3k: `random_state=seed`;
   Darmanis: fold `seed mod 4`; Allen: the subsample) and seeds the models; paired comparisons pair runs
   of the same dataset and seed, i.e. the same split."""

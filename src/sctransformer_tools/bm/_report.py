@@ -25,6 +25,7 @@ SUMMARY_METRICS = (
     "attention_auroc_null",
     "train_s",
     "peak_mb",
+    "peak_delta_mb",
 )
 _HEADERS = {
     "macro_f1": "macro-F1",
@@ -38,8 +39,9 @@ _HEADERS = {
     "attention_auroc_null": "AUROC null",
     "train_s": "train s",
     "peak_mb": "peak MB",
+    "peak_delta_mb": "MB rise",
 }
-_DECIMALS = {"train_s": 0, "peak_mb": 0}
+_DECIMALS = {"train_s": 0, "peak_mb": 0, "peak_delta_mb": 0}
 #: ``attention_auroc_*`` columns that are not AUROCs against another regulon set.
 _AUROC_EXTRA = {"attention_auroc_null", "attention_auroc_null_sd", "attention_auroc_vs_shuffled"}
 _PROFILE_ORDER = {"full": 0, "custom": 1, "quick": 2}
