@@ -393,3 +393,21 @@ def test_donor_splits_hold_out_whole_donors():
     assert set(allen.train.obs["batch"]) == {"H18.30.001"} and set(allen.test.obs["batch"]) == {"H18.30.002"}
     assert (allen.train.obs["cell_type"] == "VLMC").sum() == 23  # rare types kept whole
     assert np.allclose(allen.train.obs["library_size"], allen.train.obs["total_counts_all_genes"])
+
+
+def test_pooled_comparison_pools_dataset_seed_pairs():
+    # toy: grn - shuffled = 0.00, 0.01, 0.02 per seed; toy2: the same shifted by +0.03 -> 6 pairs, 5 wins, 1 tie
+    recs = _fabricated(grn_gain=0.0)
+    recs += [dict(r, dataset="toy2", macro_f1=r["macro_f1"] + 0.03 * (r["mask"] == "grn")) for r in recs]
+    recs += [bm.make_record(dataset="toy3", method="logistic_regression", seed=0, macro_f1=0.5, profile="full")]
+    pooled = bm.pooled_comparison(recs)
+    row = pooled[pooled["comparator"] == "shuffled (collectri)"].iloc[0]
+    assert row["datasets"] == ["toy", "toy2"] and row["n_pairs"] == 6
+    assert row["dataset_means"] == pytest.approx([0.01, 0.04])
+    assert row["mean"] == pytest.approx(0.025)
+    assert (row["wins"], row["losses"], row["ties"]) == (5, 0, 1)
+    assert row["sign_p"] == pytest.approx(2 * 0.5**5)
+    # a comparison made on one dataset only is not pooled
+    assert bm.pooled_comparison(_fabricated(grn_gain=0.0)).empty
+    text = "\n".join(bm.reading(recs))
+    assert "**All datasets pooled** (full)" in text and "(5/6 pairs, paired t-test" in text

@@ -274,6 +274,77 @@ def paired_comparison(records: Iterable[Mapping], metric: str = "macro_f1") -> p
     return pd.DataFrame(rows, columns=columns)
 
 
+def pooled_comparison(records: Iterable[Mapping], metric: str = "macro_f1", min_datasets: int = 2) -> pd.DataFrame:
+    """The paired differences of :func:`paired_comparison` pooled over datasets (one row per comparison).
+
+    Each dataset x seed pair counts once, so a consistent small effect that no single dataset's few seeds
+    can show may still show here; the per-dataset means tell whether one dataset carries it.
+
+    Parameters
+    ----------
+    records
+        Evaluation records.
+    metric
+        Metric compared.
+    min_datasets
+        Comparisons made on fewer datasets are left out.
+
+    Returns
+    -------
+    One row per profile x comparison: ``profile``, ``reference``, ``comparator``, ``datasets`` (names),
+    ``dataset_means`` (mean difference per dataset), ``n_pairs``, ``mean``, ``sd``, ``wins``, ``losses``,
+    ``ties``, ``p_value`` (two-sided t-test of the pooled differences) and ``sign_p`` (two-sided sign test
+    of wins against losses).
+
+    Examples
+    --------
+    >>> from sctransformer_tools.bm import pooled_comparison
+    >>> rec = lambda d, mask, seed, f1: {
+    ...     "dataset": d,
+    ...     "method": "sctransformer",
+    ...     "mask": mask,
+    ...     "regulons": "collectri",
+    ...     "seed": seed,
+    ...     "macro_f1": f1,
+    ... }
+    >>> recs = [
+    ...     rec(d, m, s, 0.8 + 0.01 * s + (m == "grn") * 0.02) for d in "ab" for m in ("grn", "random") for s in (0, 1)
+    ... ]
+    >>> row = pooled_comparison(recs).iloc[0]
+    >>> row["comparator"], int(row["n_pairs"]), round(float(row["mean"]), 3), int(row["wins"])
+    ('random (collectri)', 4, 0.02, 4)
+    """
+    from scipy import stats
+
+    paired = paired_comparison(records, metric)
+    columns = ["profile", "reference", "comparator", "datasets", "dataset_means", "n_pairs", "mean", "sd"]
+    columns += ["wins", "losses", "ties", "p_value", "sign_p"]
+    rows = []
+    for (profile, ref, comp), group in paired.groupby(["profile", "reference", "comparator"], sort=False):
+        if group["dataset"].nunique() < min_datasets:
+            continue
+        diffs = np.concatenate([np.asarray(d, dtype=float) for d in group["diffs"]])
+        wins, losses = int((diffs >= 5e-4).sum()), int((diffs <= -5e-4).sum())
+        rows.append(
+            {
+                "profile": profile,
+                "reference": ref,
+                "comparator": comp,
+                "datasets": list(group["dataset"]),
+                "dataset_means": [float(m) for m in group["mean"]],
+                "n_pairs": len(diffs),
+                "mean": float(diffs.mean()),
+                "sd": float(diffs.std(ddof=1)) if len(diffs) > 1 else np.nan,
+                "wins": wins,
+                "losses": losses,
+                "ties": len(diffs) - wins - losses,
+                "p_value": _paired_test(diffs),
+                "sign_p": float(stats.binomtest(wins, wins + losses).pvalue) if wins + losses else None,
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
 # ---------------------------------------------------------------------------------------------- text
 
 
@@ -306,26 +377,28 @@ def _markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     return "\n".join(lines)
 
 
-def _verdict(row: Mapping, metric_name: str, comparator: str) -> str:
-    """One sentence for a paired comparison, following its numbers."""
+def _verdict(row: Mapping, metric_name: str, comparator: str, unit: str = "seed") -> str:
+    """One sentence for a paired comparison, following its numbers (``unit``: what one pair is)."""
     n, mean, sd = row["n_pairs"], row["mean"], row["sd"]
     size = f"{abs(mean):.3f}" + (f" ± {sd:.3f}" if not math.isnan(sd) else "")
     if row["ties"] == n:
-        return f"grn and {comparator} are tied on {metric_name} ({n}/{n} seeds within 0.0005)."
+        return f"grn and {comparator} are tied on {metric_name} ({n}/{n} {unit}s within 0.0005)."
     if mean > 0:
-        head, count = f"grn beats {comparator} by {size} {metric_name}", f"{row['wins']}/{n} seeds"
+        head, count = f"grn beats {comparator} by {size} {metric_name}", f"{row['wins']}/{n} {unit}s"
     else:
-        head, count = f"grn trails {comparator} by {size} {metric_name}", f"{row['losses']}/{n} seeds"
+        head, count = f"grn trails {comparator} by {size} {metric_name}", f"{row['losses']}/{n} {unit}s"
     if n < 2:
-        return f"{head} (1 seed: no paired test, no estimate of seed-to-seed noise)."
+        return f"{head} (1 {unit}: no paired test, no estimate of {unit}-to-{unit} noise)."
     tail = f"paired t-test p = {row['p_value']:.2g}" if row["p_value"] is not None else "no paired test"
+    if row.get("sign_p") is not None and not pd.isna(row.get("sign_p")):
+        tail += f", sign test p = {row['sign_p']:.2g}"
     consistent = max(row["wins"], row["losses"]) == n
     if not math.isnan(sd) and abs(mean) < sd:
-        qual = "smaller than its seed-to-seed spread"
+        qual = f"smaller than its {unit}-to-{unit} spread"
     elif consistent:
-        qual = "same sign in every seed"
+        qual = f"same sign in every {unit}"
     else:
-        qual = "not the same sign in every seed"
+        qual = f"not the same sign in every {unit}"
     return f"{head} ({count}, {tail}; {qual})."
 
 
@@ -430,6 +503,14 @@ def reading(records: Iterable[Mapping], metric: str = "macro_f1") -> list[str]:
                 "training (or no mapped label) and were not scored."
             )
         out.append(f"**{dataset}** ({profile}):\n\n" + "\n".join(f"- {line}" for line in lines))
+    pooled = pooled_comparison(records, metric)
+    for profile, group in pooled.groupby("profile", sort=False):
+        lines = [
+            _verdict(row, name, row["comparator"], unit="pair").replace("grn", row["reference"], 1)
+            + f" Per dataset: {', '.join(f'{d} {m:+.3f}' for d, m in zip(row['datasets'], row['dataset_means'], strict=True))}."
+            for _, row in group.iterrows()
+        ]
+        out.append(f"**All datasets pooled** ({profile}):\n\n" + "\n".join(f"- {line}" for line in lines))
     return out
 
 
@@ -639,6 +720,25 @@ def _paired_markdown(paired: pd.DataFrame) -> str:
     return _markdown_table(header, rows)
 
 
+def _pooled_markdown(pooled: pd.DataFrame) -> str:
+    header = ["reference − comparator", "pairs", "mean ± sd", "per dataset", "wins/losses/ties", "t p", "sign p"]
+    rows = []
+    for _, r in pooled.iterrows():
+        per = "; ".join(f"{d} {m:+.3f}" for d, m in zip(r["datasets"], r["dataset_means"], strict=True))
+        rows.append(
+            [
+                f"{r['reference']} − {r['comparator']}",
+                r["n_pairs"],
+                _fmt(r["mean"], r["sd"]),
+                per,
+                f"{r['wins']}/{r['losses']}/{r['ties']}",
+                "–" if r["p_value"] is None or pd.isna(r["p_value"]) else f"{r['p_value']:.2g}",
+                "–" if r["sign_p"] is None or pd.isna(r["sign_p"]) else f"{r['sign_p']:.2g}",
+            ]
+        )
+    return _markdown_table(header, rows)
+
+
 def _coverage_markdown(frame: pd.DataFrame) -> str:
     sct = frame[(frame["method"] == "sctransformer") & (frame["mask"] == "grn")]
     if sct.empty or "grn_edges_kept" not in sct:
@@ -759,6 +859,14 @@ def write_report(
                     f"### Paired comparisons ({_HEADERS.get(metric, metric)}, same split and seed)",
                     "",
                     _paired_markdown(paired),
+                    "",
+                ]
+            pooled = pooled_comparison(sub_records, metric)
+            if not pooled.empty:
+                parts += [
+                    f"### Pooled over datasets ({_HEADERS.get(metric, metric)}; every dataset x seed pair once)",
+                    "",
+                    _pooled_markdown(pooled),
                     "",
                 ]
             coverage = _coverage_markdown(sub)
