@@ -411,3 +411,17 @@ def test_pooled_comparison_pools_dataset_seed_pairs():
     assert bm.pooled_comparison(_fabricated(grn_gain=0.0)).empty
     text = "\n".join(bm.reading(recs))
     assert "**All datasets pooled** (full)" in text and "(5/6 pairs, paired t-test" in text
+
+
+def test_umap_of_more_than_4096_cells(tmp_path):
+    # scanpy's approximate kNN (used above 4,096 cells) failed on scipy sparse arrays; Allen M1 has 10,245 test cells
+    from sctransformer_tools.bm._run import _save_umap
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b"], 2100)
+    emb = rng.normal(size=(len(labels), 8)) + 4 * (labels == "b")[:, None]
+    path = tmp_path / "u.npz"
+    _save_umap(path, emb, labels, labels, seed=0)
+    saved = np.load(path)
+    assert saved["umap"].shape == (4200, 2) and np.isfinite(saved["umap"]).all()
+    assert list(saved["labels"][:2]) == ["a", "a"]

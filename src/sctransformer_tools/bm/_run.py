@@ -108,7 +108,9 @@ def _save_umap(path: Path, embedding: np.ndarray, labels: np.ndarray, prediction
     tmp = ad.AnnData(X=np.zeros((len(labels), 1), dtype=np.float32), obsm={"X_emb": np.asarray(embedding, np.float32)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sc.pp.neighbors(tmp, use_rep="X_emb", n_neighbors=15, random_state=seed)
+        # exact kNN: above 4,096 cells scanpy's default (pynndescent) returns a scipy sparse array that
+        # scanpy 1.11 then calls .getnnz on, which scipy >= 1.15 arrays lack (AttributeError)
+        sc.pp.neighbors(tmp, use_rep="X_emb", n_neighbors=15, random_state=seed, transformer="sklearn")
         sc.tl.umap(tmp, random_state=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
