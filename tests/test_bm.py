@@ -425,3 +425,12 @@ def test_umap_of_more_than_4096_cells(tmp_path):
     saved = np.load(path)
     assert saved["umap"].shape == (4200, 2) and np.isfinite(saved["umap"]).all()
     assert list(saved["labels"][:2]) == ["a", "a"]
+
+
+def test_reading_names_runs_at_another_precision():
+    recs = [dict(r, precision="32-true") if r["method"] == "sctransformer" else r for r in _fabricated(0.0)]
+    odd = next(r for r in recs if r["mask"] == "dense" and r["seed"] == 2)
+    odd["precision"] = "bf16-mixed"  # one run made on a machine with native bfloat16
+    text = "\n".join(bm.reading(recs))
+    assert "trained at 32-true precision except dense (collectri) seed 2 (bf16-mixed)" in text
+    assert "precision except" not in "\n".join(bm.reading(_fabricated(grn_gain=0.0)))

@@ -489,6 +489,14 @@ def reading(records: Iterable[Mapping], metric: str = "macro_f1") -> list[str]:
             lines.append(
                 f"The test set measures {span} of the model's panel genes; the rest are zero-filled (never tokens)."
             )
+        if "precision" in sct and sct["precision"].nunique() > 1:  # runs made on different machines
+            minority = sct["precision"].value_counts().index[-1]
+            runs = sct[sct["precision"] == minority]
+            lines.append(
+                f"scTransformer trained at {sct['precision'].value_counts().index[0]} precision except "
+                + ", ".join(f"{v} seed {s}" for v, s in zip(runs["variant"], runs["seed"], strict=True))
+                + f" ({minority}): times across precisions are not comparable."
+            )
         timing = group.set_index("variant")["train_s_mean"] if "train_s_mean" in group else pd.Series(dtype=float)
         if {"grn (collectri)", "dense (collectri)"} <= set(timing.index) and timing["grn (collectri)"] > 0:
             lines.append(
