@@ -174,6 +174,19 @@ def _paired_test(diffs: np.ndarray) -> float | None:
     return float(stats.ttest_1samp(diffs, 0.0).pvalue)
 
 
+def _difference_stats(diffs: np.ndarray) -> dict:
+    """Count, mean, sd, wins/losses/ties (``|diff| < 5e-4``) and paired t-test p of paired differences."""
+    return {
+        "n_pairs": len(diffs),
+        "mean": float(diffs.mean()),
+        "sd": float(diffs.std(ddof=1)) if len(diffs) > 1 else np.nan,
+        "wins": int((diffs >= 5e-4).sum()),
+        "losses": int((diffs <= -5e-4).sum()),
+        "ties": int((np.abs(diffs) < 5e-4).sum()),
+        "p_value": _paired_test(diffs),
+    }
+
+
 def _comparisons(frame: pd.DataFrame) -> list[tuple[dict, dict]]:
     """(reference, comparator) identities to pair within one dataset."""
     sct = frame[frame["method"] == "sctransformer"]
@@ -260,16 +273,10 @@ def paired_comparison(records: Iterable[Mapping], metric: str = "macro_f1") -> p
                     "dataset": dataset,
                     "reference": variant_name(ref),
                     "comparator": variant_name(comp),
-                    "n_pairs": len(diffs),
                     "diffs": diffs.tolist(),
                     "seeds": [int(s) for s in both.index],
-                    "mean": float(diffs.mean()),
-                    "sd": float(diffs.std(ddof=1)) if len(diffs) > 1 else np.nan,
-                    "wins": int((diffs >= 5e-4).sum()),
-                    "losses": int((diffs <= -5e-4).sum()),
-                    "ties": int((np.abs(diffs) < 5e-4).sum()),
-                    "p_value": _paired_test(diffs),
                 }
+                | _difference_stats(diffs)
             )
     return pd.DataFrame(rows, columns=columns)
 
@@ -324,24 +331,16 @@ def pooled_comparison(records: Iterable[Mapping], metric: str = "macro_f1", min_
         if group["dataset"].nunique() < min_datasets:
             continue
         diffs = np.concatenate([np.asarray(d, dtype=float) for d in group["diffs"]])
-        wins, losses = int((diffs >= 5e-4).sum()), int((diffs <= -5e-4).sum())
-        rows.append(
-            {
-                "profile": profile,
-                "reference": ref,
-                "comparator": comp,
-                "datasets": list(group["dataset"]),
-                "dataset_means": [float(m) for m in group["mean"]],
-                "n_pairs": len(diffs),
-                "mean": float(diffs.mean()),
-                "sd": float(diffs.std(ddof=1)) if len(diffs) > 1 else np.nan,
-                "wins": wins,
-                "losses": losses,
-                "ties": len(diffs) - wins - losses,
-                "p_value": _paired_test(diffs),
-                "sign_p": float(stats.binomtest(wins, wins + losses).pvalue) if wins + losses else None,
-            }
-        )
+        row = {
+            "profile": profile,
+            "reference": ref,
+            "comparator": comp,
+            "datasets": list(group["dataset"]),
+            "dataset_means": [float(m) for m in group["mean"]],
+        } | _difference_stats(diffs)
+        decided = row["wins"] + row["losses"]
+        row["sign_p"] = float(stats.binomtest(row["wins"], decided).pvalue) if decided else None
+        rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 
 
