@@ -44,10 +44,10 @@ def test_annotate_command_trains_saves_and_annotates(pbmc_small, tmp_path):
     flagged = ad.read_h5ad(out3).obs["sctransformer_prediction"].astype(str) == "Unknown"
     assert flagged.mean() < 0.1
     # a query measuring 3% of the panel is refused unless --min-panel-match allows it
-    from sctransformer_tools.model._query import load_saved
+    from sctransformer_tools.model._save import read_model_folder
 
-    saved = load_saved(tmp_path / "model")
-    panel = pd.Index(saved["attr_dict"]["init_params_"]["non_kwargs"]["panel_genes"])
+    saved = read_model_folder(tmp_path / "model", "SCTransformer")
+    panel = pd.Index(saved.init_params["non_kwargs"]["panel_genes"])
     few = panel[: int(0.03 * len(panel))]
     sparse_query_path = tmp_path / "few_genes.h5ad"
     query[:, query.var_names.isin(few) | ~query.var_names.isin(panel)].copy().write_h5ad(sparse_query_path)

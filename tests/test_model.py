@@ -105,7 +105,8 @@ def test_unknown_threshold_and_majority_voting(trained):
     model, _, test = trained
     sct.SCTransformer.prepare_query_anndata(test, model)
     pred = model.predict(test, unknown_threshold=0.0)
-    assert "Unknown" not in set(pred) and "Unknown" in test.obs["sctransformer_prediction"].cat.categories
+    # legends list only types that have cells: no Unknown category when no cell is Unknown
+    assert "Unknown" not in set(pred) and "Unknown" not in test.obs["sctransformer_prediction"].cat.categories
     conf = test.obs["sctransformer_confidence"].to_numpy()
     threshold = float(np.quantile(conf, 0.25))
     pred = model.predict(test, unknown_threshold=threshold)
@@ -170,14 +171,14 @@ def test_query_without_labels_shuffled_and_missing_genes(trained, pbmc3k_split, 
     truth = query.obs.pop("cell_type").astype(str)
     keep = rng.permutation(query.n_vars)[: int(0.7 * query.n_vars)]  # 30% of genes missing, order shuffled
     query = query[:, keep].copy()
+    genes = query.var_names.copy()
     with pytest.warns(UserWarning, match=r"lacks 4,115 of the model's 13,714 genes"):
         sct.SCTransformer.prepare_query_anndata(query, tmp_path / "model")
-    assert query.var_names.equals(pd.Index(model.get_var_names()))
+    assert query.var_names.equals(genes)  # the user's object keeps its genes
     assert query.uns["sctransformer_query"]["n_zero_filled_genes"] == 4_115
-    assert query.var["sctransformer_query_zero_filled"].sum() == 4_115
-    loaded = sct.SCTransformer.load(tmp_path / "model", adata=query)
-    with pytest.warns(UserWarning, match="novelty percentiles compare it with the reference on those genes only"):
-        pred = loaded.predict(query)
+    loaded = sct.SCTransformer.load(tmp_path / "model", adata=query)  # a query: not registered
+    assert loaded.adata is None
+    pred = loaded.predict(query)
     assert query.obs["sctransformer_prediction"].notna().all()
     assert accuracy_score(truth, pred) > 0.6  # fewer genes, still far above chance (~0.26 for the largest type)
     assert (query.obs["sctransformer_novelty"] > 0.95).mean() < 0.15  # cells of the reference's types
@@ -195,10 +196,10 @@ def test_novelty_scored_on_the_genes_a_query_measures(trained, pbmc3k_split, pbm
     query = query[:, ~query.var_names.isin(dropped)].copy()
     with pytest.warns(UserWarning, match="lacks 300 of the model's"):
         sct.SCTransformer.prepare_query_anndata(query, model, library_size_key="n_counts")
-    with pytest.warns(UserWarning, match=rf"measures {len(panel) - 300:,} of the model's {len(panel):,} panel genes"):
-        model.predict(query)
+    model.predict(query)
     restricted = query.obs["sctransformer_novelty"].to_numpy()
-    expression = torch.cat(model._run(query, None, 256, model._expression)[1]).numpy()
+    with model._reading(query) as data:
+        expression = torch.cat(model._batches(data.adata, None, 256, model._expression)).numpy()
     naive = novelty_percentile(model.novelty_, expression)
     print(
         f"flagged at 0.95: refitted {(restricted > 0.95).mean():.3f}, zeros read as measured {(naive > 0.95).mean():.3f}"
@@ -220,9 +221,9 @@ def test_highly_variable_genes_keep_torch_threads(pbmc3k_path):
     code = (
         "import torch; torch.set_num_threads(1)\n"
         "import anndata as ad\n"
-        "from sctransformer_tools.model._model import SCTransformer\n"
+        "from sctransformer_tools._data import highly_variable_genes\n"
         f"adata = ad.read_h5ad({str(pbmc3k_path)!r})[:600].copy()\n"
-        "SCTransformer._highly_variable_genes(adata, 500, {})\n"
+        "highly_variable_genes(adata, 500)\n"
         "print(torch.get_num_threads())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

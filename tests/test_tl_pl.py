@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 import sctransformer_tools as sct
+from sctransformer_tools.pl._utils import save_path
 
 N_PERM = 50
 
@@ -278,10 +279,10 @@ def test_save_path_conventions(tmp_path):
     sc.settings.figdir = tmp_path
     try:
         ext = sc.settings.file_format_figs
-        assert sct.pl.save_path(True, "heatmap") == tmp_path / f"heatmap.{ext}"
-        assert sct.pl.save_path("_pbmc", "heatmap") == tmp_path / f"heatmap_pbmc.{ext}"
-        assert sct.pl.save_path("_pbmc.pdf", "heatmap") == tmp_path / "heatmap_pbmc.pdf"
-        assert sct.pl.save_path(tmp_path / "a" / "x.svg", "heatmap") == tmp_path / "a" / "x.svg"
-        assert sct.pl.save_path("out/x.png", "heatmap") == Path("out/x.png")
+        assert save_path(True, "heatmap") == tmp_path / f"heatmap.{ext}"
+        assert save_path("_pbmc", "heatmap") == tmp_path / f"heatmap_pbmc.{ext}"
+        assert save_path("_pbmc.pdf", "heatmap") == tmp_path / "heatmap_pbmc.pdf"
+        assert save_path(tmp_path / "a" / "x.svg", "heatmap") == tmp_path / "a" / "x.svg"
+        assert save_path("out/x.png", "heatmap") == Path("out/x.png")
     finally:
         sc.settings.figdir = figdir

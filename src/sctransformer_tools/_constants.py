@@ -1,4 +1,4 @@
-"""Names shared across the package: registry keys and the fields written into AnnData."""
+"""Names shared across the package: registry keys, the fields written into AnnData, sentinels."""
 
 from typing import NamedTuple
 
@@ -9,8 +9,10 @@ class _SCTRegistryKeys(NamedTuple):
 
 class _SCTAnnDataKeys(NamedTuple):
     LIBRARY_COLUMN: str = "_sct_library_size"
+    PREFIX: str = "sctransformer"
     PREDICTION: str = "sctransformer_prediction"
     CONFIDENCE: str = "sctransformer_confidence"
+    NOVELTY: str = "sctransformer_novelty"
     LATENT: str = "X_sctransformer"
     ATTENTION: str = "sctransformer_attention"
     QUERY: str = "sctransformer_query"
@@ -18,4 +20,10 @@ class _SCTAnnDataKeys(NamedTuple):
 
 SCT_REGISTRY_KEYS = _SCTRegistryKeys()
 ADATA_KEYS = _SCTAnnDataKeys()
-UNLABELED = "Unknown"
+
+#: The label of cells the model does not call: low confidence or unlike every reference type.
+UNKNOWN = "Unknown"
+
+
+#: Default of ``layer=`` on methods that read a query: the reference's layer if the query has it, else ``X``.
+AUTO = "auto"

@@ -1,82 +1,83 @@
-"""Command line: ``sctransformer-tools demo`` and ``sctransformer-tools annotate``."""
+"""Command line of sctransformer-tools: annotate a dataset with a reference, or run the demo.
+
+sctransformer-tools annotate --reference ref.h5ad --labels-key cell_type --query new.h5ad --out annotated.h5ad
+sctransformer-tools annotate --model model_dir --query new.h5ad --out annotated.h5ad
+sctransformer-tools demo --out sctransformer_demo
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from sctransformer_tools.grn import MASK_KINDS
+from sctransformer_tools.model._training import DEFAULT_MAX_EPOCHS
 
-def _stratified_split(labels, test_size: float, seed: int):
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(labels))
-    return train_test_split(idx, test_size=test_size, stratify=labels, random_state=seed)
+logger = logging.getLogger("sctransformer_tools.cli")
 
 
-def demo(out: Path, max_epochs: int = 30, mask: str = "grn", regulons: str = "collectri", seed: int = 0) -> dict:
+def demo(
+    out: Path, max_epochs: int = DEFAULT_MAX_EPOCHS, mask: str = "grn", regulons: str = "collectri", seed: int = 0
+) -> dict:
     """Run the whole path on scanpy's ``pbmc68k_reduced`` (counts rebuilt, see :func:`sctransformer_tools.ds.pbmc68k_reduced`).
 
     Trains on a stratified 80% of the cells (labels: the FACS-sorted populations in ``bulk_labels``),
-    annotates the other 20% as a query without labels, embeds every cell, and writes
-    ``umap.png`` (UMAP of the scTransformer embedding), ``report.txt`` and ``report.json`` to ``out``.
+    annotates the other 20% as a query without labels, embeds every cell, and writes ``umap.png`` (the
+    UMAP of the scTransformer embedding coloured by population and by prediction, one colour per cell type
+    in both panels), ``report.txt`` and ``report.json`` to ``out``.
 
     Returns
     -------
     The report as a dict.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import scanpy as sc
     from sklearn.metrics import accuracy_score, f1_score
 
     import sctransformer_tools as sct
+    from sctransformer_tools._data import stratified_split
 
     out.mkdir(parents=True, exist_ok=True)
     adata = sct.ds.pbmc68k_reduced()
     labels = adata.obs["bulk_labels"].astype(str).to_numpy()
-    train_idx, test_idx = _stratified_split(labels, 0.2, seed)
+    train_idx, test_idx = stratified_split(labels, 0.8, seed)
     ref, query = adata[train_idx].copy(), adata[test_idx].copy()
     truth = query.obs.pop("bulk_labels").astype(str).to_numpy()
 
-    sct.SCTransformer.setup_anndata(ref, labels_key="bulk_labels", regulons=regulons, library_size_key="n_counts")
+    sct.SCTransformer.setup_anndata(ref, labels_key="bulk_labels", regulons=regulons)
     model = sct.SCTransformer(ref, mask=mask, seed=seed)
     start = time.perf_counter()
     model.train(max_epochs=max_epochs)
     train_s = time.perf_counter() - start
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the query has exactly the reference genes
-        sct.SCTransformer.prepare_query_anndata(query, model, library_size_key="n_counts")
     pred = model.predict(query)
 
     adata.obs["split"] = "reference"
     adata.obs.iloc[test_idx, adata.obs.columns.get_loc("split")] = "query"
-    full = adata.copy()
-    sct.SCTransformer.prepare_query_anndata(full, model, library_size_key="n_counts")
-    model.predict(full)
-    model.get_latent_representation(full)
-    sc.pp.neighbors(full, use_rep="X_sctransformer", random_state=seed)
-    sc.tl.umap(full, random_state=seed)
+    model.predict(adata)
+    model.get_latent_representation(adata)
+    sc.pp.neighbors(adata, use_rep="X_sctransformer", random_state=seed)
+    sc.tl.umap(adata, random_state=seed)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    sc.pl.umap(full, color="bulk_labels", ax=axes[0], show=False, title="FACS-sorted population")
-    sc.pl.umap(full, color="sctransformer_prediction", ax=axes[1], show=False, title="scTransformer prediction")
+    sct.pl.label_umap(adata, "bulk_labels", model=model, ax=axes[0], title="FACS-sorted population")
+    sct.pl.label_umap(adata, "sctransformer_prediction", model=model, ax=axes[1], title="scTransformer prediction")
     fig.tight_layout()
     fig.savefig(out / "umap.png", dpi=120)
     plt.close(fig)
 
+    history = model.history
     report = {
         "dataset": "scanpy pbmc68k_reduced (700 cells, 765 genes; counts rebuilt from .raw)",
         "split": f"stratified 80/20 on bulk_labels, seed {seed}: {len(train_idx)} reference, {len(test_idx)} query cells",
         "mask": model.mask_summary(),
-        "epochs": len(model.history["train_loss"]),
+        "epochs": len(history["train_loss"]),
         "train_seconds": round(train_s, 1),
+        "validation_macro_f1": round(float(history["validation_f1_macro"].iloc[-1].item()), 4),
         "query_accuracy": round(float(accuracy_score(truth, pred)), 4),
         "query_macro_f1": round(float(f1_score(truth, pred, average="macro")), 4),
         "median_confidence": round(float(np.median(query.obs["sctransformer_confidence"])), 4),
@@ -87,7 +88,7 @@ def demo(out: Path, max_epochs: int = 30, mask: str = "grn", regulons: str = "co
         f"data: {report['dataset']}",
         f"split: {report['split']}",
         f"mask: {s['mask']} over {s['genes']} panel genes ({s['tfs']} TFs, {s['edges']} allowed pairs, density {s['density']:.2e})",
-        f"training: {report['epochs']} epochs in {report['train_seconds']} s",
+        f"training: {report['epochs']} epochs in {report['train_seconds']} s, validation macro-F1 {report['validation_macro_f1']:.3f}",
         f"query (labels withheld): accuracy {report['query_accuracy']:.3f}, macro-F1 {report['query_macro_f1']:.3f}, "
         f"median confidence {report['median_confidence']:.3f}",
         f"UMAP of the embedding: {out / 'umap.png'}",
@@ -99,25 +100,25 @@ def demo(out: Path, max_epochs: int = 30, mask: str = "grn", regulons: str = "co
 
 
 def annotate(args: argparse.Namespace) -> None:
-    """Train on a labelled reference (or load a saved model), annotate a query, write it to ``--out``."""
+    """Train on a labelled reference (or load a saved model), annotate a query, write it with the results added."""
     import anndata as ad
 
     import sctransformer_tools as sct
 
+    if args.model is None and (args.reference is None or args.labels_key is None):
+        raise SystemExit("annotate: give --reference and --labels-key to train, or --model to use a saved model.")
     query = ad.read_h5ad(args.query)
+    read = {
+        "layer": args.query_layer if args.query_layer != "auto" else "auto",
+        "gene_symbols": args.query_gene_symbols,
+        "library_size_key": args.query_library_size_key,
+        "min_panel_match": args.min_panel_match,
+    }
     if args.model is not None:
-        model_dir = args.model
-        sct.SCTransformer.prepare_query_anndata(
-            query,
-            model_dir,
-            gene_symbols=args.query_gene_symbols,
-            min_panel_match=args.min_panel_match,
-            library_size_key=args.query_library_size_key,
-        )
-        model = sct.SCTransformer.load(model_dir, adata=query)
+        model = sct.SCTransformer.load(args.model, allow_pickle=args.allow_pickle)
+        sct.SCTransformer.prepare_query_anndata(query, args.model, **read, allow_pickle=args.allow_pickle)
+        source = str(args.model)
     else:
-        if args.reference is None or args.labels_key is None:
-            raise SystemExit("annotate: give --reference and --labels-key to train, or --model to use a saved model.")
         ref = ad.read_h5ad(args.reference)
         sct.SCTransformer.setup_anndata(
             ref,
@@ -128,47 +129,80 @@ def annotate(args: argparse.Namespace) -> None:
             library_size_key=args.library_size_key,
         )
         model = sct.SCTransformer(ref, mask=args.mask)
-        model.train(max_epochs=args.max_epochs)
+        model.train(max_epochs=args.max_epochs, enable_progress_bar=not args.no_progress_bar)
         if args.save_model is not None:
             model.save(args.save_model, overwrite=True)
-        sct.SCTransformer.prepare_query_anndata(
-            query,
-            model,
-            gene_symbols=args.query_gene_symbols,
-            min_panel_match=args.min_panel_match,
-            library_size_key=args.query_library_size_key,
-        )
+            print(f"Saved the model to {args.save_model}")
+        sct.SCTransformer.prepare_query_anndata(query, model, **read)
+        source = str(args.reference)
     model.predict(query, unknown_threshold=args.unknown_threshold, novelty_threshold=args.novelty_threshold)
     model.get_latent_representation(query)
-    query.uns["sctransformer"] = {"mask": model.mask_summary(), "reference": str(args.reference or args.model)}
+    query.uns["sctransformer"]["reference"] = source
+    query.uns["sctransformer"]["mask"] = model.mask_summary()
     query.write_h5ad(args.out)
     counts = query.obs["sctransformer_prediction"].value_counts()
-    print(f"Annotated {query.n_obs} cells -> {args.out}")
+    print(
+        f"Annotated {query.n_obs:,} cells -> {args.out} (obs['sctransformer_prediction'], ['sctransformer_confidence'],"
+    )
+    print("  ['sctransformer_novelty'], obsm['X_sctransformer']); predicted cell types:")
     print(counts.to_string())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``sctransformer-tools``."""
-    parser = argparse.ArgumentParser(prog="sctransformer-tools", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    from sctransformer_tools import __version__
+
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="sctransformer-tools",
+        description="scTransformer: GRN-masked Transformers for cell-type annotation (scverse / Scanpy).",
+        formatter_class=formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_demo = sub.add_parser("demo", help="train and annotate on scanpy's pbmc68k_reduced; write a UMAP and a report")
+    p_demo = sub.add_parser(
+        "demo",
+        help="train and annotate on scanpy's pbmc68k_reduced; write a UMAP and a report",
+        formatter_class=formatter,
+    )
     p_demo.add_argument("--out", type=Path, default=Path("sctransformer_demo"), help="output folder")
-    p_demo.add_argument("--max-epochs", type=int, default=30)
-    p_demo.add_argument("--mask", default="grn", choices=["grn", "dense", "random", "shuffled"])
+    p_demo.add_argument("--max-epochs", type=int, default=DEFAULT_MAX_EPOCHS, help="training epochs")
+    p_demo.add_argument("--mask", default="grn", choices=MASK_KINDS, help="attention mask")
     p_demo.add_argument("--regulons", default="collectri", help="collectri, dorothea, or a CSV/TSV path")
-    p_demo.add_argument("--seed", type=int, default=0)
+    p_demo.add_argument("--seed", type=int, default=0, help="seed of the split and the model")
 
-    p_ann = sub.add_parser("annotate", help="annotate a query h5ad with a model trained on a reference h5ad")
+    p_ann = sub.add_parser(
+        "annotate",
+        help="annotate a query .h5ad with a model trained on a reference .h5ad (or a saved model)",
+        formatter_class=formatter,
+    )
+    p_ann.add_argument("--query", type=Path, required=True, help="query .h5ad with raw counts")
+    p_ann.add_argument(
+        "--out", type=Path, required=True, help="where to write the query with the results added (.h5ad)"
+    )
     p_ann.add_argument("--reference", type=Path, help="labelled reference .h5ad with raw counts")
     p_ann.add_argument("--labels-key", help="obs column of the reference holding cell types")
-    p_ann.add_argument("--query", type=Path, required=True, help="query .h5ad with raw counts")
-    p_ann.add_argument("--out", type=Path, required=True, help="annotated query .h5ad to write")
+    p_ann.add_argument("--model", type=Path, default=None, help="use this saved model instead of training")
+    p_ann.add_argument("--save-model", type=Path, default=None, help="save the trained model to this folder")
     p_ann.add_argument("--regulons", default="collectri", help="collectri, dorothea, or a CSV/TSV path")
-    p_ann.add_argument("--layer", default=None, help="layer with raw counts (default: X)")
-    p_ann.add_argument("--batch-key", default=None)
-    p_ann.add_argument("--library-size-key", default=None, help="obs column with total counts (reference)")
-    p_ann.add_argument("--query-library-size-key", default=None, help="obs column with total counts (query)")
+    p_ann.add_argument("--mask", default="grn", choices=MASK_KINDS, help="attention mask")
+    p_ann.add_argument("--max-epochs", type=int, default=DEFAULT_MAX_EPOCHS, help="training epochs")
+    p_ann.add_argument("--layer", default=None, help="layer of the reference with raw counts (default: X)")
+    p_ann.add_argument("--batch-key", default=None, help="obs column of the reference with batches")
+    p_ann.add_argument(
+        "--library-size-key",
+        default=None,
+        help="obs column of the reference with total counts per cell (default: a usual column such as "
+        "n_counts or nCount_RNA if present, else the row sums)",
+    )
+    p_ann.add_argument(
+        "--query-layer",
+        default="auto",
+        help="layer of the query with raw counts ('auto': the reference's layer if present, else X)",
+    )
+    p_ann.add_argument(
+        "--query-library-size-key", default=None, help="obs column of the query with total counts per cell"
+    )
     p_ann.add_argument(
         "--query-gene-symbols", default=None, help="var column of the query with gene names in the reference's naming"
     )
@@ -176,12 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         "--min-panel-match",
         type=float,
         default=0.05,
-        help="refuse a query measuring less than this share of the model's panel genes (default 0.05)",
+        help="refuse a query measuring less than this share of the model's panel genes",
     )
-    p_ann.add_argument("--mask", default="grn", choices=["grn", "dense", "random", "shuffled"])
-    p_ann.add_argument("--max-epochs", type=int, default=20)
-    p_ann.add_argument("--model", type=Path, default=None, help="use this saved model instead of training")
-    p_ann.add_argument("--save-model", type=Path, default=None, help="save the trained model here")
     p_ann.add_argument(
         "--unknown-threshold", type=float, default=None, help="call cells below this calibrated confidence Unknown"
     )
@@ -191,8 +221,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="call cells more atypical than this share of the reference cells of their nearest type Unknown (e.g. 0.95)",
     )
+    p_ann.add_argument("--no-progress-bar", action="store_true", help="train without a progress bar")
+    p_ann.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also open a model folder saved by an earlier version (a pickle: only for folders you trust)",
+    )
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``sctransformer-tools``."""
+    args = _parser().parse_args(argv)
     if args.command == "demo":
         demo(args.out, args.max_epochs, args.mask, args.regulons, args.seed)
     else:

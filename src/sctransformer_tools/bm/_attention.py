@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from anndata import AnnData
 
 from sctransformer_tools import grn
@@ -43,30 +42,17 @@ def pair_attention_scores(
     ``n_cells`` cells; NaN when 0).
     """
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    n_genes = len(model.panel_)
-    codes = pairs[:, 0] * n_genes + pairs[:, 1]
-    unique, inverse = np.unique(codes, return_inverse=True)
-    pair_codes = torch.as_tensor(unique, device=model.device)
-    adata = model._validate_anndata(adata)
-    loader = model._make_data_loader(adata=adata, batch_size=batch_size)
-    total = torch.zeros(len(unique), dtype=torch.float64)
-    present = torch.zeros(len(unique), dtype=torch.float64)
-    model.module.eval()
-    for tensors in loader:
-        inputs = model.module._get_inference_input(tensors)
-        inputs = {k: (v.to(model.device) if v is not None else None) for k, v in inputs.items()}
-        out = model.module.pair_attention(**inputs, pair_codes=pair_codes, layers=None if layer is None else [layer])
-        total += out["pairs"].double().sum(0).cpu()
-        present += out["present"].double().sum(0).cpu()
-    total, present = total.numpy()[inverse], present.numpy()[inverse]
+    read = model.attention_on_pairs(adata, pairs, layer=layer, batch_size=batch_size)
+    n_cells = adata.n_obs
+    total, present = read["score"][0] * n_cells, read["coverage"][0] * n_cells
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_present = np.where(present > 0, total / np.maximum(present, 1), np.nan)
     return pd.DataFrame(
         {
             "query": pairs[:, 0],
             "key": pairs[:, 1],
-            "n_cells": present.astype(np.int64),
-            "mean": total / max(adata.n_obs, 1),
+            "n_cells": np.round(present).astype(np.int64),
+            "mean": read["score"][0],
             "mean_present": mean_present,
         }
     )
@@ -282,7 +268,6 @@ def tf_activity_agreement(
     lists), ``tf_top_overlap_null`` (its permutation-null mean), ``tf_overlap_significant`` (share of types
     with overlap p < 0.05), ``tf_activity_types`` and ``tf_activity_tfs`` (TFs in both tables).
     """
-    from sctransformer_tools.model import SCTransformer
     from sctransformer_tools.tl import compare_tf_activity
 
     labels = pd.Series(np.asarray(groups, dtype=object), index=adata.obs_names)
@@ -297,12 +282,8 @@ def tf_activity_agreement(
     cells = adata[keep].copy()
     cells.obs["_group"] = labels[keep].astype(str).to_numpy()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # zero-filled panel genes
-        query = SCTransformer.prepare_query_anndata(
-            cells, model, min_panel_match=0.0, library_size_key=library_size_key, inplace=False
-        )
-    model.get_attention(query, groupby="_group", batch_size=batch_size)
-    cells.uns["sctransformer_attention"] = query.uns["sctransformer_attention"]
+        warnings.filterwarnings("ignore", message="The query lacks", category=UserWarning)  # counted in records
+        model.get_attention(cells, groupby="_group", batch_size=batch_size, library_size_key=library_size_key)
     try:
         table = compare_tf_activity(
             cells, "_group", regulons=net, n_top=n_top, n_permutations=n_permutations, seed=seed, inplace=False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -252,6 +253,17 @@ def build_mask(
     # itself drops the edges that collide (~8% of CollecTRI on pbmc3k), which would lower the density.
     rng = np.random.default_rng(seed)
     s_target = _repair_collisions(tf, rng.permutation(target), n_genes, seed)
+    codes = tf * n_genes + s_target
+    n_left = int(((tf == s_target) | pd.Series(codes).duplicated().to_numpy()).sum())
+    if n_left:
+        warnings.warn(
+            f"The shuffled mask keeps {n_left:,} of {len(tf):,} permuted edges colliding (a TF onto itself or an "
+            "edge repeated) after the degree-preserving repair: they collapse, so its density is "
+            f"{n_left / max(len(tf), 1):.2%} below the GRN mask's (see mask_summary()). This happens when a few TFs "
+            "hold most edges of a small panel; another seed may repair them all.",
+            UserWarning,
+            stacklevel=2,
+        )
     pairs = _orient(tf, s_target, direction)
     weights = _pair_weights(pairs, tf, s_target, weight, n_genes)
     return GRNMask(pairs=pairs, pair_weight=weights, seed=seed, **common)

@@ -8,23 +8,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-
-def _match_names(names: pd.Index, wanted: pd.Index) -> pd.Series:
-    """Map each of ``wanted`` to a position in ``names``: exact match first, then case-insensitive."""
-    pos = pd.Series(names.get_indexer(wanted), index=wanted)
-    missing = pos < 0
-    if missing.any():
-        upper = pd.Series(np.arange(len(names)), index=names.str.upper())
-        upper = upper[~upper.index.duplicated(keep="first")]
-        alt = upper.reindex(wanted[missing.to_numpy()].str.upper()).to_numpy()
-        pos[missing.to_numpy()] = np.where(np.isnan(alt), -1, alt).astype(int)
-    return pos.astype(int)
+from ._names import positions
 
 
 def regulon_edges_in(genes: Sequence[str], net: pd.DataFrame, min_targets: int = 1) -> pd.DataFrame:
     """Regulon edges whose TF and target are both among ``genes``.
 
-    Matching is exact, then case-insensitive (``Pax5`` matches ``PAX5``). Self-edges (a TF regulating
+    Matching is exact, then ignores case and Ensembl version suffixes (``Pax5`` matches ``PAX5``, see
+    :func:`~sctransformer_tools.grn.gene_key`). Self-edges (a TF regulating
     itself) are dropped, as self-loops are a separate mask parameter. TFs with fewer than
     ``min_targets`` targets among ``genes`` lose all their edges.
 
@@ -54,8 +45,8 @@ def regulon_edges_in(genes: Sequence[str], net: pd.DataFrame, min_targets: int =
     if genes.has_duplicates:
         dup = genes[genes.duplicated()].unique()[:5].tolist()
         raise ValueError(f"Gene names must be unique; duplicated: {dup}. Run `adata.var_names_make_unique()`.")
-    src = _match_names(genes, pd.Index(net["source"])).to_numpy()
-    tgt = _match_names(genes, pd.Index(net["target"])).to_numpy()
+    src = positions(genes, net["source"])
+    tgt = positions(genes, net["target"])
     keep = (src >= 0) & (tgt >= 0) & (src != tgt)
     weight = net["weight"].to_numpy(dtype=float) if "weight" in net.columns else np.ones(len(net))
     edges = pd.DataFrame(
@@ -69,10 +60,14 @@ def regulon_edges_in(genes: Sequence[str], net: pd.DataFrame, min_targets: int =
     )
     if "confidence" in net.columns:
         edges["confidence"] = net["confidence"].to_numpy()[keep]
-    edges = edges.drop_duplicates(["source_idx", "target_idx"])
-    if min_targets > 1:
-        n_targets = edges.groupby("source_idx")["target_idx"].transform("size")
-        edges = edges[n_targets >= min_targets]
+    edges = edges.drop_duplicates(["source_idx", "target_idx"]).reset_index(drop=True)
+    if min_targets > 1 and len(edges):
+        if edges["source"].value_counts().max() < min_targets:  # decoupler asserts on an empty result
+            return edges.iloc[:0]
+        import decoupler as dc
+
+        # TFs with fewer than min_targets targets lose their edges: decoupler's pp.prune (keeps the index)
+        edges = edges.loc[dc.pp.prune(None, edges[["source", "target", "weight"]], tmin=min_targets).index]
     return edges.reset_index(drop=True)
 
 
@@ -91,7 +86,10 @@ class GenePanel:
     is_regulon_gene
         Whether each panel gene is a TF or target of a kept edge.
     edges
-        Kept regulon edges among panel genes (see :func:`regulon_edges_in`), indices into ``genes``.
+        Kept regulon edges among panel genes (see :func:`regulon_edges_in`), indices into ``genes``;
+        ``source`` and ``target`` are spelled as the names the regulons were matched against.
+    symbols
+        The gene symbols the regulons were matched against, when they differ from ``genes`` (Ensembl IDs).
     """
 
     genes: pd.Index
@@ -99,9 +97,18 @@ class GenePanel:
     is_tf: np.ndarray
     is_regulon_gene: np.ndarray
     edges: pd.DataFrame = field(repr=False)
+    symbols: pd.Index | None = None
 
     def __len__(self) -> int:
         return len(self.genes)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per panel gene (index: the data's gene names): ``symbol``, ``is_tf``, ``is_regulon_gene``."""
+        symbols = self.genes if self.symbols is None else self.symbols
+        return pd.DataFrame(
+            {"symbol": np.asarray(symbols, dtype=object), "is_tf": self.is_tf, "is_regulon_gene": self.is_regulon_gene},
+            index=pd.Index(self.genes, name="gene"),
+        )
 
     def summary(self) -> dict[str, int]:
         """Counts of genes, TFs, regulon genes, widening genes and edges."""
@@ -118,6 +125,7 @@ def select_panel(
     var_names: Sequence[str],
     net: pd.DataFrame,
     *,
+    symbols: Sequence[str] | None = None,
     extra_genes: Sequence[str] = (),
     min_targets: int = 1,
     max_genes: int | None = None,
@@ -132,14 +140,17 @@ def select_panel(
     Parameters
     ----------
     var_names
-        The data's gene names (symbols, to match the regulons).
+        The data's gene names.
     net
         Regulons from :func:`~sctransformer_tools.grn.load_regulons`.
+    symbols
+        Gene symbols to match the regulons against, one per gene of ``var_names`` (e.g. a ``var`` column
+        when ``var_names`` are Ensembl IDs); ``var_names`` when ``None``.
     extra_genes
-        Genes to add whether or not the regulons touch them (e.g. highly variable genes).
+        Genes of ``var_names`` to add whether or not the regulons touch them (e.g. highly variable genes).
     min_targets
-        TFs with fewer targets in the data lose their edges, and leave the panel unless they are
-        targets or extra genes themselves.
+        TFs with fewer targets in the data lose their edges (:func:`decoupler.pp.prune`), and leave the
+        panel unless they are targets or extra genes themselves.
     max_genes
         Refuse panels larger than this (a guard against unintended all-gene panels); ``None`` for no limit.
 
@@ -157,14 +168,17 @@ def select_panel(
     (['CD19', 'PAX5', 'MS4A1', 'CD3E'], 2)
     """
     var_names = pd.Index(np.asarray(var_names, dtype=str))
-    all_edges = regulon_edges_in(var_names, net, min_targets=min_targets)
+    names = var_names if symbols is None else pd.Index(np.asarray(symbols, dtype=str))
+    if len(names) != len(var_names):
+        raise ValueError(f"symbols has {len(names)} entries for {len(var_names)} genes.")
+    all_edges = regulon_edges_in(names, net, min_targets=min_targets)
     if len(all_edges) == 0:
         regulon_genes = pd.Index(pd.unique(np.concatenate([net["source"].to_numpy(), net["target"].to_numpy()])))
-        n_hit = int(_match_names(var_names, regulon_genes).ge(0).sum())
+        n_hit = int((positions(names, regulon_genes) >= 0).sum())
         raise ValueError(
-            f"No regulon edge has both its TF and its target among the data's {len(var_names):,} genes "
+            f"No regulon edge has both its TF and its target among the data's {len(names):,} genes "
             f"({n_hit} of the regulons' {len(regulon_genes):,} genes matched; min_targets={min_targets}). "
-            f"Data genes look like {list(var_names[:4])}, regulon genes like {list(regulon_genes[:4])}. "
+            f"Data genes look like {list(names[:4])}, regulon genes like {list(regulon_genes[:4])}. "
             "If your var_names are Ensembl IDs, pass the var column that holds gene symbols "
             "(`gene_symbols=` in setup_anndata); check that the organism of the regulons matches the data."
         )
@@ -196,4 +210,5 @@ def select_panel(
         is_tf=is_tf,
         is_regulon_gene=regulon_mask[var_index],
         edges=edges,
+        symbols=None if symbols is None else names[var_index],
     )

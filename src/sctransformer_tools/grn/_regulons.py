@@ -167,8 +167,8 @@ def load_regulons(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> net = sct.grn.load_regulons("collectri")  # doctest: +SKIP
-    >>> net.columns.tolist()  # doctest: +SKIP
+    >>> net = sct.grn.load_regulons("collectri")
+    >>> net.columns.tolist()
     ['source', 'target', 'weight']
     """
     if isinstance(regulons, pd.DataFrame):

@@ -1,7 +1,6 @@
-"""The AnnData-facing model, its training plan and query preparation."""
+"""The AnnData-facing model (composed from mixins), its training plan, query reading and safe saving."""
 
-from ._fields import TolerantCategoricalObsField
 from ._model import SCTransformer
 from ._trainingplan import RestoreBestWeights, SCTransformerTrainingPlan
 
-__all__ = ["RestoreBestWeights", "SCTransformer", "SCTransformerTrainingPlan", "TolerantCategoricalObsField"]
+__all__ = ["RestoreBestWeights", "SCTransformer", "SCTransformerTrainingPlan"]

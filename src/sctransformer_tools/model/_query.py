@@ -1,204 +1,157 @@
-"""Bring a new dataset onto a trained model's genes."""
+"""Reading a new dataset with a trained model: genes matched, counts found, library sizes, the user's object untouched.
+
+Every method that reads cells (``predict``, ``get_latent_representation``, ``get_attention``) goes through
+:meth:`QueryMixin._reading`. For the registered reference it reads the reference; for any other AnnData it
+builds a private, aligned copy of what the model needs (the model's genes in its order, counts, library
+sizes, the batch column), registers *that* with scvi-tools for the duration of the call and forgets it
+afterwards. The user's object keeps all of its genes and columns; results are added to it by the caller.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-import re
 import warnings
-from pathlib import Path
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
-from scvi.data._constants import _MODEL_NAME_KEY, _SETUP_ARGS_KEY
-from scvi.model.base._constants import SAVE_KEYS
+from scvi.data import AnnDataManager
+from scvi.data._constants import _MODEL_NAME_KEY, _SETUP_ARGS_KEY, _SETUP_METHOD_NAME
 
-from sctransformer_tools._constants import ADATA_KEYS
+from sctransformer_tools import grn
+from sctransformer_tools._constants import ADATA_KEYS, AUTO
+from sctransformer_tools._data import (
+    LIBRARY_SIZE_COLUMNS,
+    aligned_matrix,
+    check_expression,
+    check_var_names,
+    find_library_size_key,
+    library_sizes,
+    match_genes,
+)
 
-from ._checks import check_expression, check_var_names, library_sizes
+from ._quiet import quiet_scvi
 
-_ENSEMBL = re.compile(r"^ENS[A-Z]*[GT]\d{6,}(\.\d+)?$", re.IGNORECASE)
-_VERSION = r"^(ENS[A-Z]*[GT]\d{6,})\.\d+$"
+if TYPE_CHECKING:
+    from ._save import SavedModel
+
+logger = logging.getLogger(__name__)
+
+#: Layers tried (after the reference's own layer and ``X``) when looking for a query's raw counts.
+COUNT_LAYERS = ("counts", "raw_counts", "raw", "umi", "UMI")
+#: A query measuring less than this share of the panel, or fewer genes than this, is a gene subset: its row
+#: sums are not library sizes.
+SUBSET_PANEL_SHARE = 0.5
+SUBSET_N_GENES = 5_000
 
 
-def gene_key(names: pd.Index) -> pd.Index:
-    """Names as compared across datasets: stripped, upper case, Ensembl version suffix removed.
+@dataclass
+class QueryData:
+    """What the model reads for one call.
 
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> from sctransformer_tools.model._query import gene_key
-    >>> gene_key(pd.Index(["Actb", "ENSG00000075624.17", " CD3E"])).tolist()
-    ['ACTB', 'ENSG00000075624', 'CD3E']
+    Attributes
+    ----------
+    adata
+        A registered AnnData with the model's genes (the reference itself, or a private aligned copy).
+    measured
+        Boolean per panel gene: the data measure it (genes a query lacks are zero-filled: never tokens).
+    report
+        Gene match and input choices (written to ``adata.uns["sctransformer_query"]`` of a query).
     """
-    keys = pd.Index(names).astype(str).str.strip().str.upper()
-    return pd.Index(keys.str.replace(_VERSION, r"\1", regex=True, flags=re.IGNORECASE))
+
+    adata: AnnData
+    measured: np.ndarray
+    report: dict[str, Any]
 
 
-def looks_like_ensembl(names: pd.Index, share: float = 0.5) -> bool:
-    """Whether most names are Ensembl gene / transcript IDs."""
-    names = pd.Index(names).astype(str)
-    return len(names) > 0 and float(np.mean([bool(_ENSEMBL.match(n)) for n in names[:2000]])) >= share
+def _is_integer_sample(matrix, n_rows: int = 200) -> bool:
+    """Whether the first rows of ``matrix`` hold non-negative whole numbers (a cheap check for counts)."""
+    from scipy import sparse
+
+    rows = matrix[: min(n_rows, matrix.shape[0])]
+    if hasattr(rows, "to_memory"):
+        rows = rows.to_memory()
+    values = rows.data if sparse.issparse(rows) else np.asarray(rows).ravel()
+    values = np.asarray(values, dtype=np.float64)
+    return bool(values.size == 0 or ((values >= 0).all() and np.allclose(values, np.round(values))))
 
 
-def match_gene_names(query: pd.Index, model: pd.Index) -> tuple[pd.Index, dict]:
-    """Rename query genes to the model's names where they differ only by case or an Ensembl version.
+def counts_source(adata: AnnData, layer: str | None, reference_layer: str | None, log_normalized: bool) -> str | None:
+    """The layer of ``adata`` to read (``None``: ``X``).
 
-    Exact matches win; a query gene whose :func:`gene_key` equals exactly one model gene's takes that
-    name, unless another query gene already has it.
-
-    Returns
-    -------
-    The renamed query names and counts: ``n_exact``, ``n_case_or_version`` and ``n_ambiguous`` (query
-    genes whose key matches several model genes or a model gene already matched, left unmatched).
+    An explicit ``layer`` (a name or ``None`` for ``X``) is used as given. With ``"auto"``: the layer the
+    reference was trained on when the query has it, else ``X``, else a layer called like raw counts
+    (:data:`COUNT_LAYERS`); for a counts model the first of these that holds whole numbers is taken.
     """
-    query = pd.Index(query).astype(str)
-    model = pd.Index(model).astype(str)
-    exact = query.isin(model)
-    renamed = query.to_numpy(dtype=object).copy()
-    model_key = gene_key(model)
-    unique_keys = ~model_key.duplicated(keep=False)
-    by_key = pd.Series(model[unique_keys], index=model_key[unique_keys])
-    taken = set(query[exact])
-    n_fixed = n_ambiguous = 0
-    candidates = np.flatnonzero(~exact)
-    keys = gene_key(query[candidates])
-    ambiguous_keys = set(model_key[~unique_keys])
-    for i, key in zip(candidates, keys, strict=True):
-        target = by_key.get(key)
-        if target is None:
-            n_ambiguous += key in ambiguous_keys
-            continue
-        if target in taken:
-            n_ambiguous += 1
-            continue
-        renamed[i] = target
-        taken.add(target)
-        n_fixed += 1
-    report = {"n_exact": int(exact.sum()), "n_case_or_version": n_fixed, "n_ambiguous": n_ambiguous}
-    return pd.Index(renamed), report
-
-
-def _better_columns(adata: AnnData, panel: pd.Index) -> list[tuple[str, float]]:
-    """``var`` columns (and the index) ranked by the share of the panel they match."""
-    panel_keys = set(gene_key(panel))
-    found = []
-    for column in adata.var.columns:
-        values = adata.var[column]
-        if values.dtype.kind not in "OSU" and not isinstance(values.dtype, pd.CategoricalDtype | pd.StringDtype):
-            continue
-        keys = set(gene_key(pd.Index(values.astype(str))))
-        share = len(keys & panel_keys) / max(len(panel_keys), 1)
-        if share > 0:
-            found.append((column, share))
-    return sorted(found, key=lambda item: -item[1])
-
-
-def saved_model_file(dir_path: str | os.PathLike, model_name: str = "SCTransformer") -> Path:
-    """Path of the saved model inside ``dir_path``, with errors for a missing, empty or foreign folder."""
-    path = Path(dir_path)
-    if not path.exists():
-        raise FileNotFoundError(f"Model directory {str(path)!r} does not exist. Save a model with `model.save(dir)`.")
-    if not path.is_dir():
-        raise NotADirectoryError(f"{str(path)!r} is a file; pass the directory that `model.save(dir)` wrote.")
-    model_file = path / SAVE_KEYS.MODEL_FNAME
-    if not model_file.exists():
-        content = sorted(p.name for p in path.iterdir())[:5]
+    if layer != AUTO:
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(
+                f"Layer {layer!r} not found in the query's layers ({list(adata.layers) or 'none'}). Pass the layer "
+                "that holds raw counts, or layer=None for adata.X."
+            )
+        return layer
+    candidates: list[str | None] = []
+    if reference_layer is not None and reference_layer in adata.layers:
+        candidates.append(reference_layer)
+    if adata.X is not None:
+        candidates.append(None)
+    candidates += [name for name in COUNT_LAYERS if name in adata.layers and name not in candidates]
+    if not candidates:
         raise ValueError(
-            f"{str(path)!r} holds no saved {model_name} ({SAVE_KEYS.MODEL_FNAME} missing; it contains "
-            f"{content or 'nothing'}). Pass the directory written by `model.save(dir)`."
+            "The query has neither adata.X nor a layer of counts"
+            + (f" (layers: {list(adata.layers)})" if len(adata.layers) else "")
+            + ". Pass layer= naming the layer that holds raw counts."
         )
-    return model_file
+    if log_normalized:
+        return candidates[0]
+    for candidate in candidates:
+        matrix = adata.X if candidate is None else adata.layers[candidate]
+        if _is_integer_sample(matrix):
+            return candidate
+    return candidates[0]  # none looks like counts: the expression check says so
 
 
-def load_saved(dir_path: str | os.PathLike, model_name: str = "SCTransformer") -> dict:
-    """The saved dictionary of a model directory, checked to come from ``model_name``."""
-    import torch
-
-    model_file = saved_model_file(dir_path, model_name)
-    try:
-        saved = torch.load(model_file, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ValueError(f"{str(model_file)!r} could not be read as a saved model: {err}") from err
-    registry = saved.get(SAVE_KEYS.ATTR_DICT_KEY, {}).get("registry_", {})
-    found = registry.get(_MODEL_NAME_KEY)
-    if found != model_name:
-        raise ValueError(
-            f"{str(dir_path)!r} holds a saved {found or 'unknown'} model, not an {model_name}. "
-            f"Load it with its own class, or pass a directory written by {model_name}.save()."
-        )
-    return saved
+def _where(layer: str | None) -> str:
+    return "adata.X" if layer is None else f"adata.layers[{layer!r}]"
 
 
-def pad_and_sort_genes(adata: AnnData, var_names: pd.Index) -> tuple[AnnData, np.ndarray]:
-    """Return ``adata`` with exactly ``var_names`` (in order), genes it lacks zero-filled.
-
-    Returns
-    -------
-    The aligned AnnData (a new object) and a boolean array, True for zero-filled genes.
-    """
-    missing = ~var_names.isin(adata.var_names)
-    if missing.any():
-        filler = sparse.csr_matrix((adata.n_obs, int(missing.sum())), dtype=np.float32)
-        pad = AnnData(
-            X=filler.copy(),
-            obs=pd.DataFrame(index=adata.obs_names),
-            var=pd.DataFrame(index=var_names[missing]),
-            layers={layer: filler.copy() for layer in adata.layers},
-        )
-        adata = ad.concat([adata, pad], axis=1, join="outer", merge="first", uns_merge="first")
-    return adata[:, var_names].copy(), missing
-
-
-def prepare_query(
+def match_report(
     adata: AnnData,
-    saved: dict,
+    var_names: pd.Index,
+    panel_genes: pd.Index,
     *,
-    gene_symbols: str | None = None,
-    min_panel_match: float = 0.05,
-    library_size_key: str | None = None,
-    inplace: bool = True,
-) -> AnnData | None:
-    """Align a query to a saved model's genes; see :meth:`SCTransformer.prepare_query_anndata`."""
-    attr = saved[SAVE_KEYS.ATTR_DICT_KEY]
-    setup_args = attr["registry_"][_SETUP_ARGS_KEY]
-    var_names = pd.Index(saved[SAVE_KEYS.VAR_NAMES_KEY])
-    panel_genes = pd.Index(attr["init_params_"]["non_kwargs"]["panel_genes"])
-    layer = setup_args.get("layer")
-    if gene_symbols is not None and gene_symbols not in adata.var:
-        raise KeyError(
-            f"gene_symbols={gene_symbols!r} is not a column of adata.var (columns: {list(adata.var.columns)[:20]})."
-        )
-    names = adata.var_names if gene_symbols is None else pd.Index(adata.var[gene_symbols].astype(str))
+    gene_symbols: str | None,
+    min_panel_match: float,
+):
+    """Match a query's genes to a model's; refuse a query that measures too little of the panel.
+
+    Returns
+    -------
+    The :class:`~sctransformer_tools._data.GeneMatch` (columns for the model's genes) and the report dict.
+    """
     if gene_symbols is None:
         check_var_names(adata)
-    check_expression(adata, layer, setup_args.get("log_normalized", False))
-    names, matching = match_gene_names(names, var_names)
-    duplicated = names[names.duplicated(keep=False) & names.isin(var_names)].unique()
-    if len(duplicated):
-        source = "adata.var_names" if gene_symbols is None else f"adata.var[{gene_symbols!r}]"
-        raise ValueError(
-            f"{len(duplicated)} of the model's genes appear more than once in {source} (after matching case and "
-            f"Ensembl versions), e.g. {duplicated[:5].tolist()}. Aggregate or remove the duplicates first: "
-            "which copy to use is not something to guess."
-        )
-    n_shared = int(var_names.isin(names).sum())
-    panel_present = panel_genes.isin(names)
-    match_ratio = float(panel_present.mean())
-    if match_ratio < min_panel_match:
-        expected = "Ensembl IDs" if looks_like_ensembl(panel_genes) else "gene symbols"
-        found = "Ensembl IDs" if looks_like_ensembl(names) else "names"
+    match = match_genes(adata, var_names, gene_symbols=gene_symbols, what="the model")
+    present = pd.Index(var_names)[match.present]
+    panel_present = panel_genes.isin(present)
+    ratio = float(panel_present.mean()) if len(panel_genes) else 0.0
+    names = match.names
+    if ratio < min_panel_match:
+        expected = "Ensembl IDs" if grn.looks_like_ensembl(panel_genes) else "gene symbols"
+        found = "Ensembl IDs" if grn.looks_like_ensembl(names) else "names"
         hint = ""
         better = [(c, share) for c, share in _better_columns(adata, panel_genes) if c != gene_symbols]
-        if better and better[0][1] > match_ratio:
+        if better and better[0][1] > ratio:
             column, share = better[0]
             hint = f" adata.var[{column!r}] matches {share:.0%} of the panel: pass gene_symbols={column!r}."
         raise ValueError(
             f"The query measures {int(panel_present.sum()):,} of the model's {len(panel_genes):,} panel genes "
-            f"({match_ratio:.1%}, below min_panel_match={min_panel_match:.0%}). The model expects {expected} such "
-            f"as {list(panel_genes[:5])}; the query has {found} such as {list(names[:5])}.{hint or ''}"
+            f"({ratio:.1%}, below min_panel_match={min_panel_match:.0%}). The model expects {expected} such as "
+            f"{list(panel_genes[:5])}; the query has {found} such as {list(names[:5])}.{hint}"
             + (
                 ""
                 if hint
@@ -207,54 +160,294 @@ def prepare_query(
             )
             + " A query that truly measures few genes can be allowed with a lower min_panel_match."
         )
-    # library sizes of the query as measured, before any gene is dropped or zero-filled
-    library = library_sizes(adata, layer, library_size_key)
-    renamed = adata
-    if gene_symbols is not None or matching["n_case_or_version"]:
-        known = names.isin(var_names)  # genes the model does not know are dropped anyway
-        renamed = adata[:, known].copy()
-        renamed.var_names = names[known]
-    aligned, missing = pad_and_sort_genes(renamed, var_names)
-    aligned.obs[ADATA_KEYS.LIBRARY_COLUMN] = library
-    aligned.var[f"{ADATA_KEYS.QUERY}_zero_filled"] = missing
-    n_missing_panel = int((~panel_present).sum())
-    info = {
+    report = {
         "n_model_genes": len(var_names),
-        "n_shared_genes": n_shared,
-        "n_zero_filled_genes": int(missing.sum()),
+        "n_shared_genes": int(match.present.sum()),
+        "n_zero_filled_genes": int((~match.present).sum()),
         "n_panel_genes": len(panel_genes),
-        "n_zero_filled_panel_genes": n_missing_panel,
-        "panel_match_ratio": match_ratio,
-        "n_dropped_query_genes": int((~names.isin(var_names)).sum()),
-        "n_matched_by_case_or_version": matching["n_case_or_version"],
-        "n_ambiguous_names": matching["n_ambiguous"],
-        "gene_symbols": gene_symbols,
+        "n_zero_filled_panel_genes": int((~panel_present).sum()),
+        "panel_match_ratio": ratio,
+        "n_unused_query_genes": int((~names.isin(var_names)).sum()),
+        "n_matched_by_case_or_version": match.n_case_or_version,
+        "n_ambiguous_names": match.n_ambiguous,
     }
-    aligned.uns[ADATA_KEYS.QUERY] = info
-    if matching["n_case_or_version"]:
+    return match, report
+
+
+def _better_columns(adata: AnnData, panel: pd.Index) -> list[tuple[str, float]]:
+    """``var`` columns ranked by the share of the panel they match."""
+    panel_keys = set(grn.gene_key(panel))
+    found = []
+    for column in adata.var.columns:
+        values = adata.var[column]
+        if values.dtype.kind not in "OSU" and not isinstance(values.dtype, pd.CategoricalDtype | pd.StringDtype):
+            continue
+        keys = set(grn.gene_key(values.astype(str).to_numpy()))
+        share = len(keys & panel_keys) / max(len(panel_keys), 1)
+        if share > 0:
+            found.append((column, share))
+    return sorted(found, key=lambda item: -item[1])
+
+
+def _warn_about_match(report: dict, previous: dict | None, stacklevel: int) -> None:
+    """The warnings a user should read about a query's genes, once per query (not again when unchanged)."""
+    keys = ("panel_match_ratio", "n_zero_filled_genes", "n_matched_by_case_or_version", "library_size")
+    if previous is not None and all(previous.get(k) == report.get(k) for k in keys):
+        return
+    if report["library_size"] != "row sums" and report["params"]["library_size_key"] is None:
+        logger.info("Library sizes of the query read from adata.%s (totals over all genes).", report["library_size"])
+    if report["n_matched_by_case_or_version"]:
         warnings.warn(
-            f"{matching['n_case_or_version']:,} query genes matched the model's only after ignoring case or an "
-            "Ensembl version suffix; they were renamed to the model's names.",
+            f"{report['n_matched_by_case_or_version']:,} query genes match the model's only after ignoring case or "
+            "an Ensembl version suffix; they are read as the model's genes.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
-    if missing.any():
+    if report["n_zero_filled_genes"]:
+        ratio = report["panel_match_ratio"]
         warnings.warn(
-            f"The query lacks {int(missing.sum()):,} of the model's {len(var_names):,} genes, "
-            f"{n_missing_panel:,} of them among its {len(panel_genes):,} panel genes "
-            f"({match_ratio:.0%} of the panel is measured). They are zero-filled and, being never "
-            "expressed, take no part in attention. Predictions rest on the genes the query has."
+            f"The query lacks {report['n_zero_filled_genes']:,} of the model's {report['n_model_genes']:,} genes, "
+            f"{report['n_zero_filled_panel_genes']:,} of them among its {report['n_panel_genes']:,} panel genes "
+            f"({ratio:.0%} of the panel is measured). They are read as not expressed, so they take no part in "
+            "attention; predictions rest on the genes the query has."
             + (
-                " With under half of the panel measured, treat the calls as provisional: check them against "
-                "marker genes, and compare with a model trained on the genes both datasets share "
-                "(`reference[:, shared_genes]`)."
-                if match_ratio < 0.5
+                " With under half of the panel measured, treat the calls as provisional: check them against marker "
+                "genes, and compare with a model trained on the genes both datasets share (`reference[:, shared]`)."
+                if ratio < 0.5
                 else ""
             ),
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
-    if not inplace:
+    if report["library_size"] == "row sums" and report.get("gene_subset") and report.get("n_cells", 1):
+        warnings.warn(
+            f"The query measures {report['panel_match_ratio']:.0%} of the model's panel genes "
+            f"({report['n_query_genes']:,} genes in all) and adata.obs has no library-size column (looked for "
+            f"{', '.join(LIBRARY_SIZE_COLUMNS[:4])}, ...). Each cell's library size is then the sum over these genes "
+            "only, which scales its expression up against the reference: expect inflated novelty (many cells "
+            "'Unknown') and shifted confidences. Pass library_size_key='<obs column of each cell's total counts "
+            "over all genes>'.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+
+
+class QueryMixin:
+    """Reading new datasets: ``prepare_query_anndata`` (optional) and the alignment behind every reading method."""
+
+    # ------------------------------------------------------------------ public
+    @classmethod
+    def prepare_query_anndata(
+        cls,
+        adata: AnnData,
+        reference_model: str | os.PathLike | QueryMixin,
+        *,
+        layer: str | None = AUTO,
+        gene_symbols: str | None = None,
+        library_size_key: str | None = None,
+        min_panel_match: float = 0.05,
+        inplace: bool = True,
+        allow_pickle: bool = False,
+    ) -> AnnData | None:
+        """Check a new dataset against a trained model and record how the model will read it.
+
+        Optional: :meth:`predict`, :meth:`get_latent_representation` and :meth:`get_attention` align a query
+        themselves. Preparing first checks the query early (and lets its choices, ``layer``, ``gene_symbols``,
+        ``library_size_key``, be given once). Nothing of the query is reshaped: it keeps all of its genes and
+        columns.
+
+        The query may lack a labels column, order its genes differently and have fewer or more genes.
+        Genes it lacks are read as not expressed (never tokens: outside attention), with a warning that
+        counts them; names that differ from the model's only by case or an Ensembl version suffix
+        (``ENSG00000075624.17``) are matched. A query measuring less than ``min_panel_match`` of the model's
+        panel genes is refused with an error that shows the names the model expects and, when a ``var``
+        column would match better (symbols next to Ensembl IDs), names it.
+
+        Parameters
+        ----------
+        adata
+            The query, raw counts in ``X`` or a layer.
+        reference_model
+            A trained model or the folder it was saved to.
+        layer
+            Layer of the query holding raw counts (``None``: ``X``). Default: the layer the reference was
+            trained on if the query has it, else ``X`` (or a layer named ``"counts"``/``"raw_counts"``/...
+            when ``X`` holds no whole numbers).
+        gene_symbols
+            ``var`` column holding gene names in the model's naming (e.g. symbols when ``var_names`` are
+            Ensembl IDs); ``var_names`` when ``None``.
+        library_size_key
+            ``obs`` column of each cell's total counts over all genes. Default: a column with a usual name
+            (``n_counts``, ``total_counts``, ``nCount_RNA``, ``nUMI``, ...) when it can be one, else the row sums
+            (with a warning when the query measures only a subset of genes).
+        min_panel_match
+            Smallest share of the model's panel genes the query must measure.
+        inplace
+            Record the check in ``adata.uns`` (default), or return a new AnnData of the query aligned to the
+            model's genes (counts in ``X``, the query's ``obs``).
+        allow_pickle
+            Also read a model folder saved by an earlier version (a pickle: only for folders you trust).
+
+        Returns
+        -------
+        ``None``, or the aligned AnnData when ``inplace=False``.
+
+        Sets the following fields (when ``inplace``)
+        --------------------------------------------
+        ``adata.uns["sctransformer_query"]``
+            Shared, zero-filled, unused and case/version-matched gene counts, the panel match ratio, where
+            counts and library sizes were read, and ``params`` (``layer``, ``gene_symbols``,
+            ``library_size_key``, ``min_panel_match``) that later calls reuse.
+
+        Examples
+        --------
+        >>> import sctransformer_tools as sct
+        >>> adata = sct.ds.pbmc68k_reduced()
+        >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+        >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+        >>> query = adata[:50, ::-1].copy()  # genes in another order
+        >>> sct.SCTransformer.prepare_query_anndata(query, model)
+        >>> query.uns["sctransformer_query"]["panel_match_ratio"], query.n_vars
+        (1.0, 765)
+        """
+        if isinstance(reference_model, QueryMixin):
+            var_names = pd.Index(reference_model.get_var_names())
+            registry = reference_model.registry_
+            panel_genes = pd.Index(reference_model.init_params_["non_kwargs"]["panel_genes"])
+        else:
+            from ._save import read_model_folder
+
+            saved: SavedModel = read_model_folder(reference_model, cls.__name__, allow_pickle=allow_pickle)
+            var_names = pd.Index(saved.var_names)
+            registry = saved.registry
+            panel_genes = pd.Index(saved.init_params["non_kwargs"]["panel_genes"])
+        params = {
+            "layer": layer,
+            "gene_symbols": gene_symbols,
+            "library_size_key": library_size_key,
+            "min_panel_match": min_panel_match,
+        }
+        matrix, _, library, report, present = _read_query(adata, var_names, panel_genes, registry, params)
+        _warn_about_match(report, adata.uns.get(ADATA_KEYS.QUERY), stacklevel=3)
+        if inplace:
+            adata.uns[ADATA_KEYS.QUERY] = report
+            return None
+        setup = registry[_SETUP_ARGS_KEY]
+        aligned = AnnData(X=matrix, obs=adata.obs.copy(), var=pd.DataFrame(index=var_names))
+        aligned.var[f"{ADATA_KEYS.QUERY}_zero_filled"] = ~present
+        aligned.obs[ADATA_KEYS.LIBRARY_COLUMN] = library
+        if setup.get("layer") is not None:
+            aligned.layers[setup["layer"]] = aligned.X
+        aligned.uns[ADATA_KEYS.QUERY] = report
         return aligned
-    adata._init_as_actual(aligned)
-    return None
+
+    # ------------------------------------------------------------------ internal
+    @contextlib.contextmanager
+    def _reading(
+        self,
+        adata: AnnData | None,
+        *,
+        layer: str | None = AUTO,
+        gene_symbols: str | None = None,
+        library_size_key: str | None = None,
+        record: bool = True,
+    ):
+        """Yield the :class:`QueryData` the data loaders read for ``adata`` (see the module docstring)."""
+        n_panel = len(self.panel_)
+        if adata is None or adata is self.adata:
+            if self.adata is None:
+                raise ValueError("This model was loaded without data: pass the AnnData to read (adata=...).")
+            reference = self._validate_anndata(self.adata)
+            yield QueryData(reference, np.ones(n_panel, dtype=bool), {"reference": True})
+            return
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
+        recorded = dict(adata.uns.get(ADATA_KEYS.QUERY, {}).get("params", {}))
+        params = {
+            "layer": layer if layer != AUTO else recorded.get("layer", AUTO),
+            "gene_symbols": gene_symbols if gene_symbols is not None else recorded.get("gene_symbols"),
+            "library_size_key": library_size_key if library_size_key is not None else recorded.get("library_size_key"),
+            "min_panel_match": recorded.get("min_panel_match", 0.05),
+        }
+        var_names = pd.Index(self.get_var_names())
+        panel_genes = pd.Index(self.panel_.index)
+        matrix, obs, _, report, present = _read_query(adata, var_names, panel_genes, self.registry_, params)
+        if record:
+            _warn_about_match(report, adata.uns.get(ADATA_KEYS.QUERY), stacklevel=4)
+            adata.uns[ADATA_KEYS.QUERY] = report
+        setup = self.registry_[_SETUP_ARGS_KEY]
+        ref_layer = setup.get("layer")
+        internal = AnnData(
+            X=None if ref_layer is not None else matrix,
+            obs=obs,
+            var=pd.DataFrame(index=var_names),
+            layers={ref_layer: matrix} if ref_layer is not None else None,
+        )
+        manager = AnnDataManager(
+            fields=self._anndata_fields(setup),
+            setup_method_args={
+                _MODEL_NAME_KEY: self.registry_[_MODEL_NAME_KEY],
+                _SETUP_METHOD_NAME: self.registry_.get(_SETUP_METHOD_NAME, "setup_anndata"),
+                _SETUP_ARGS_KEY: setup,
+            },
+        )
+        with quiet_scvi():
+            manager.register_fields(internal, source_registry=self.registry_)
+        self._register_manager_for_instance(manager)
+        measured = panel_genes.isin(var_names[present])
+        try:
+            yield QueryData(internal, np.asarray(measured), report)
+        finally:
+            self._per_instance_manager_store.get(self.id, {}).pop(manager.adata_uuid, None)
+
+
+def _read_query(adata: AnnData, var_names: pd.Index, panel_genes: pd.Index, registry: dict, params: dict):
+    """Match, check and read a query.
+
+    Returns
+    -------
+    The aligned counts (CSR, the model's genes), ``obs`` of the private copy, library sizes, the report and a
+    boolean per model gene (the query measures it).
+    """
+    setup = registry[_SETUP_ARGS_KEY]
+    log_normalized = bool(setup.get("log_normalized", False))
+    source = counts_source(adata, params["layer"], setup.get("layer"), log_normalized)
+    match, report = match_report(
+        adata, var_names, panel_genes, gene_symbols=params["gene_symbols"], min_panel_match=params["min_panel_match"]
+    )
+    check_expression(adata, source, log_normalized, what="the query")
+    row_sums = library_sizes(adata, source)
+    key = params["library_size_key"]
+    found = key
+    if key is None and not log_normalized:
+        found = find_library_size_key(adata, source, row_sums)
+    library = row_sums if found is None else library_sizes(adata, source, found)
+    matrix = aligned_matrix(adata, source, match.columns)
+    obs = pd.DataFrame(index=adata.obs_names.copy())
+    obs[ADATA_KEYS.LIBRARY_COLUMN] = library
+    batch_key = setup.get("batch_key")
+    if batch_key is not None:
+        if batch_key in adata.obs:
+            obs[batch_key] = adata.obs[batch_key].to_numpy()
+        elif adata.n_obs:
+            warnings.warn(
+                f"The model was trained with batches (obs[{batch_key!r}]) and the query has no such column: all "
+                f"{adata.n_obs:,} of its cells are read as one unseen batch (the model's shared 'unseen batch' "
+                f"embedding). Add the column to place cells in known batches.",
+                UserWarning,
+                stacklevel=4,
+            )
+    report |= {
+        "counts": _where(source),
+        "library_size": "row sums" if found is None else f"obs[{found!r}]",
+        "n_query_genes": int(adata.n_vars),
+        "n_cells": int(adata.n_obs),
+        "gene_subset": bool(report["panel_match_ratio"] < SUBSET_PANEL_SHARE or adata.n_vars < SUBSET_N_GENES),
+        "params": {
+            "layer": source,
+            "gene_symbols": params["gene_symbols"],
+            "library_size_key": key,
+            "min_panel_match": params["min_panel_match"],
+        },
+    }
+    return matrix, obs, library, report, match.present

@@ -1,4 +1,4 @@
-"""Lightning training for the classifier: loss, accuracy and macro-F1 per split, warm-up + cosine schedule."""
+"""Lightning training of the module's current objective: scvi-tools' training plan with the objective's metrics."""
 
 from __future__ import annotations
 
@@ -7,16 +7,20 @@ import math
 
 import lightning.pytorch as pl
 import torch
-from scvi import REGISTRY_KEYS
-from scvi.module.base import BaseModuleClass
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from scvi.module.base import BaseModuleClass, LossOutput
+from scvi.train import TrainingPlan
+from torch import nn
 
 
-class SCTransformerTrainingPlan(pl.LightningModule):
-    """Train an :class:`~sctransformer_tools.module.SCTransformerModule` as a cell-type classifier.
+class SCTransformerTrainingPlan(TrainingPlan):
+    """scvi-tools' :class:`~scvi.train.TrainingPlan` for an :class:`~sctransformer_tools.module.SCTransformerModule`.
 
-    Logs ``{train,validation}_loss``, ``_accuracy`` and ``_f1_macro`` per epoch (into ``model.history``).
-    Unlabelled cells (label code ``n_labels``) are ignored by the loss and the metrics.
+    The steps, loss logging (``train_loss``, ``validation_loss``) and optimizer plumbing are scvi-tools';
+    this plan logs the metrics of the objective being trained (``module.objective``; for classification
+    ``{train,validation}_accuracy`` and ``_f1_macro``, into ``model.history``) instead of the ELBO terms of
+    a VAE, and schedules the learning rate per step: a linear warm-up (:class:`torch.optim.lr_scheduler.LinearLR`)
+    then a cosine decay (:class:`~torch.optim.lr_scheduler.CosineAnnealingLR`), chained by
+    :class:`~torch.optim.lr_scheduler.SequentialLR`. Gradient clipping is the Trainer's ``gradient_clip_val``.
 
     Parameters
     ----------
@@ -25,14 +29,13 @@ class SCTransformerTrainingPlan(pl.LightningModule):
     lr
         Peak learning rate of AdamW.
     weight_decay
-        AdamW weight decay, applied to matrices only (not to norms, biases or the CLS vector).
+        AdamW weight decay, applied to matrices only (not to norms, biases, embeddings or the CLS vector).
     warmup_fraction
-        Fraction of the training steps with a linear learning-rate warm-up; a cosine decay to
-        ``min_lr_ratio * lr`` follows.
+        Share of the run's steps spent warming the learning rate up.
     min_lr_ratio
         Final learning rate as a fraction of ``lr``.
-    gradient_clip
-        Clip the gradient norm to this value (``None``: no clipping).
+    **kwargs
+        Passed to :class:`scvi.train.TrainingPlan`.
     """
 
     def __init__(
@@ -43,83 +46,78 @@ class SCTransformerTrainingPlan(pl.LightningModule):
         weight_decay: float = 0.05,
         warmup_fraction: float = 0.05,
         min_lr_ratio: float = 0.05,
-        gradient_clip: float | None = 1.0,
+        **kwargs,
     ):
-        super().__init__()
-        self.module = module
-        self.lr, self.weight_decay = lr, weight_decay
         self.warmup_fraction, self.min_lr_ratio = warmup_fraction, min_lr_ratio
-        self.gradient_clip = gradient_clip
-        n = module.n_labels
-        self.metrics = torch.nn.ModuleDict(
-            {
-                f"{split}_{name}": metric
-                for split in ("train", "validation")
-                for name, metric in (
-                    ("accuracy", MulticlassAccuracy(n, average="micro", ignore_index=n)),
-                    ("f1_macro", MulticlassF1Score(n, average="macro", ignore_index=n)),
-                )
-            }
+        super().__init__(
+            module, optimizer="Custom", optimizer_creator=self._adamw, lr=lr, weight_decay=weight_decay, **kwargs
         )
 
-    def forward(self, *args, **kwargs):
-        """Pass through to the module."""
-        return self.module(*args, **kwargs)
+    # ---------------------------------------------------------------- metrics
+    @property
+    def _objective(self):
+        return self.module.objectives[self.module.objective]
 
-    def _step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
-        _, _, out = self.module(batch)
-        labels = batch[REGISTRY_KEYS.LABELS_KEY].reshape(-1).long()
-        preds = out.logits.argmax(-1)
-        n_labelled = max(out.n_obs_minibatch, 1)
-        self.log(f"{split}_loss", out.loss, on_step=False, on_epoch=True, batch_size=n_labelled, prog_bar=True)
-        for name in ("accuracy", "f1_macro"):
-            metric = self.metrics[f"{split}_{name}"]
-            metric.update(preds, labels)
-            self.log(f"{split}_{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "f1_macro")
-        return out.loss
+    def initialize_train_metrics(self):
+        """The objective's metrics for the training split."""
+        self.train_metrics = nn.ModuleDict(self._objective.metrics())
 
-    def training_step(self, batch, batch_idx):
-        """One optimisation step."""
-        return self._step(batch, "train")
+    def initialize_val_metrics(self):
+        """The objective's metrics for the validation split."""
+        self.val_metrics = nn.ModuleDict(self._objective.metrics())
 
-    def validation_step(self, batch, batch_idx):
-        """Validation metrics."""
-        self._step(batch, "validation")
+    @torch.inference_mode()
+    def compute_and_log_metrics(self, loss_output: LossOutput, metrics: nn.ModuleDict, mode: str):
+        """Update and log the objective's metrics (``{mode}_{name}``, per epoch)."""
+        self._objective.update_metrics(metrics, loss_output)
+        for name, metric in metrics.items():
+            self.log(
+                f"{mode}_{name}",
+                metric,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=name == self._objective.progress_metric,
+                sync_dist=self.use_sync_dist,
+            )
 
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        """Clip the global gradient norm."""
-        if self.gradient_clip:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
-
-    def configure_optimizers(self):
-        """AdamW with linear warm-up and cosine decay, stepped per minibatch."""
+    # ------------------------------------------------------------- optimiser
+    def _adamw(self, params) -> torch.optim.Optimizer:
+        """AdamW with weight decay on weight matrices only (scvi-tools hands every trainable parameter)."""
         decay, no_decay = [], []
-        for name, param in self.module.named_parameters():
-            if not param.requires_grad:
-                continue
+        named = {id(p): n for n, p in self.module.named_parameters()}
+        for param in params:
+            name = named.get(id(param), "")
             (decay if param.ndim >= 2 and "embedding" not in name else no_decay).append(param)
-        optimizer = torch.optim.AdamW(
+        return torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.lr,
         )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = max(int(self.warmup_fraction * total), 1)
 
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def configure_optimizers(self):
+        """scvi-tools' optimiser (AdamW here) with a per-step warm-up then cosine decay."""
+        optimizer = self.get_optimizer_creator()(p for p in self.module.parameters() if p.requires_grad)
+        total = max(int(self.trainer.estimated_stepping_batches), 2)
+        warmup = min(max(int(self.warmup_fraction * total), 1), total - 1)
+        scheduler = torch.optim.lr_scheduler.SequentialLR(
+            optimizer,
+            [
+                torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup),
+                torch.optim.lr_scheduler.CosineAnnealingLR(
+                    optimizer, T_max=total - warmup, eta_min=self.lr * self.min_lr_ratio
+                ),
+            ],
+            milestones=[warmup],
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class RestoreBestWeights(pl.Callback):
     """Keep the module weights of the best validation epoch in memory; restore them if training stopped early.
 
-    A run that early stopping ended restores the best epoch; a run that reached its last epoch keeps
-    its final weights (the learning rate has annealed by then). ``only_if_stopped=False`` always restores.
+    scvi-tools' ``SaveCheckpoint(load_best_on_end=True)`` would write model folders into ``scvi_log/`` and read
+    them back with its pickle loader; this callback keeps the best weights in memory instead. A run that early
+    stopping ended restores the best epoch; a run that reached its last epoch keeps its final weights (the
+    learning rate has annealed by then). ``only_if_stopped=False`` always restores.
 
     Parameters
     ----------
@@ -127,6 +125,8 @@ class RestoreBestWeights(pl.Callback):
         Logged metric to watch.
     mode
         ``"min"`` or ``"max"``.
+    only_if_stopped
+        Restore only when early stopping ended the run.
     """
 
     def __init__(self, monitor: str = "validation_loss", mode: str = "min", only_if_stopped: bool = True):

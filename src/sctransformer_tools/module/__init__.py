@@ -1,13 +1,7 @@
-"""The scvi-tools module (torch only, no AnnData): tokenisation, encoder, classifier, loss."""
+"""The scvi-tools module (torch only, no AnnData): tokenisation, encoder, training objectives."""
 
-from ._sctransformer import SPARSE_PAIR_COST, SCTransformerModule, ValueEncoder, sparse_attention_pays
+from ._objectives import CellTypeClassification, Objective
+from ._sctransformer import SCTransformerModule
 from ._tokenizer import ExpressedGeneTokenizer, GeneTokens
 
-__all__ = [
-    "SPARSE_PAIR_COST",
-    "ExpressedGeneTokenizer",
-    "GeneTokens",
-    "SCTransformerModule",
-    "ValueEncoder",
-    "sparse_attention_pays",
-]
+__all__ = ["CellTypeClassification", "ExpressedGeneTokenizer", "GeneTokens", "Objective", "SCTransformerModule"]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
@@ -14,6 +13,7 @@ from torch import nn
 from sctransformer_tools._constants import SCT_REGISTRY_KEYS
 from sctransformer_tools.nn import TokenPairs, TransformerBlock
 
+from ._objectives import CellTypeClassification, Objective
 from ._tokenizer import ExpressedGeneTokenizer, GeneTokens
 
 
@@ -54,15 +54,17 @@ def sparse_attention_pays(n_pairs: int, layout) -> bool:
 
 
 class SCTransformerModule(BaseModuleClass):
-    """GRN-masked Transformer over a cell's expressed genes, classifying cell types from its CLS token.
+    """GRN-masked Transformer over a cell's expressed genes; its CLS token is the cell embedding.
 
     Tokens are the panel genes a cell expresses (see :class:`ExpressedGeneTokenizer`): gene identity
     embedding + expression value embedding (an MLP of the value, plus a gene-specific direction scaled
     by the value). A CLS token (plus a batch embedding when there are batches; 10% of training cells
     get the "unseen batch" embedding that query cells of new batches use) is prepended. Gene tokens
     attend along the mask's allowed pairs (and to themselves when ``self_loops``); the CLS token
-    attends to every gene, genes attend to the CLS token only when ``genes_attend_cls``. The final CLS state, layer-normalised, is the cell embedding and feeds a
-    linear classifier.
+    attends to every gene, genes attend to the CLS token only when ``genes_attend_cls``. The final CLS state,
+    layer-normalised, is the cell embedding. What the encoder is trained for is an objective
+    (:class:`~sctransformer_tools.module.Objective`): ``objectives`` holds them, ``objective`` names the one
+    :meth:`loss` trains; cell-type classification (a linear classifier on the embedding) is built in.
 
     Parameters
     ----------
@@ -152,7 +154,6 @@ class SCTransformerModule(BaseModuleClass):
         if any(not 0 <= layer < n_layers for layer in self.masked_layers):
             raise ValueError(f"masked_layers must lie in 0..{n_layers - 1}, got {masked_layers}.")
         self.token_dropout = token_dropout
-        self.label_smoothing = label_smoothing
         self.tokenizer = ExpressedGeneTokenizer(torch.as_tensor(np.asarray(panel_index)), max_tokens, log_normalized)
         n_genes = self.tokenizer.n_genes
         self.gene_embedding = nn.Embedding(n_genes, d_model)
@@ -168,16 +169,20 @@ class SCTransformerModule(BaseModuleClass):
             [TransformerBlock(d_model, n_heads, dropout=dropout, dense_heads=dense_heads) for _ in range(n_layers)]
         )
         self.norm = nn.LayerNorm(d_model)
-        self.classifier = nn.Linear(d_model, n_labels)
+        self.objectives = nn.ModuleDict(
+            {
+                CellTypeClassification.name: CellTypeClassification(
+                    d_model, n_labels, label_smoothing=label_smoothing, class_weights=class_weights
+                )
+            }
+        )
+        #: The objective that :meth:`loss` trains (a key of ``objectives``).
+        self.objective = CellTypeClassification.name
         self.edge_bias = edge_bias
         if attention not in ("auto", "sparse", "dense"):
             raise ValueError(f"attention must be 'auto', 'sparse' or 'dense', got {attention!r}.")
         self.attention_path = attention
         self.bias_scale = nn.Parameter(torch.zeros(n_layers, n_heads)) if edge_bias else None
-        if class_weights is not None:
-            self.register_buffer("class_weights", torch.as_tensor(class_weights, dtype=torch.float32))
-        else:
-            self.class_weights = None
         self.set_mask(mask_pairs, pair_weight)
 
     # ------------------------------------------------------------------ mask
@@ -331,17 +336,33 @@ class SCTransformerModule(BaseModuleClass):
         library: torch.Tensor | None = None,
         batch_index: torch.Tensor | None = None,
         need_weights: bool = False,
+        token_hook: Callable[[torch.Tensor, GeneTokens], torch.Tensor] | None = None,
+        return_hidden: bool = False,
     ) -> dict:
         """Run the encoder.
 
+        Parameters
+        ----------
+        x, library, batch_index
+            A minibatch: counts, library sizes, batch codes.
+        need_weights
+            Also return the attention weights.
+        token_hook
+            ``hook(gene_token_embeddings, tokens) -> gene_token_embeddings``, applied before the first block:
+            where an objective changes what the encoder sees (e.g. hides some tokens' expression values).
+        return_hidden
+            Also return the final state of every gene token (``hidden``, packed like ``tokens``).
+
         Returns
         -------
-        ``embedding`` (``(batch, d_model)``, the normalised final CLS state), ``logits``, ``tokens``; with
-        ``need_weights`` also ``attention``: per layer, ``(pairs, weights)`` with ``weights`` of shape
+        ``embedding`` (``(batch, d_model)``, the normalised final CLS state), ``logits`` (of the
+        classification objective), ``tokens``; with ``return_hidden`` also ``hidden``; with ``need_weights`` also ``attention``: per layer, ``(pairs, weights)`` with ``weights`` of shape
         ``(n_pairs, heads)`` on the sparse path, or ``(None, weights)`` with ``(batch, heads, 1 + tokens,
         1 + tokens)`` weights on the dense path.
         """
         h, tokens = self.embed_tokens(x, library, batch_index)
+        if token_hook is not None:
+            h = torch.cat([h[: tokens.n_cells], token_hook(h[tokens.n_cells :], tokens)])
         layout = tokens.layout
         sparse = self.attention_path != "dense" and bool(self.has_mask)
         pairs = pair_weight = grn_allowed = None
@@ -376,7 +397,11 @@ class SCTransformerModule(BaseModuleClass):
                 h, weights = block(h, allowed, layout=layout, bias=bias, need_weights=need_weights)
                 attention.append((None, weights))
         embedding = self.norm(h[: tokens.n_cells])
-        out = {"embedding": embedding, "logits": self.classifier(embedding), "tokens": tokens}
+        out = {"embedding": embedding, "tokens": tokens}
+        if CellTypeClassification.name in self.objectives:
+            out["logits"] = self.objectives[CellTypeClassification.name](embedding)
+        if return_hidden:
+            out["hidden"] = h[tokens.n_cells :]
         if need_weights:
             out["attention"] = attention
         return out
@@ -392,28 +417,21 @@ class SCTransformerModule(BaseModuleClass):
         """No generative part: scTransformer is a discriminative model."""
         return {}
 
+    def add_objective(self, objective: Objective) -> None:
+        """Add a training objective (a head with its loss); ``module.objective = objective.name`` trains it."""
+        if not objective.name:
+            raise ValueError("An objective needs a name.")
+        self.objectives[objective.name] = objective.to(self.cls.device)
+
+    def forward(self, tensors, *args, inference_kwargs: dict | None = None, **kwargs):
+        """scvi-tools' forward pass, with the extra inference arguments the current objective asks for."""
+        objective = self.objectives[self.objective]
+        inference_kwargs = {**objective.inference_kwargs(self, tensors), **(inference_kwargs or {})}
+        return super().forward(tensors, *args, inference_kwargs=inference_kwargs, **kwargs)
+
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Cross-entropy over labelled cells (code ``n_labels`` = unlabelled, ignored)."""
-        logits = inference_outputs["logits"]
-        labels = tensors[REGISTRY_KEYS.LABELS_KEY].reshape(-1).long()
-        labelled = labels < self.n_labels
-        if labelled.any():
-            loss = F.cross_entropy(
-                logits,
-                labels.clamp(max=self.n_labels - 1).masked_fill(~labelled, -100),
-                weight=self.class_weights,
-                ignore_index=-100,
-                label_smoothing=self.label_smoothing,
-            )
-        else:  # a minibatch of unlabelled cells only: no signal, but keep the graph
-            loss = logits.sum() * 0.0
-        return LossOutput(
-            loss=loss,
-            n_obs_minibatch=int(labelled.sum()),
-            classification_loss=loss,
-            logits=logits,
-            true_labels=labels,
-        )
+        """The loss of the current objective (``self.objective``)."""
+        return self.objectives[self.objective].loss(self, tensors, inference_outputs)
 
     def sample(self, *args, **kwargs):
         """Not available: scTransformer classifies cells, it does not generate them."""

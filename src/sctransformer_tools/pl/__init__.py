@@ -2,13 +2,14 @@
 
 from ._attention import attention_heatmap, tf_network, top_regulators
 from ._confidence import confidence, umap_confidence
+from ._labels import label_colors, label_umap
 from ._training import training_history
-from ._utils import save_path
 
 __all__ = [
     "attention_heatmap",
     "confidence",
-    "save_path",
+    "label_colors",
+    "label_umap",
     "tf_network",
     "top_regulators",
     "training_history",

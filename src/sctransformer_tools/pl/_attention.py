@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from sctransformer_tools._constants import ADATA_KEYS
 from sctransformer_tools.tl._tf_programs import tf_programs, tf_table
-from sctransformer_tools.tl._utils import RankBy, attention_result, zscore
+from sctransformer_tools.tl._utils import RankBy, attention_result, check_by, contrast, zscore
 
 from ._utils import DOC_AX, DOC_SHOW_SAVE, doc_params, finish, new_axes
 
@@ -77,12 +77,12 @@ def attention_heatmap(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()  # doctest: +SKIP
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels", library_size_key="n_counts")  # doctest: +SKIP
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2)  # doctest: +SKIP
-    >>> model.train(max_epochs=1, enable_progress_bar=False)  # doctest: +SKIP
-    >>> _ = model.get_attention(adata, groupby="bulk_labels")  # doctest: +SKIP
-    >>> ax = sct.pl.attention_heatmap(adata, n_top=3, show=False)  # doctest: +SKIP
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> _ = model.get_attention(adata, groupby="bulk_labels")
+    >>> ax = sct.pl.attention_heatmap(adata, n_top=3, show=False)
     """
     tfs, names = _top_tfs(adata, key, n_top, by, groups)
     score = tf_table(adata, key)["score"]
@@ -115,18 +115,22 @@ def tf_network(
     key: str = ADATA_KEYS.ATTENTION,
     n_top_edges: int = 30,
     *,
+    by: RankBy = "specificity",
     tfs: Sequence[str] | None = None,
     min_coverage: float = 0.0,
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
 ) -> Axes | None:
-    """The strongest TF -> target edges of one group, drawn as a two-column network.
+    """The TF -> target edges that characterise one group, drawn as a two-column network.
 
-    TFs are on the left (ordered by their total drawn attention), targets on the right (ordered by the
-    mean position of their TFs, to limit crossings). Edge width is proportional to the attention
-    score of the edge in the group; edge colour is the regulon sign (red: activation, blue:
-    repression, grey: unsigned). Drawn with matplotlib alone (no networkx needed).
+    Edges are ranked ``by`` specificity by default: the edge's attention in the group minus its mean over the
+    other groups, so that edges every group attends to (hub TFs such as JUN or FOS onto ribosomal and
+    cytoskeletal genes) do not crowd out the group's own programs; ``by="mass"`` ranks by raw attention.
+    TFs are on the left (ordered by their total drawn attention), targets on the right (ordered by the mean
+    position of their TFs, to limit crossings). Edge width is proportional to the attention score of the edge
+    in the group; edge colour is the regulon sign (red: activation, blue: repression, grey: unsigned). Drawn
+    with matplotlib alone (no networkx needed).
 
     Parameters
     ----------
@@ -137,7 +141,10 @@ def tf_network(
     key
         ``uns`` key of the attention result.
     n_top_edges
-        Edges drawn (the highest scores of the group).
+        Edges drawn (the first ``n_top_edges`` by the ranking).
+    by
+        ``"specificity"`` (the group's score minus the mean over the other groups), ``"zscore"`` (across groups)
+        or ``"mass"`` (the group's raw attention score).
     tfs
         Only edges of these TFs.
     min_coverage
@@ -152,12 +159,12 @@ def tf_network(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()  # doctest: +SKIP
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels", library_size_key="n_counts")  # doctest: +SKIP
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2)  # doctest: +SKIP
-    >>> model.train(max_epochs=1, enable_progress_bar=False)  # doctest: +SKIP
-    >>> _ = model.get_attention(adata, groupby="bulk_labels")  # doctest: +SKIP
-    >>> ax = sct.pl.tf_network(adata, "CD14+ Monocyte", n_top_edges=20, show=False)  # doctest: +SKIP
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> _ = model.get_attention(adata, groupby="bulk_labels")
+    >>> ax = sct.pl.tf_network(adata, "CD14+ Monocyte", n_top_edges=20, show=False)
     """
     from matplotlib.lines import Line2D
 
@@ -165,13 +172,15 @@ def tf_network(
     scores, coverage, edges = result["scores"], result["coverage"], result["edges"]
     if group not in scores.columns:
         raise KeyError(f"group {group!r} is not a group of adata.uns[{key!r}] (groups: {list(scores.columns)}).")
+    check_by(by)
+    rank = contrast(scores, by)
     table = edges[["source", "target", "weight"]].assign(
-        score=scores[group].to_numpy(), coverage=coverage[group].to_numpy()
+        score=scores[group].to_numpy(), coverage=coverage[group].to_numpy(), rank=rank[group].to_numpy()
     )
     keep = (table["score"] > 0) & (table["coverage"] >= min_coverage)
     if tfs is not None:
         keep &= table["source"].isin(list(tfs))
-    table = table[keep].nlargest(n_top_edges, "score")
+    table = table[keep].nlargest(n_top_edges, "rank")
     if table.empty:
         raise ValueError(
             f"No edge of group {group!r} has attention > 0"
@@ -209,7 +218,7 @@ def tf_network(
     ax.set_xlim(-0.6, 1.6)
     ax.set_ylim(n_rows - 0.5, -0.5)
     ax.set_axis_off()
-    ax.set_title(f"{group}: top {len(table)} TF -> target edges")
+    ax.set_title(f"{group}: top {len(table)} TF -> target edges by {by}")
     signs = {
         "activation" if w > 0 else "repression" if w < 0 else "unsigned" for w in table["weight"].to_numpy(dtype=float)
     }
@@ -264,12 +273,12 @@ def top_regulators(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()  # doctest: +SKIP
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels", library_size_key="n_counts")  # doctest: +SKIP
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2)  # doctest: +SKIP
-    >>> model.train(max_epochs=1, enable_progress_bar=False)  # doctest: +SKIP
-    >>> _ = model.get_attention(adata, groupby="bulk_labels")  # doctest: +SKIP
-    >>> ax = sct.pl.top_regulators(adata, n_top=2, show=False)  # doctest: +SKIP
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> _ = model.get_attention(adata, groupby="bulk_labels")
+    >>> ax = sct.pl.top_regulators(adata, n_top=2, show=False)
     """
     if standard_scale not in ("tf", None):
         raise ValueError(f"standard_scale must be 'tf' or None, got {standard_scale!r}.")

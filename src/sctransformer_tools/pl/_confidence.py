@@ -22,16 +22,17 @@ def _check_obs(adata: AnnData, key: str, what: str) -> None:
         raise KeyError(f"adata.obs[{key!r}] not found: run `model.predict(adata)` first to write the {what}.")
 
 
-def _group_colors(adata: AnnData, groupby: str, categories: list[str]) -> list:
-    import matplotlib.pyplot as plt
+def _group_colors(adata: AnnData, groupby: str, categories: list[str]) -> list[str]:
+    """Colours of ``groupby``'s categories: scanpy's ``uns[f"{groupby}_colors"]`` if set, else the package's."""
+    from ._labels import label_colors
 
     stored = adata.uns.get(f"{groupby}_colors")
     column = adata.obs[groupby]
     if stored is not None and hasattr(column, "cat") and len(stored) == len(column.cat.categories):
         lookup = dict(zip(column.cat.categories.astype(str), stored, strict=True))
         return [lookup[c] for c in categories]
-    palette = plt.get_cmap("tab20" if len(categories) > 10 else "tab10")
-    return [palette(i % palette.N) for i in range(len(categories))]
+    lookup = label_colors(categories)
+    return [lookup[c] for c in categories]
 
 
 @doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
@@ -46,7 +47,11 @@ def confidence(
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
 ) -> Axes | None:
-    """Histogram of prediction confidence, per group if asked, with the "Unknown" threshold.
+    """Prediction confidence: a histogram, or one violin per group, with the "Unknown" threshold.
+
+    With ``groupby`` each group gets its own row (a violin of its cells' confidences, its median as a dot,
+    groups ordered by median, least confident at the bottom, in the group's colours), and with ``threshold``
+    the share of each group's cells below it is written at the right.
 
     Parameters
     ----------
@@ -55,13 +60,12 @@ def confidence(
     key
         ``obs`` column of the confidence.
     groupby
-        ``obs`` column (e.g. ``"sctransformer_prediction"`` or the true labels): one outlined histogram
-        per group.
+        ``obs`` column (e.g. ``"sctransformer_prediction"`` or the true labels): one row per group.
     threshold
         Confidence below which cells are called "Unknown" (``unknown_threshold`` of ``predict``): drawn
         as a vertical line, with the fraction of cells below it in the legend.
     bins
-        Histogram bins over [0, 1].
+        Histogram bins over [0, 1] (without ``groupby``).
     {ax}
     {show_save}
 
@@ -72,40 +76,72 @@ def confidence(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()  # doctest: +SKIP
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels", library_size_key="n_counts")  # doctest: +SKIP
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2)  # doctest: +SKIP
-    >>> model.train(max_epochs=1, enable_progress_bar=False)  # doctest: +SKIP
-    >>> _ = model.predict(adata, unknown_threshold=0.5)  # doctest: +SKIP
-    >>> ax = sct.pl.confidence(adata, groupby="bulk_labels", threshold=0.5, show=False)  # doctest: +SKIP
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> _ = model.predict(adata, unknown_threshold=0.5)
+    >>> ax = sct.pl.confidence(adata, groupby="bulk_labels", threshold=0.5, show=False)
     """
     _check_obs(adata, key, "confidence")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is a probability between 0 and 1, got {threshold}.")
     values = adata.obs[key].to_numpy(dtype=float)
-    edges = np.linspace(0, 1, bins + 1)
-    fig, ax = new_axes(ax, (5.0, 3.2))
     if groupby is None:
-        ax.hist(values, bins=edges, color="#5d6d7e", alpha=0.85)
-    else:
-        if groupby not in adata.obs:
-            raise KeyError(f"groupby column {groupby!r} not found in adata.obs.")
-        labels = adata.obs[groupby].astype(str).to_numpy()
-        column = adata.obs[groupby]
-        categories = [str(c) for c in (column.cat.categories if hasattr(column, "cat") else np.unique(labels))]
-        categories = [c for c in categories if (labels == c).any()]
-        for name, color in zip(categories, _group_colors(adata, groupby, categories), strict=True):
-            ax.hist(values[labels == name], bins=edges, histtype="step", lw=1.5, color=color, label=name)
-    if threshold is not None:
-        below = float((values < threshold).mean())
-        ax.axvline(
-            threshold, color="black", ls="--", lw=1.2, label=f"Unknown below {threshold:g} ({below:.1%} of cells)"
+        fig, ax = new_axes(ax, (5.0, 3.2))
+        ax.hist(values, bins=np.linspace(0, 1, bins + 1), color="#5d6d7e", alpha=0.85)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("cells")
+        if threshold is not None:
+            below = float((values < threshold).mean())
+            ax.axvline(threshold, color="black", ls="--", lw=1.2, label=f"Unknown below {threshold:g} ({below:.1%})")
+            ax.legend(frameon=False, fontsize=8, loc="upper left")
+        ax.set_xlim(0, 1)
+        return finish(ax, fig, "confidence", show, save)
+    if groupby not in adata.obs:
+        raise KeyError(f"groupby column {groupby!r} not found in adata.obs.")
+    labels = adata.obs[groupby].astype(str).to_numpy()
+    column = adata.obs[groupby]
+    categories = [str(c) for c in (column.cat.categories if hasattr(column, "cat") else np.unique(labels))]
+    categories = [c for c in categories if (labels == c).any()]
+    medians = {c: float(np.median(values[labels == c])) for c in categories}
+    order = sorted(categories, key=lambda c: medians[c])  # least confident at the bottom
+    colors = dict(zip(categories, _group_colors(adata, groupby, categories), strict=True))
+    fig, ax = new_axes(ax, (6.0, 0.9 + 0.42 * len(order)))
+    positions = np.arange(len(order))
+    groups = [values[labels == c] for c in order]
+    several = [i for i, g in enumerate(groups) if len(g) > 1]
+    if several:
+        parts = ax.violinplot(
+            [groups[i] for i in several],
+            positions=positions[several],
+            vert=False,
+            widths=0.8,
+            showextrema=False,
+            bw_method=0.3,
         )
+        for body, i in zip(parts["bodies"], several, strict=True):
+            body.set_facecolor(colors[order[i]])
+            body.set_edgecolor("#444444")
+            body.set_alpha(0.85)
+    for i, group in enumerate(groups):  # medians (and single cells) as dots
+        ax.plot(np.median(group), i, "o", color="white", mec="#222222", ms=4, zorder=3)
+    ax.set_yticks(positions, [f"{c} ({len(g):,})" for c, g in zip(order, groups, strict=True)])
     ax.set_xlim(0, 1)
+    ax.set_ylim(-0.6, len(order) - 0.4)
     ax.set_xlabel("confidence")
-    ax.set_ylabel("cells")
-    if groupby is not None or threshold is not None:
-        ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if threshold is not None:
+        ax.axvline(threshold, color="black", ls="--", lw=1.0)
+        for i, group in enumerate(groups):
+            ax.text(
+                1.01,
+                i,
+                f"{(group < threshold).mean():.0%}",
+                va="center",
+                fontsize=8,
+                transform=ax.get_yaxis_transform(),
+            )
+        ax.set_title(f"share below {threshold:g} (called Unknown) at right", fontsize=9, loc="right")
     return finish(ax, fig, "confidence", show, save)
 
 
@@ -148,15 +184,15 @@ def umap_confidence(
     --------
     >>> import scanpy as sc
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()  # doctest: +SKIP
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels", library_size_key="n_counts")  # doctest: +SKIP
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2)  # doctest: +SKIP
-    >>> model.train(max_epochs=1, enable_progress_bar=False)  # doctest: +SKIP
-    >>> _ = model.predict(adata)  # doctest: +SKIP
-    >>> _ = model.get_latent_representation(adata)  # doctest: +SKIP
-    >>> sc.pp.neighbors(adata, use_rep="X_sctransformer")  # doctest: +SKIP
-    >>> sc.tl.umap(adata)  # doctest: +SKIP
-    >>> axes = sct.pl.umap_confidence(adata, show=False)  # doctest: +SKIP
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> _ = model.predict(adata)
+    >>> _ = model.get_latent_representation(adata)
+    >>> sc.pp.neighbors(adata, use_rep="X_sctransformer")
+    >>> sc.tl.umap(adata)
+    >>> axes = sct.pl.umap_confidence(adata, show=False)
     """
     import matplotlib.pyplot as plt
     import scanpy as sc

@@ -77,7 +77,7 @@ def tf_programs(
     --------
     >>> import sctransformer_tools as sct
     >>> adata = sct.ds.pbmc68k_reduced()
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels", library_size_key="n_counts")
+    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
     >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
     >>> model.train(max_epochs=1, enable_progress_bar=False)
     >>> _ = model.get_attention(adata, groupby="bulk_labels", batch_size=256)

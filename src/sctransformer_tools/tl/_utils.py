@@ -76,30 +76,3 @@ def contrast(matrix: pd.DataFrame, by: str) -> pd.DataFrame:
             "`model.get_attention(adata, groupby=...)` with a groupby column."
         )
     return specificity(matrix) if by == "specificity" else zscore(matrix)
-
-
-def log_normalised(
-    adata: AnnData, layer: str | None = None, normalize: bool = True, gene_symbols: str | None = None
-) -> AnnData:
-    """A new AnnData with ``log1p(counts / total * 1e4)`` of ``X`` or ``layer``; ``adata`` is not modified."""
-    import scanpy as sc
-    from scipy import sparse
-
-    if layer is not None and layer not in adata.layers:
-        raise KeyError(f"layer {layer!r} not found in adata.layers (layers: {list(adata.layers)}).")
-    matrix = adata.X if layer is None else adata.layers[layer]
-    if hasattr(matrix, "to_memory"):  # backed
-        matrix = matrix.to_memory()
-    matrix = matrix.astype(np.float32, copy=True) if sparse.issparse(matrix) else np.array(matrix, dtype=np.float32)
-    if gene_symbols is None:
-        var_names = adata.var_names.astype(str)
-    else:
-        if gene_symbols not in adata.var:
-            raise KeyError(f"gene_symbols column {gene_symbols!r} not found in adata.var.")
-        var_names = pd.Index(adata.var[gene_symbols].astype(str).to_numpy())
-    tmp = AnnData(X=matrix, obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=var_names))
-    tmp.var_names_make_unique()
-    if normalize:
-        sc.pp.normalize_total(tmp, target_sum=1e4)
-        sc.pp.log1p(tmp)
-    return tmp

@@ -9,19 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-
-def get_matrix(adata: AnnData, layer: str | None):
-    """``adata.X`` or ``adata.layers[layer]``, with an error that lists the layers when it is missing."""
-    if layer is None:
-        if adata.X is None:
-            raise ValueError("adata.X is empty. Pass `layer=` naming the layer that holds raw counts.")
-        return adata.X
-    if layer not in adata.layers:
-        raise KeyError(
-            f"Layer {layer!r} not found in adata.layers (available: {list(adata.layers.keys()) or 'none'}). "
-            "Pass `layer=None` to use adata.X, or store raw counts first, e.g. `adata.layers['counts'] = adata.X.copy()`."
-        )
-    return adata.layers[layer]
+from ._matrix import get_matrix
 
 
 def _values(matrix) -> np.ndarray:
@@ -32,8 +20,12 @@ def _values(matrix) -> np.ndarray:
     return np.asarray(matrix).ravel()
 
 
-def check_expression(adata: AnnData, layer: str | None, log_normalized: bool = False, chunk: int = 10_000) -> None:
+def check_expression(
+    adata: AnnData, layer: str | None, log_normalized: bool = False, *, what: str = "the reference", chunk: int = 10_000
+) -> None:
     """Check the expression matrix: finite, non-negative; integer counts unless ``log_normalized`` (warns).
+
+    ``what`` names the data in messages (``"the reference"`` or ``"the query"``: the fixes differ).
 
     Raises
     ------
@@ -63,9 +55,16 @@ def check_expression(adata: AnnData, layer: str | None, log_normalized: bool = F
             "counts. Point `layer=` at raw counts (or at log-normalised values with `log_normalized=True`)."
         )
     if n_fractional:
+        if what == "the reference":
+            fix = "If the data are already log-normalised, pass `log_normalized=True` to setup_anndata."
+        else:
+            layers = [name for name in adata.layers if name != layer]
+            fix = (
+                f"Point layer= at the query's raw counts (its layers: {layers or 'none'}); the model was trained on "
+                "counts and normalises them itself."
+            )
         warnings.warn(
-            f"{where} holds {n_fractional:,} non-integer values; scTransformer expects raw counts and normalises them "
-            "itself. If the data are already log-normalised, pass `log_normalized=True` to setup_anndata.",
+            f"{where} of {what} holds {n_fractional:,} non-integer values; scTransformer expects raw counts. {fix}",
             UserWarning,
             stacklevel=3,
         )
@@ -100,23 +99,3 @@ def check_labels(adata: AnnData, labels_key: str | None) -> None:
             f"adata.obs[{labels_key!r}] holds {n_types} cell type(s) among labelled cells; a classifier needs at "
             "least two. Check the column, or add reference cells of other types."
         )
-
-
-def library_sizes(adata: AnnData, layer: str | None, library_size_key: str | None = None) -> np.ndarray:
-    """Per-cell library size: ``obs[library_size_key]`` or the row sums of the matrix."""
-    if library_size_key is not None:
-        if library_size_key not in adata.obs:
-            raise KeyError(f"library_size_key {library_size_key!r} not found in adata.obs.")
-        lib = pd.to_numeric(adata.obs[library_size_key], errors="coerce").to_numpy(dtype=float)
-        if not np.isfinite(lib).all() or (lib < 0).any():
-            raise ValueError(f"adata.obs[{library_size_key!r}] must hold finite, non-negative library sizes.")
-        return lib
-    matrix = get_matrix(adata, layer)
-    chunk = 10_000  # row chunks: a backed (on-disk) matrix is never loaded whole
-    return np.concatenate(
-        [
-            np.asarray(matrix[start : start + chunk].sum(axis=1), dtype=float).ravel()
-            for start in range(0, adata.n_obs, chunk)
-        ]
-        or [np.zeros(0)]
-    )

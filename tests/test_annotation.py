@@ -1,0 +1,244 @@
+"""Annotating a new dataset as a new user does it (issue 13), on data that ships with scanpy: runs anywhere."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+import sctransformer_tools as sct
+from sctransformer_tools._data import stratified_split
+from sctransformer_tools.cli import main
+
+EPOCHS = 8
+
+
+@pytest.fixture(scope="module")
+def reference_and_query(pbmc68k_full):
+    """The README's situation: the reference keeps its counts in a layer, the query (other cells) in X."""
+    train, test = stratified_split(pbmc68k_full.obs["bulk_labels"].astype(str).to_numpy(), 0.8, seed=0)
+    reference = pbmc68k_full[train].copy()
+    reference.layers["counts"] = reference.X.copy()
+    reference.X = reference.X.multiply(1.0 / reference.obs["n_counts"].to_numpy()[:, None] * 1e4).tocsr()  # normalised
+    query = pbmc68k_full[test].copy()
+    truth = query.obs.pop("bulk_labels").astype(str)
+    return reference, query, truth
+
+
+@pytest.fixture(scope="module")
+def trained(reference_and_query):
+    reference, _, _ = reference_and_query
+    reference = reference.copy()
+    sct.SCTransformer.setup_anndata(reference, layer="counts", labels_key="bulk_labels", regulons="collectri")
+    model = sct.SCTransformer(reference, n_layers=1, d_model=32, n_heads=2, seed=0)
+    model.train(max_epochs=EPOCHS, lr=5e-3, enable_progress_bar=False)
+    return model
+
+
+def test_query_with_counts_in_x_is_read_whatever_layer_the_reference_used(trained, reference_and_query):
+    """Issue 13.1: the reference trained on layers['counts']; the query has its counts in X."""
+    from sklearn.metrics import accuracy_score
+
+    _, query, truth = reference_and_query
+    query = query.copy()
+    sct.SCTransformer.prepare_query_anndata(query, trained)
+    assert query.uns["sctransformer_query"]["counts"] == "adata.X"
+    pred = trained.predict(query)
+    assert accuracy_score(truth, pred) > 0.4  # 10 FACS populations, a tiny model trained briefly
+    # the query's counts in a layer of its own, named by the user
+    named = query.copy()
+    named.layers["raw"] = named.X.copy()
+    named.X = named.X * 0.5  # not counts
+    np.testing.assert_array_equal(trained.predict(named, layer="raw"), pred)
+    with pytest.raises(KeyError, match=r"Layer 'spliced' not found in the query's layers \(\['raw'\]\)"):
+        trained.predict(named, layer="spliced")
+
+
+def test_library_sizes_from_a_usual_column_and_a_warning_without_one(trained, reference_and_query, caplog):
+    """Issue 13.2: a query measuring part of the genes needs its library sizes; say where they come from."""
+    _, query, _ = reference_and_query
+    subset = query[:, query.var_names[:300]].copy()  # 300 of the 765 genes: row sums are not library sizes
+    with caplog.at_level(logging.INFO, logger="sctransformer_tools"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the 465 missing genes
+        trained.predict(subset, novelty_threshold=0.95)
+    assert "Library sizes of the query read from adata.obs['n_counts']" in caplog.text
+    with_totals = (subset.obs["sctransformer_prediction"] == "Unknown").mean()
+    without = subset.copy()
+    del without.obs["n_counts"], without.uns["sctransformer_query"]
+    with pytest.warns(UserWarning, match=r"no library-size column.*expect inflated novelty.*library_size_key="):
+        trained.predict(without, novelty_threshold=0.95)
+    assert without.uns["sctransformer_query"]["library_size"] == "row sums"
+    assert (without.obs["sctransformer_prediction"] == "Unknown").mean() > with_totals + 0.2
+
+
+def test_the_users_query_keeps_its_genes_and_columns(trained, reference_and_query):
+    """Issue 13.3: annotation adds results; it never reshapes the object or leaves internal columns."""
+    _, query, _ = reference_and_query
+    query = query[:, ::-1].copy()  # another gene order
+    query.var["note"] = "kept"
+    genes, columns, matrix = query.var_names.copy(), list(query.obs.columns), query.X.copy()
+    sct.SCTransformer.prepare_query_anndata(query, trained)
+    trained.predict(query, over_clustering="louvain")
+    trained.get_latent_representation(query)
+    trained.get_attention(query, groupby="sctransformer_prediction")
+    assert query.var_names.equals(genes) and (query.var["note"] == "kept").all()
+    assert (matrix != query.X).nnz == 0
+    added = [c for c in query.obs.columns if c not in columns]
+    assert added == [
+        "sctransformer_prediction",
+        "sctransformer_confidence",
+        "sctransformer_novelty",
+        "sctransformer_majority_voting",
+    ]
+    assert not [c for c in query.obs.columns if c.startswith(("_scvi", "_sct"))]
+    assert "_scvi_uuid" not in query.uns and "_scvi_manager_uuid" not in query.uns
+    assert query.obsm["X_sctransformer"].shape == (query.n_obs, 32)
+
+
+def test_an_untrained_model_and_an_empty_query(reference_and_query, trained):
+    """Issue 13.4: no confident-looking output from random weights; zero cells give an empty result."""
+    reference, query, _ = reference_and_query
+    reference = reference.copy()
+    sct.SCTransformer.setup_anndata(reference, layer="counts", labels_key="bulk_labels", regulons="collectri")
+    untrained = sct.SCTransformer(reference, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+    for call in (untrained.predict, untrained.get_latent_representation, untrained.get_attention):
+        with pytest.raises(RuntimeError, match=r"has not been trained.*model.train\(\)"):
+            call(query)
+    empty = query[:0].copy()
+    assert trained.predict(empty).shape == (0,)
+    assert trained.get_latent_representation(empty).shape == (0, 32)
+    assert list(empty.obs.columns[-3:]) == [
+        "sctransformer_prediction",
+        "sctransformer_confidence",
+        "sctransformer_novelty",
+    ]
+    with pytest.raises(ValueError, match="has no cells"):
+        trained.get_attention(empty)
+
+
+def test_saving_twice_names_overwrite(trained, tmp_path):
+    """Issue 13.5."""
+    trained.save(tmp_path / "model")
+    with pytest.raises(FileExistsError, match="Pass overwrite=True"):
+        trained.save(tmp_path / "model")
+    trained.save(tmp_path / "model", overwrite=True)
+
+
+def test_training_and_reading_are_quiet(reference_and_query, capsys, caplog):
+    """Issue 13.7: no library chatter; one line saying what was trained and how it validates."""
+    reference, query, _ = reference_and_query
+    reference = reference.copy()
+    sct.SCTransformer.setup_anndata(reference, layer="counts", labels_key="bulk_labels", regulons="collectri")
+    model = sct.SCTransformer(reference, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+    with caplog.at_level(logging.INFO):
+        model.train(max_epochs=2, enable_progress_bar=False)
+        model.save(Path(os.environ.get("TMPDIR", "/tmp")) / "sct_quiet_model", overwrite=True)
+        again = sct.SCTransformer.load(Path(os.environ.get("TMPDIR", "/tmp")) / "sct_quiet_model")
+        again.predict(query.copy())
+    printed = capsys.readouterr()
+    text = printed.out + printed.err + caplog.text
+    for noise in ("GPU available", "TPU available", "Tip:", "already downloaded", "Input AnnData not setup"):
+        assert noise not in text, noise
+    trained_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Trained SCTransformer")]
+    assert len(trained_lines) == 1 and "validation" in trained_lines[0] and "macro-F1" in trained_lines[0]
+
+
+def test_a_poor_model_is_reported(reference_and_query):
+    """Issue 13.8: a model that has learned nothing says so."""
+    reference = reference_and_query[0].copy()
+    sct.SCTransformer.setup_anndata(reference, layer="counts", labels_key="bulk_labels", regulons="collectri")
+    model = sct.SCTransformer(reference, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+    with pytest.warns(UserWarning, match=r"Validation macro-F1 is 0\.\d\d.*not to be trusted"):
+        model.train(max_epochs=1, lr=0.0, enable_progress_bar=False)
+
+
+class _Payload:
+    """A pickle that runs a command when it is opened."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_opening_a_crafted_model_folder_runs_nothing(trained, reference_and_query, tmp_path):
+    """Issue 13.10: a folder whose pickle runs a command is refused before anything runs."""
+    _, query, _ = reference_and_query
+    marker = tmp_path / "pwned"
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "model.pt").write_bytes(pickle.dumps({"attr_dict": _Payload(marker)}))
+    for open_it in (
+        lambda: sct.SCTransformer.load(legacy),
+        lambda: sct.SCTransformer.prepare_query_anndata(query.copy(), legacy),
+    ):
+        with pytest.raises(ValueError, match=r"earlier version.*pickle.*allow_pickle=True"):
+            open_it()
+    out = tmp_path / "out.h5ad"
+    query.write_h5ad(tmp_path / "query.h5ad")
+    with pytest.raises(ValueError, match="allow_pickle"):
+        main(["annotate", "--model", str(legacy), "--query", str(tmp_path / "query.h5ad"), "--out", str(out)])
+    # a folder in the new layout whose weights file is a pickle with code: torch refuses to unpickle it
+    crafted = tmp_path / "crafted"
+    trained.save(crafted)
+    torch.save({"weights": _Payload(marker)}, crafted / "weights.pt")
+    with pytest.raises(ValueError, match="could not be read as tensors only"):
+        sct.SCTransformer.load(crafted)
+    assert not marker.exists()
+
+
+def test_a_folder_of_an_earlier_version_opens_only_when_allowed(trained, reference_and_query, tmp_path):
+    """The opt-in path: the pickled model.pt of earlier versions, then saved again without pickle."""
+    from scvi.model.base import BaseModelClass
+
+    _, query, _ = reference_and_query
+    legacy = tmp_path / "legacy"
+    BaseModelClass.save(trained, str(legacy))  # what earlier versions wrote (scvi-tools' pickled model.pt)
+    state = torch.load(legacy / "model.pt", weights_only=False)
+    state["model_state_dict"]["classifier.weight"] = state["model_state_dict"].pop(
+        "objectives.classification.linear.weight"
+    )
+    state["model_state_dict"]["classifier.bias"] = state["model_state_dict"].pop(
+        "objectives.classification.linear.bias"
+    )
+    torch.save(state, legacy / "model.pt")
+    with pytest.raises(ValueError, match="allow_pickle"):
+        sct.SCTransformer.load(legacy)
+    old = sct.SCTransformer.load(legacy, allow_pickle=True)
+    np.testing.assert_array_equal(old.predict(query.copy()), trained.predict(query.copy()))
+    old.save(tmp_path / "converted")
+    assert not (tmp_path / "converted" / "model.pt").exists()
+    again = sct.SCTransformer.load(tmp_path / "converted")
+    np.testing.assert_array_equal(again.predict(query.copy()), trained.predict(query.copy()))
+
+
+def test_cli_version_help_and_a_validation_summary(reference_and_query, tmp_path, capsys, caplog):
+    """Issue 13.8: --version, readable help with defaults, and the validation figures of a trained model."""
+    from sctransformer_tools import __version__
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert __version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["annotate", "--help"])
+    help_text = capsys.readouterr().out
+    assert "``" not in help_text and f"(default: {sct.model._training.DEFAULT_MAX_EPOCHS})" in help_text
+    reference, query, _ = reference_and_query
+    reference.write_h5ad(tmp_path / "ref.h5ad")
+    query.write_h5ad(tmp_path / "query.h5ad")
+    args = ["annotate", "--reference", str(tmp_path / "ref.h5ad"), "--labels-key", "bulk_labels", "--layer", "counts"]
+    args += ["--query", str(tmp_path / "query.h5ad"), "--out", str(tmp_path / "out.h5ad"), "--max-epochs", "1"]
+    with caplog.at_level(logging.INFO, logger="sctransformer_tools"), pytest.warns(UserWarning, match="Validation"):
+        assert main([*args, "--no-progress-bar"]) == 0
+    assert "validation" in caplog.text and "macro-F1" in caplog.text
+    written = ad.read_h5ad(tmp_path / "out.h5ad")
+    assert written.var_names.equals(query.var_names)
+    assert not [c for c in written.obs.columns if c.startswith(("_scvi", "_sct"))]
