@@ -19,7 +19,7 @@ import torch
 #: bf16 must take less than this share of float32's time to be chosen.
 BF16_MARGIN = 0.8
 #: Cells of the minibatch slice the passes are timed on.
-PROBE_CELLS = 32
+PROBE_CELLS = 16
 _CHOICES: dict[tuple, dict[str, Any]] = {}
 
 

@@ -45,7 +45,7 @@ def sparse_attention_pays(n_pairs: int, layout) -> bool:
     --------
     >>> import torch
     >>> from sctransformer_tools.nn import TokenLayout
-    >>> from sctransformer_tools.module import sparse_attention_pays
+    >>> from sctransformer_tools.module._sctransformer import sparse_attention_pays
     >>> layout = TokenLayout.from_counts(torch.tensor([999, 999]))  # 2 cells x 1,000 slots
     >>> sparse_attention_pays(20_000, layout), sparse_attention_pays(1_000_000, layout)
     (True, False)

@@ -1,0 +1,34 @@
+"""Data paths for every test and doctest (tests/ and the package's docstrings).
+
+decoupler downloads regulons at run time and fails offline; tests read real copies from ../shared/data, or,
+where that is absent, the pbmc68k_reduced fixture (tests/data/regulons), which the core suite runs on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("SCTRANSFORMER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+REGULONS = SHARED / "regulons"
+SCRNA = SHARED / "scrna"
+#: Regulon edges among the genes of scanpy's pbmc68k_reduced (tests/data/make_fixtures.py): the core suite
+#: runs on that bundled dataset where ../shared is absent, and gives the same panels as the full files there.
+FIXTURE_REGULONS = ROOT / "tests" / "data" / "regulons"
+
+if os.environ.get("SCTRANSFORMER_REQUIRE_SHARED") and not SHARED.exists():
+    raise pytest.UsageError(
+        f"SCTRANSFORMER_REQUIRE_SHARED is set but the shared data is missing at {SHARED}: the real-data tests "
+        "would all be skipped. Put ../shared beside the project (or unset the variable to run the core suite only)."
+    )
+
+# decoupler downloads regulons at run time; tests read the real copies instead (or the pbmc68k fixture)
+# (made absolute, so that subprocesses started in another folder find them too)
+os.environ.setdefault("SCTRANSFORMER_TOOLS_DATA", str(REGULONS if REGULONS.exists() else FIXTURE_REGULONS))
+os.environ["SCTRANSFORMER_TOOLS_DATA"] = str(Path(os.environ["SCTRANSFORMER_TOOLS_DATA"]).expanduser().resolve())
+os.environ.setdefault("SCTRANSFORMER_TOOLS_SCRNA", str(SCRNA.resolve()))
+
+
