@@ -5,8 +5,8 @@ density (dense, random, degree-preserving shuffled), on CollecTRI and on DoRothE
 regression, CellTypist and scANVI on the same split; every run is scored on held-out cells (labels,
 embedding, attention vs regulons, time, memory). Records are appended to ``evaluation.json`` as runs
 finish and ``evaluation.md`` (tables, paired comparisons, a reading generated from the numbers, figures)
-is regenerated from all records. The work is done by :mod:`sctransformer_tools.bm`; this is the command
-line over it.
+is regenerated from all records. Each run goes through :func:`sctransformer_tools.bm.run`; the study's
+datasets, measurements, records and report live in ``benchmarks/harness``; this is the command line over them.
 
 Usage (from the project root; the shared data are read from ``../shared/data``)::
 
@@ -40,23 +40,36 @@ _T0 = time.perf_counter()  # the reported wall time covers importing the librari
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 os.environ.setdefault("SCTRANSFORMER_TOOLS_DATA", str(SHARED / "regulons"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study harness beside this script
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # a script: figures go to files
+
+from harness import study  # noqa: E402
+from harness.datasets import DATASETS as SPLITS  # noqa: E402
+from harness.datasets import load_split  # noqa: E402
+from harness.records import append_invocation, append_record, load_records, record_identity  # noqa: E402
+from harness.report import write_report  # noqa: E402
 
 import sctransformer_tools as sct  # noqa: E402
-from sctransformer_tools import bm  # noqa: E402
 
-DATASETS = list(bm.DATASETS)
+DATASETS = list(SPLITS)
+#: Regulon sets of the study; the first is the one the peers and the other sets are compared with.
 REGULONS = {"collectri": "collectri", "dorothea_ABC": "dorothea_ABC"}
+MAIN_REGULONS = next(iter(REGULONS))
 
 #: Settings of each profile. ``dataset_model_kwargs`` override ``model_kwargs`` per dataset.
 PROFILES = {
     "full": {
         "datasets": DATASETS,
         "seeds": [0, 1, 2],
-        "methods": list(bm.METHODS),
+        "methods": list(study.METHODS),
         "masks": ["grn", "dense", "random", "shuffled", "grn@dorothea_ABC", "shuffled@dorothea_ABC"],
         "model_kwargs": {},
         "dataset_model_kwargs": {"darmanis2015": {"max_tokens": 1024}},
-        "train_kwargs": {"max_epochs": 30},
+        # pinned: the study's settings, whatever the package's defaults of train() become
+        "train_kwargs": {"max_epochs": 30, "lr": 2e-3, "batch_size": 64, "weight_averaging": True},
         "peer_kwargs": {},
         "attention_kwargs": {"n_shuffles": 3, "max_cells": 2000},
     },
@@ -148,7 +161,7 @@ def _methods_note() -> str:
 - **Cross-study split.** pbmc3k -> `pbmc68k_reduced` keeps, for every method, only the 763 genes both
   studies measure (pbmc3k library sizes stay its totals over all genes, as the query's `n_counts`); the
   query's counts are rebuilt from its log-normalised `.raw` (`sct.ds.pbmc68k_reduced`) and its labels
-  mapped with `sct.bm.PBMC68K_LABEL_MAP` (CD34+ progenitors have no pbmc3k type and are not scored).
+  mapped with `sct.ds.PBMC68K_TO_PBMC3K` (CD34+ progenitors have no pbmc3k type and are not scored).
   The split is the same for every seed; only the models' seeds vary.
 - **Seeds.** Each seed re-draws the split where the split is random (pbmc3k: `random_state=seed`;
   Darmanis: fold `seed mod 4`; Allen: the subsample) and seeds the models; paired comparisons pair runs
@@ -180,15 +193,16 @@ def _preamble(meta: dict, records: list[dict]) -> str:
 
 
 def render(out_dir: Path) -> Path:
-    records = bm.load_records(out_dir / "evaluation.json")
+    recs = load_records(out_dir / "evaluation.json")
     meta_path = out_dir / "evaluation_meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    return bm.write_report(
-        records,
+    return write_report(
+        recs,
         out_dir,
         title="scTransformer: GRN mask vs controls and peers on real data",
-        preamble=_preamble(meta, records),
+        preamble=_preamble(meta, recs),
         umap_dir=out_dir / "umap",
+        main_regulons=MAIN_REGULONS,
     )
 
 
@@ -197,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="pbmc3k, one seed, small model, few epochs")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
-    parser.add_argument("--methods", nargs="+", choices=list(bm.METHODS), default=None)
+    parser.add_argument("--methods", nargs="+", choices=list(study.METHODS), default=None)
     parser.add_argument("--masks", nargs="+", default=None, help="e.g. grn dense random shuffled grn@dorothea_ABC")
     parser.add_argument("--max-epochs", type=int, default=None, help="scTransformer epochs (overrides the profile)")
     parser.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON: SCTransformer arguments to override")
@@ -225,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         "lightning_fabric",
         "scvi",
         "sctransformer_tools.model",
+        "sctransformer_tools.bm",
         "celltypist",
     ):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -249,26 +264,26 @@ def main(argv: list[str] | None = None) -> None:
     if args.max_epochs is not None:
         train_kwargs["max_epochs"] = args.max_epochs
     json_path = out_dir / "evaluation.json"
-    done = {bm.record_identity(r) for r in bm.load_records(json_path) if not r.get("error")} if args.resume else set()
+    done = {record_identity(r) for r in load_records(json_path) if not r.get("error")} if args.resume else set()
 
     def skip(identity: dict) -> bool:
-        return bm.record_identity(identity) in done
+        return record_identity(identity) in done
 
     added = 0
 
     def on_record(record: dict) -> None:
         nonlocal added
         added += 1
-        bm.append_record(json_path, record)
+        append_record(json_path, record)
         render(out_dir)
 
     started = datetime.now(UTC).isoformat(timespec="seconds")
     for dataset in datasets:
         for seed in seeds:
             kwargs = {"max_train_cells": args.allen_max_cells, "max_test_cells": args.allen_max_cells}
-            split = bm.load_split(dataset, seed, data_dir=args.data_dir, **(kwargs if dataset == "allen_m1" else {}))
+            split = load_split(dataset, seed, data_dir=args.data_dir, **(kwargs if dataset == "allen_m1" else {}))
             logging.info("%s seed %d: %s", dataset, seed, split.description)
-            bm.evaluate(
+            study.evaluate(
                 split.train,
                 split.test,
                 split.labels_key,
@@ -293,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     wall = time.perf_counter() - _T0
     bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    bm.append_invocation(
+    append_invocation(
         out_dir / "evaluation_meta.json",
         {
             "profile": profile_name,

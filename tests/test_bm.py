@@ -1,436 +1,358 @@
-"""sct.bm: metrics on planted examples, records and their keys, the report, splits and the pbmc68k label map."""
+"""sct.bm: metrics on planted examples, splits, the runner on scanpy's bundled pbmc68k_reduced, peers, compare.
+
+Everything here runs without ../shared (the regulons come from tests/data/regulons where it is absent); the
+study harness behind benchmarks/evaluate.py is tested in test_harness.py.
+"""
 
 from __future__ import annotations
 
-import json
-
-import matplotlib
-
-matplotlib.use("Agg")
+import contextlib
+import inspect
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-import sctransformer_tools as sct
 from sctransformer_tools import bm
-from sctransformer_tools.bm import _attention
+from sctransformer_tools.bm.metrics import rare_classes
 
-from .conftest import SCRNA, _require
+TINY = {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_top_genes": 0}
+QUICK = {"max_epochs": 1, "enable_progress_bar": False}
+LABELS = "bulk_labels"
+
+
+def _scores(truth, pred, train_labels) -> dict:
+    return bm.metrics.score(truth, pred, train_labels, ["accuracy", "macro_f1", "balanced_accuracy", "rare_f1"])
+
 
 # ----------------------------------------------------------------------------------------- metrics
 
 
-def test_classification_metrics_planted():
-    perfect = bm.classification_metrics(["a", "b", "b", "c"], ["a", "b", "b", "c"], rare=["a", "c"])
+def test_metrics_planted():
+    # a and c are the rare types of these training labels (the third with fewest cells: 2 of 4 types -> ceil(4/3))
+    train = ["a"] * 2 + ["b"] * 10 + ["c"] * 3 + ["d"] * 10
+    perfect = _scores(["a", "b", "b", "c"], ["a", "b", "b", "c"], train)
     assert perfect == {"accuracy": 1.0, "macro_f1": 1.0, "balanced_accuracy": 1.0, "rare_f1": 1.0}
     # a: recall 1/2, precision 1 -> F1 2/3; b: recall 1, precision 2/3 -> F1 0.8
-    scores = bm.classification_metrics(["a", "a", "b", "b"], ["a", "b", "b", "b"], rare=["a"])
+    scores = _scores(["a", "a", "b", "b"], ["a", "b", "b", "b"], ["a"] * 2 + ["b"] * 10)
     assert scores["accuracy"] == pytest.approx(0.75)
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
     assert scores["balanced_accuracy"] == pytest.approx(0.75)
     assert scores["rare_f1"] == pytest.approx(2 / 3)
     # a type predicted but absent from the truth does not enter the macro average
-    assert bm.classification_metrics(["a", "a"], ["a", "z"])["macro_f1"] == pytest.approx(2 / 3)
-    assert bm.classification_metrics(["a"], ["a"])["rare_f1"] is None
+    assert bm.METRICS["macro_f1"](np.array(["a", "a"]), np.array(["a", "z"]), np.array(["a", "z"])) == pytest.approx(
+        2 / 3
+    )
+    assert bm.METRICS["balanced_accuracy"](np.array(["a", "a"]), np.array(["a", "z"]), np.array(["a"])) == 0.5
+    # no rare type can be scored: NaN (None in the study's records)
+    assert np.isnan(bm.METRICS["rare_f1"](np.array(["a"]), np.array(["a"]), np.array(["b"])))
+    with pytest.raises(ValueError, match="equal length"):
+        bm.metrics.score(["a"], ["a", "b"], ["a"], ["accuracy"])
+
+
+def test_metrics_match_scikit_learn_on_random_labels():
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    rng = np.random.default_rng(0)
+    truth = rng.choice(list("abcde"), 300)
+    pred = np.where(rng.random(300) < 0.7, truth, rng.choice(list("abcdef"), 300))
+    scores = _scores(truth, pred, truth)
+    labels = np.unique(truth)
+    assert scores["accuracy"] == accuracy_score(truth, pred)
+    assert scores["macro_f1"] == pytest.approx(f1_score(truth, pred, labels=labels, average=None).mean(), abs=1e-15)
+    assert scores["balanced_accuracy"] == pytest.approx(
+        recall_score(truth, pred, labels=labels, average="macro"), abs=1e-15
+    )
+    rare = rare_classes(truth, labels)
+    per_class = dict(zip(labels, f1_score(truth, pred, labels=labels, average=None), strict=True))
+    assert scores["rare_f1"] == pytest.approx(np.mean([per_class[r] for r in rare]))
 
 
 def test_rare_classes_by_training_count():
     train = ["big"] * 50 + ["mid"] * 20 + ["small"] * 5 + ["tiny"] * 2
-    assert bm.rare_classes(train, present=["big", "mid", "small", "tiny"]) == ["tiny", "small"]
-    assert bm.rare_classes(train, present=["big", "mid", "small"]) == ["small"]  # tiny not scorable
+    assert rare_classes(train, present=["big", "mid", "small", "tiny"]) == ["tiny", "small"]
+    assert rare_classes(train, present=["big", "mid", "small"]) == ["small"]  # tiny not scorable
 
 
-def test_embedding_metrics_planted():
-    rng = np.random.default_rng(0)
-    centers = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 10.0, 0.0]])
-    emb = np.concatenate([c + rng.normal(0, 0.2, (40, 3)) for c in centers])
-    labels = np.repeat(["x", "y", "z"], 40)
-    good = bm.embedding_metrics(emb, labels)
-    assert good["silhouette"] > 0.9
-    assert good["ari"] == pytest.approx(1.0)
-    assert good["nmi"] == pytest.approx(1.0)
-    shuffled = bm.embedding_metrics(emb, rng.permutation(labels))
-    assert shuffled["silhouette"] < 0.1 and shuffled["ari"] < 0.2
-    assert bm.embedding_metrics(emb, np.repeat("x", len(emb)))["silhouette"] is None
+def test_register_metric():
+    def n_b(truth, pred, train_labels):
+        return float((pred == "b").sum())
+
+    bm.register_metric("n_b", n_b)
+    try:
+        assert bm.metrics.score(["a", "b"], ["b", "b"], ["a", "b"], ["n_b"]) == {"n_b": 2.0}
+        with pytest.raises(ValueError, match="exists already"):
+            bm.register_metric("n_b", n_b)
+        bm.register_metric("n_b", lambda t, p, r: 0.0, overwrite=True)
+        assert bm.METRICS["n_b"]([], [], []) == 0.0
+        with pytest.raises(TypeError, match="callable"):
+            bm.register_metric("bad", 1.0)
+    finally:
+        bm.METRICS.pop("n_b", None)
 
 
-def test_auroc_planted():
-    assert bm.auroc([5, 6, 7], [1, 2, 3]) == 1.0
-    assert bm.auroc([1, 2, 3], [5, 6, 7]) == 0.0
-    assert bm.auroc([1, 1], [1, 1]) == 0.5
-    assert bm.auroc([np.nan, 3.0], [1.0]) == 1.0
-    assert bm.auroc([], [1.0]) is None
+# ------------------------------------------------------------------------------------------ splits
 
 
-class _FakeModel:
-    """What attention_vs_regulons reads from a model: the panel and the prior's edges."""
-
-    def __init__(self, n_genes: int, edges: pd.DataFrame):
-        self.panel_ = pd.DataFrame(
-            {"symbol": [f"g{i}" for i in range(n_genes)]}, index=[f"g{i}" for i in range(n_genes)]
-        )
-        self._edges = edges
-
-    def regulon_edges(self) -> pd.DataFrame:
-        return self._edges
-
-
-def test_attention_auroc_planted(monkeypatch):
-    """Attention planted high on the regulon edges gives AUROC 1 against non-edges and shuffled edges; the null ~0.5."""
-    n_genes, rng = 60, np.random.default_rng(0)
-    tfs, targets = np.arange(6), np.arange(6, 60)
-    rows = {(int(t), int(rng.choice(targets))) for t in tfs for _ in range(8)}
-    edges = pd.DataFrame(sorted(rows), columns=["source_idx", "target_idx"]).assign(weight=1.0)
-    edges["source"] = [f"g{i}" for i in edges["source_idx"]]
-    edges["target"] = [f"g{i}" for i in edges["target_idx"]]
-    true = set(zip(edges["target_idx"], edges["source_idx"], strict=True))
-
-    def planted(model, adata, pairs, **kwargs):
-        pairs = np.asarray(pairs)
-        hit = np.array([(q, k) in true for q, k in pairs])
-        score = np.where(hit, 0.9, 0.1) + rng.uniform(0, 0.05, len(pairs))
-        return pd.DataFrame(
-            {"query": pairs[:, 0], "key": pairs[:, 1], "n_cells": 10, "mean": score, "mean_present": score}
-        )
-
-    monkeypatch.setattr(_attention, "pair_attention_scores", planted)
-    out = bm.attention_vs_regulons(_FakeModel(n_genes, edges), adata=None, n_shuffles=3, max_cells=None)
-    assert out["attention_auroc"] == 1.0
-    assert out["attention_auroc_vs_shuffled"] == 1.0
-    assert 0.35 < out["attention_auroc_null"] < 0.65
-    assert out["attention_edges_scored"] == len(true)
+def test_split_stratified_and_seeded(pbmc68k_full):
+    train, test = bm.split(pbmc68k_full, LABELS, test_size=0.2, seed=0)
+    assert train.n_obs + test.n_obs == pbmc68k_full.n_obs and not set(train.obs_names) & set(test.obs_names)
+    counts = pbmc68k_full.obs[LABELS].value_counts()
+    held = test.obs[LABELS].value_counts()
+    for label, n in counts.items():  # every type on both sides, about a fifth held out
+        assert 1 <= held[label] < n and abs(held[label] - 0.2 * n) <= 1
+    again, _ = bm.split(pbmc68k_full, LABELS, test_size=0.2, seed=0)
+    other, _ = bm.split(pbmc68k_full, LABELS, test_size=0.2, seed=1)
+    assert list(again.obs_names) == list(train.obs_names) and list(other.obs_names) != list(train.obs_names)
+    assert not train.is_view and not test.is_view  # copies: the user's object is never touched through them
 
 
-def test_sample_non_edges_avoids_edges_both_ways():
-    edges = np.array([[5, 0], [6, 1]])
-    pairs = bm.sample_non_edges(100, np.array([0, 1, 5]), np.array([5, 6, 7]), edges, 10, seed=1)
-    codes = {tuple(p) for p in pairs.tolist()}
-    assert (5, 0) not in codes and (0, 5) not in codes and (6, 1) not in codes
-    assert all(q != k for q, k in codes) and len(codes) == len(pairs)
+def test_split_by_groups_and_unlabelled(pbmc68k):
+    pbmc68k.obs["donor"] = np.repeat(list("abcdefg"), 100)
+    pbmc68k.obs.loc[pbmc68k.obs_names[:10], LABELS] = np.nan
+    train, test = bm.split(pbmc68k, LABELS, test_size=0.25, seed=3, by="donor")
+    assert not set(train.obs["donor"]) & set(test.obs["donor"])
+    assert test.obs["donor"].nunique() == 2 and test.n_obs == 200  # groups of 100 until a quarter is held out
+    assert train.n_obs + test.n_obs == 690  # the 10 unlabelled cells go to neither part
+    with pytest.raises(ValueError, match="at least two"):
+        bm.split(pbmc68k[pbmc68k.obs["donor"] == "a"], LABELS, by="donor")
+    with pytest.raises(KeyError, match="no obs column"):
+        bm.split(pbmc68k, "celltype")
 
 
-# ----------------------------------------------------------------------------------------- records
-
-
-def test_make_record_keys_and_nulls():
-    rec = bm.make_record(dataset="d", method="scanvi", seed=1, accuracy=np.float64(0.5), silhouette=float("nan"))
-    assert list(rec) == list(bm.RECORD_KEYS)
-    assert rec["mask"] is None and rec["regulons"] is None and rec["silhouette"] is None
-    assert isinstance(rec["accuracy"], float)
-    with pytest.raises(ValueError, match="needs"):
-        bm.make_record(dataset="d", method="scanvi")
+# ------------------------------------------------------------------------------------------ runner
 
 
 @pytest.fixture(scope="module")
-def tiny_records(pbmc3k_full, tmp_path_factory):
-    """Every method on a ~300/150-cell pbmc3k split with a tiny model (1 layer, d_model 16, 1 epoch)."""
-    labels = pbmc3k_full.obs["cell_type"]
-    idx = bm.stratified_subsample(labels, 450, min_per_class=12, seed=0)
-    rng = np.random.default_rng(0)
-    test_mask = np.zeros(len(idx), dtype=bool)
-    test_mask[rng.permutation(len(idx))[:150]] = True
-    adata = pbmc3k_full[idx].copy()
-    adata.obs["library_size"] = np.asarray(adata.X.sum(1)).ravel()  # over all genes, before the gene subset
-    adata = adata[:, np.argsort(-np.asarray(adata.X.sum(0)).ravel())[:3000]].copy()
-    train, test = adata[~test_mask].copy(), adata[test_mask].copy()
-    methods = ["sctransformer", "logistic_regression", "scanvi"]
-    try:
-        import celltypist  # noqa: F401
+def results(pbmc68k_full):
+    """grn and dense (tiny model, 1 epoch) and logistic regression on two seeds, with a callback and a monitor."""
+    seen, entered = [], []
 
-        methods.append("celltypist")
-    except ImportError:
-        pass
-    out = tmp_path_factory.mktemp("bm")
-    from threadpoolctl import threadpool_limits
+    @contextlib.contextmanager
+    def monitor():
+        entered.append("in")
+        yield
+        entered.append("out")
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models gain nothing from threads, and they stall when the cores are shared
-    try:
-        with threadpool_limits(1):
-            records = bm.evaluate(
-                train,
-                test,
-                "cell_type",
-                dataset="tiny",
-                methods=methods,
-                masks=["grn", "dense"],
-                regulons="collectri",
-                library_size_key="library_size",
-                model_kwargs={"d_model": 16, "n_layers": 1, "n_heads": 2, "n_top_genes": 0, "max_tokens": 64},
-                train_kwargs={"max_epochs": 1},
-                peer_kwargs={
-                    "scanvi": {"scvi_epochs": 1, "scanvi_epochs": 1, "n_top_genes": 300},
-                    "logistic_regression": {"n_top_genes": 500},
-                    "celltypist": {"max_iter": 100},
-                },
-                attention_kwargs={"n_shuffles": 2, "max_cells": 60},
-                embedding_kwargs={"resolutions": (1.0,)},
-                profile="test",
-                on_record=lambda r: bm.append_record(out / "evaluation.json", r),
-            )
-    finally:
-        torch.set_num_threads(threads)
-    return records, out, methods, (train, test)
+    def callback(row, fitted, train, test):
+        seen.append((row["method"], type(fitted).__name__, train.n_obs, test.n_obs, LABELS in test.obs))
+        row["fitted_class"] = type(fitted).__name__
+        if row["method"] == "sctransformer":
+            row["panel_genes"] = len(fitted.panel_)
 
-
-def test_evaluate_records_have_required_keys(tiny_records):
-    records, out, methods, (_, test) = tiny_records
-    assert len(records) == 2 + len(methods) - 1
-    for rec in records:
-        assert list(rec)[: len(bm.RECORD_KEYS)] == list(bm.RECORD_KEYS)
-        assert rec["dataset"] == "tiny" and rec["seed"] == 0
-        for key in ("accuracy", "macro_f1", "balanced_accuracy", "silhouette", "ari", "nmi"):
-            assert rec[key] is not None and -1 <= rec[key] <= 1, (rec["method"], key)
-        assert rec["train_s"] > 0 and rec["peak_mb"] > 0
-        assert rec["n_test_scored"] == 150 and rec["n_test_excluded"] == 0
-    by = {(r["method"], r["mask"]): r for r in records}
-    for method in methods[1:]:  # peers: no mask, no regulons, no attention
-        rec = by[(method, None)]
-        assert rec["regulons"] is None and rec["attention_auroc"] is None
-    assert by[("logistic_regression", None)]["embedding"] == "pca_hvg"
-    assert by[("scanvi", None)]["embedding"] == "scanvi_latent"
-    grn, dense = by[("sctransformer", "grn")], by[("sctransformer", "dense")]
-    assert grn["regulons"] == "collectri" and grn["attention_auroc"] is None
-    assert 0 <= dense["attention_auroc"] <= 1 and 0 <= dense["attention_auroc_null"] <= 1
-    assert grn["grn_edges_kept"] > 0 and grn["grn_edges_kept"] <= grn["regulon_edges_total"] == 43178
-    assert grn["query_panel_match"] == pytest.approx(1.0)
-    # top TFs per true cell type vs decoupler ULM, for the models whose attention can fall on regulon edges
-    types = test.obs["cell_type"].value_counts()
-    for rec in (grn, dense):
-        assert rec["tf_activity_types"] == int((types >= 10).sum()) >= 2
-        assert -1 <= rec["tf_activity_spearman"] <= 1 and 0 <= rec["tf_overlap_significant"] <= 1
-        assert 0 <= rec["tf_top_overlap"] <= 10 and 0 < rec["tf_top_overlap_null"] < 10
-        assert rec["tf_activity_tfs"] > 10
-    assert "tf_activity_spearman" not in by[("logistic_regression", None)]
-    # appended to the JSON file as runs finished, and JSON-clean
-    stored = json.loads((out / "evaluation.json").read_text())
-    assert [bm.record_identity(r) for r in stored] == [bm.record_identity(r) for r in records]
-
-
-def test_evaluate_skip_resumes(tiny_records):
-    records, _, _, (train, test) = tiny_records
-    done = {bm.record_identity(r) for r in records}
-    again = bm.evaluate(
-        train,
-        test,
-        "cell_type",
-        dataset="tiny",
-        methods=["sctransformer", "logistic_regression"],
+    out = bm.run(
+        pbmc68k_full,
+        LABELS,
+        split=0.2,
         masks=["grn", "dense"],
-        profile="test",
-        skip=lambda identity: bm.record_identity(identity) in done,
+        seeds=[0, 1],
+        model_kwargs=TINY,
+        train_kwargs=QUICK,
+        peer_kwargs={"logistic_regression": {"n_top_genes": 300}},
+        callback=callback,
+        monitor=monitor,
     )
-    assert again == []
+    return out, seen, entered
 
 
-def test_evaluate_rejects_bad_input(tiny_records):
-    _, _, _, (train, test) = tiny_records
+def test_run_rows_and_columns(results):
+    out, _, _ = results
+    assert list(out.columns[:4]) == ["method", "mask", "regulons", "seed"]
+    expected = [("sctransformer", "grn"), ("sctransformer", "dense"), ("logistic_regression", None)] * 2
+    assert [(m, k) for m, k in zip(out["method"], out["mask"], strict=True)] == expected
+    assert out["seed"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert out["regulons"].tolist() == ["collectri", "collectri", None] * 2
+    for metric in ("accuracy", "macro_f1", "balanced_accuracy", "rare_f1"):
+        assert out[metric].between(0, 1).all(), metric
+    assert (out["train_s"] > 0).all() and (out["predict_s"] > 0).all()
+    assert (out["n_train"] + out["n_test"] == 700).all() and (out["n_test_excluded"] == 0).all()
+    assert (out["n_test_scored"] == out["n_test"]).all()
+    # logistic regression on 300 HVGs annotates the FACS-sorted populations well, and identically when rerun
+    lr = out[out["method"] == "logistic_regression"]
+    assert (lr["accuracy"] > 0.7).all()
+
+
+def test_run_callback_and_monitor(results):
+    out, seen, entered = results
+    assert entered == ["in", "out"] * 6  # around every training
+    assert [s[1] for s in seen] == ["SCTransformer", "SCTransformer", "LogisticRegressionPeer"] * 2
+    assert all(s[2] + s[3] == 700 and s[4] for s in seen)  # the callback gets the test labels; methods never do
+    assert out["fitted_class"].tolist() == [s[1] for s in seen]
+    assert out["panel_genes"].iloc[0] > 0 and np.isnan(out["panel_genes"].iloc[2])
+
+
+def test_run_each_seed_draws_its_split(results, pbmc68k_full):
+    out, _, _ = results
+    for seed in (0, 1):
+        train, test = bm.split(pbmc68k_full, LABELS, test_size=0.2, seed=seed)
+        assert (out.loc[out["seed"] == seed, "n_test"] == test.n_obs).all()
+    # the same split and seed give the same logistic regression, through run or by hand
+    train, test = bm.split(pbmc68k_full, LABELS, test_size=0.2, seed=1)
+    fitted = bm.peers.logistic_regression(train, LABELS, n_top_genes=300, seed=1)
+    accuracy = float(np.mean(fitted.predict(test) == test.obs[LABELS].astype(str).to_numpy()))
+    assert out.loc[(out["method"] == "logistic_regression") & (out["seed"] == 1), "accuracy"].item() == accuracy
+
+
+def test_run_split_column_tuple_and_exclusions(pbmc68k):
+    rng = np.random.default_rng(0)
+    is_test = rng.random(pbmc68k.n_obs) < 0.3
+    pbmc68k.obs["part"] = np.where(is_test, "test", "train")
+    pbmc68k.obs["held"] = is_test
+    lr = {"methods": ["logistic_regression"], "peer_kwargs": {"logistic_regression": {"n_top_genes": 200}}}
+    by_name = bm.run(pbmc68k, LABELS, split="part", **lr)
+    by_bool = bm.run(pbmc68k, LABELS, split="held", **lr)
+    pair = (pbmc68k[~is_test].copy(), pbmc68k[is_test].copy())
+    by_pair = bm.run(None, LABELS, split=pair, seeds=[0, 1], **lr)
+    assert by_name["n_test"].item() == by_bool["n_test"].item() == int(is_test.sum())
+    assert by_name["accuracy"].item() == by_bool["accuracy"].item() == by_pair["accuracy"].iloc[0]
+    assert (by_pair["n_test"] == int(is_test.sum())).all()  # a fixed split for every seed
+    # a test type absent from training is not scored but counted
+    train, test = pair
+    train = train[train.obs[LABELS] != "CD34+"].copy()
+    out = bm.run(None, LABELS, split=(train, test), **lr)
+    n_cd34 = int((test.obs[LABELS] == "CD34+").sum())
+    assert n_cd34 > 0 and out["n_test_excluded"].item() == n_cd34
+    assert out["n_test_scored"].item() == test.n_obs - n_cd34
+
+
+def test_run_reads_counts_from_a_layer(pbmc68k):
+    lr = {"methods": ["logistic_regression"], "peer_kwargs": {"logistic_regression": {"n_top_genes": 200}}}
+    plain = bm.run(pbmc68k, LABELS, **lr)
+    layered = pbmc68k.copy()
+    layered.layers["counts"] = layered.X.copy()
+    layered.X = layered.X * 0  # not counts: only the layer may be read
+    from_layer = bm.run(layered, LABELS, layer="counts", **lr)
+    pd.testing.assert_frame_equal(
+        plain.drop(columns=["train_s", "predict_s"]), from_layer.drop(columns=["train_s", "predict_s"])
+    )
+
+
+def test_run_rejects_bad_input(pbmc68k):
     with pytest.raises(ValueError, match="Unknown methods"):
-        bm.evaluate(train, test, "cell_type", methods=["svm"])
-    with pytest.raises(ValueError, match="Unknown mask"):
-        bm.evaluate(train, test, "cell_type", masks=["sparse"])
+        bm.run(pbmc68k, LABELS, methods=["svm"])
+    with pytest.raises(ValueError, match="Unknown masks"):
+        bm.run(pbmc68k, LABELS, masks=["sparse"])
+    with pytest.raises(ValueError, match="Unknown metrics"):
+        bm.run(pbmc68k, LABELS, metrics=["auprc"])
+    with pytest.raises(ValueError, match="Unknown regulon set"):
+        bm.run(pbmc68k, LABELS, regulons="no_such_set")
     with pytest.raises(KeyError, match="no obs column"):
-        bm.evaluate(train, test, "celltype")
+        bm.run(pbmc68k, "celltype", methods=["logistic_regression"])
+    with pytest.raises(KeyError, match="not an obs column"):
+        bm.run(pbmc68k, LABELS, split="part", methods=["logistic_regression"])
+    train = pbmc68k[pbmc68k.obs[LABELS] == "CD14+ Monocyte"].copy()
+    test = pbmc68k[pbmc68k.obs[LABELS] == "CD19+ B"].copy()
+    with pytest.raises(ValueError, match="nothing to score"):
+        bm.run(None, LABELS, split=(train, test), methods=["logistic_regression"])
 
 
-# ------------------------------------------------------------------------------------------ report
+def test_regulon_sets_by_name():
+    from sctransformer_tools.bm._run import _regulon_sets
 
-
-def _fabricated(grn_gain: float) -> list[dict]:
-    recs = []
-    for seed, noise in zip((0, 1, 2), (0.0, 0.01, -0.01), strict=True):
-        for mask, base in (("grn", 0.80 + grn_gain), ("shuffled", 0.80), ("random", 0.79), ("dense", 0.81)):
-            extra = {"attention_auroc": 0.6 + noise, "attention_auroc_null": 0.52} if mask == "dense" else {}
-            if mask == "grn":
-                extra = {
-                    "tf_activity_spearman": 0.2 + noise,
-                    "tf_top_overlap": 3.0 + 100 * noise,  # 3, 4, 2
-                    "tf_top_overlap_null": 1.0,
-                    "tf_overlap_significant": 0.5,
-                    "tf_activity_types": 8,
-                }
-            recs.append(
-                bm.make_record(
-                    dataset="toy",
-                    method="sctransformer",
-                    mask=mask,
-                    regulons="collectri",
-                    seed=seed,
-                    macro_f1=base + noise + (0.01 * seed if mask == "grn" else 0),
-                    accuracy=0.9,
-                    train_s=10.0 if mask != "dense" else 50.0,
-                    peak_mb=900.0,
-                    grn_edges_kept=100,
-                    regulon_edges_total=1000,
-                    grn_tfs_kept=10,
-                    regulon_tfs_total=50,
-                    panel_genes=300,
-                    density=1e-3,
-                    profile="full",
-                    split="toy split",
-                    **extra,
-                )
-            )
-        recs.append(
-            bm.make_record(dataset="toy", method="logistic_regression", seed=seed, macro_f1=0.85, profile="full")
-        )
-    return recs
-
-
-def test_report_renders_and_follows_the_numbers(tmp_path):
-    recs = _fabricated(grn_gain=0.03)
-    recs.append(bm.make_record(dataset="toy", method="scanvi", seed=0, profile="full", error="RuntimeError: boom"))
-    umap = tmp_path / "umap"
-    umap.mkdir()
-    rng = np.random.default_rng(0)
-    for mask in ("grn", "dense"):
-        path = bm.umap_file(
-            umap,
-            {
-                "profile": "full",
-                "dataset": "toy",
-                "method": "sctransformer",
-                "mask": mask,
-                "regulons": "collectri",
-                "seed": 0,
-            },
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            path,
-            umap=rng.normal(size=(20, 2)),
-            labels=np.repeat(["a", "b"], 10),
-            predictions=np.repeat(["a", "b"], 10),
-        )
-    path = bm.write_report(recs, tmp_path, preamble="Preamble here.", umap_dir=umap)
-    text = path.read_text()
-    assert "Preamble here." in text and "| toy | sctransformer | grn | collectri | 3 |" in text
-    # grn - shuffled per seed: 0.03, 0.04, 0.05 -> 0.040 ± 0.010, 3/3 seeds
-    assert "grn (collectri) beats shuffled (collectri) by 0.040 ± 0.010 macro-F1 (3/3 seeds" in text
-    assert "+0.030, +0.040, +0.050" in text
-    assert "grn (collectri) trails logistic_regression" in text
-    assert "AUROC 0.600 ± 0.010" in text and "0.520" in text
-    assert "keeps 100 of 1,000 regulon edges (10.0%)" in text
-    assert "grn (collectri) vs decoupler ULM activity on the same test cells: 3.000 ± 1.000 shared TFs" in text
-    assert "(permutation null 1.000), Spearman 0.200 ± 0.010, overlap beyond chance (p < 0.05) in 50.0% of 8" in text
-    assert "toy / scanvi / seed 0: RuntimeError: boom" in text
-    for png in ("evaluation_full_macro_f1.png", "evaluation_full_attention_auroc.png", "evaluation_full_umap_toy.png"):
-        assert (tmp_path / png).stat().st_size > 1000
-    # the reading flips with the data
-    flipped = bm.write_report(_fabricated(grn_gain=-0.05), tmp_path / "flip").read_text()  # -0.05, -0.04, -0.03
-    assert "grn (collectri) trails shuffled (collectri) by 0.040 ± 0.010 macro-F1 (3/3 seeds" in flipped
-
-
-def test_paired_comparison_pairs_by_seed():
-    recs = _fabricated(grn_gain=0.0)
-    recs = [r for r in recs if not (r["mask"] == "shuffled" and r["seed"] == 2)]  # an unpaired seed
-    table = bm.paired_comparison(recs)
-    row = table[table["comparator"] == "shuffled (collectri)"].iloc[0]
-    assert row["seeds"] == [0, 1] and row["n_pairs"] == 2
-    assert row["diffs"] == pytest.approx([0.0, 0.01])
-    assert set(table["comparator"]) == {
-        "shuffled (collectri)",
-        "random (collectri)",
-        "dense (collectri)",
-        "logistic_regression",
+    assert _regulon_sets("collectri") == {"collectri": {"regulons": "collectri"}}
+    assert _regulon_sets({"collectri": "collectri", "dorothea_ABC": "dorothea_ABC"})["dorothea_ABC"] == {
+        "regulons": "dorothea",
+        "regulon_levels": "ABC",
     }
+    net = pd.DataFrame({"source": ["A"], "target": ["B"], "weight": [1.0]})
+    assert _regulon_sets(net)["custom"]["regulons"] is net
+    assert _regulon_sets({"mine": net})["mine"]["regulons"] is net
 
 
-def test_merge_records_replaces_same_run(tmp_path):
-    path = tmp_path / "r.json"
-    bm.append_record(path, bm.make_record(dataset="d", method="scanvi", seed=0, accuracy=0.1))
-    bm.append_record(path, bm.make_record(dataset="d", method="scanvi", seed=1, accuracy=0.2))
-    records = bm.append_record(path, bm.make_record(dataset="d", method="scanvi", seed=0, accuracy=0.3))
-    assert [(r["seed"], r["accuracy"]) for r in records] == [(0, 0.3), (1, 0.2)]
-    assert bm.load_records(path) == records
+# ------------------------------------------------------------------------------------------- peers
 
 
-# ------------------------------------------------------------------------------------- datasets
+def test_logistic_regression_reads_missing_genes_as_their_mean(pbmc68k_full):
+    train, test = bm.split(pbmc68k_full, LABELS, test_size=0.3, seed=0)
+    fitted = bm.peers.logistic_regression(train, LABELS, n_top_genes=100, library_size_key="n_counts")
+    assert fitted.info == {"n_features": 100} and len(fitted.genes) == 100
+    full = fitted.predict(test)
+    # dropping a feature gene from the query is the same as measuring it at its training mean (standardised 0)
+    gene = fitted.genes[0]
+    dropped = fitted.predict(test[:, test.var_names != gene].copy())
+    x = fitted.scaler.transform(bm.peers._log_normalised(test, fitted.genes, None, "n_counts").toarray())
+    x[:, 0] = 0.0
+    assert (dropped == fitted.classifier.predict(x)).all()
+    assert np.mean(dropped == full) > 0.9
 
 
-def test_pbmc68k_label_map_covers_intended_labels(pbmc3k_full):
-    query = sct.ds.pbmc68k_reduced()
-    populations = set(query.obs["bulk_labels"].astype(str))
-    assert populations == set(bm.PBMC68K_LABEL_MAP)  # every population decided, none invented
-    pbmc3k_types = set(pbmc3k_full.obs["cell_type"].astype(str))
-    mapped = {k: v for k, v in bm.PBMC68K_LABEL_MAP.items() if v is not None}
-    assert set(mapped.values()) <= pbmc3k_types
-    assert {k for k, v in bm.PBMC68K_LABEL_MAP.items() if v is None} == {"CD34+"}
-    assert mapped["CD14+ Monocyte"] == "CD14+ Mono" and mapped["CD19+ B"] == "B" and mapped["CD56+ NK"] == "NK"
-    assert mapped["CD8+ Cytotoxic T"] == mapped["CD8+/CD45RA+ Naive Cytotoxic"] == "CD8 T"
-    assert bm.map_pbmc68k_labels("not a population") is None
+def test_celltypist_peer(pbmc68k_full):
+    pytest.importorskip(
+        "celltypist", reason="CellTypist is an optional peer (pip install 'sctransformer-tools[bench]')"
+    )
+    from sklearn.linear_model import LogisticRegression
+
+    train, test = bm.split(pbmc68k_full, LABELS, test_size=0.3, seed=0)
+    if "multi_class" not in inspect.signature(LogisticRegression).parameters:
+        # CellTypist 1.7 cannot train with scikit-learn >= 1.8: a clear error, no runtime patching
+        with pytest.raises(RuntimeError, match=r"multi_class.*scikit-learn 1\.8 removed"):
+            bm.peers.celltypist(train, LABELS, max_iter=50)
+        return
+    fitted = bm.peers.celltypist(train, LABELS, max_iter=200)
+    pred = fitted.predict(test)
+    assert fitted.info["n_features"] == train.n_vars
+    assert np.mean(pred == test.obs[LABELS].astype(str).to_numpy()) > 0.6
 
 
-def test_cross_study_split(pbmc3k_path):
-    split = bm.load_split("pbmc3k_to_pbmc68k", data_dir=SCRNA)
-    assert split.train.n_obs == 2638 and split.test.n_obs == 700 - 13  # CD34+ dropped
-    assert set(split.test.obs["cell_type"]) <= set(split.train.obs["cell_type"].astype(str))
-    assert split.info["query_genes_in_reference"] < split.info["query_genes"] == 765
-    assert np.allclose(split.test.obs["library_size"], split.test.obs["n_counts"])
-    # both sides on the shared genes; library sizes stay totals over all genes, as the query's n_counts
-    assert list(split.train.var_names) == list(split.test.var_names)
-    assert split.train.n_vars == split.info["query_genes_in_reference"]
-    shared_totals = np.asarray(split.train.X.sum(axis=1)).ravel()
-    assert (split.train.obs["library_size"].to_numpy() > shared_totals).all()
-    full = bm.load_split("pbmc3k_to_pbmc68k", data_dir=SCRNA, shared_genes=False)
-    assert full.train.n_vars == 13714 and full.test.n_vars == 765
-    assert np.allclose(full.train.obs["library_size"], split.train.obs["library_size"])
+# ----------------------------------------------------------------------------------------- compare
 
 
-def test_donor_splits_hold_out_whole_donors():
-    _require(SCRNA / "darmanis2015_brain.h5ad")
-    held = []
-    for seed in range(4):
-        split = bm.load_split("darmanis2015", seed=seed, data_dir=SCRNA)
-        train_donors, test_donors = set(split.train.obs["batch"]), set(split.test.obs["batch"])
-        assert not train_donors & test_donors
-        held += sorted(test_donors)
-    assert len(held) == len(set(held)) == 12  # 4 folds cover the 12 samples once
-    _require(SCRNA / "allen_m1_snrna_140genes.h5ad")
-    allen = bm.load_split("allen_m1", seed=0, data_dir=SCRNA, max_train_cells=2000, max_test_cells=1000)
-    assert set(allen.train.obs["batch"]) == {"H18.30.001"} and set(allen.test.obs["batch"]) == {"H18.30.002"}
-    assert (allen.train.obs["cell_type"] == "VLMC").sum() == 23  # rare types kept whole
-    assert np.allclose(allen.train.obs["library_size"], allen.train.obs["total_counts_all_genes"])
+def _fabricated() -> pd.DataFrame:
+    rows = []
+    for seed, noise in zip((0, 1, 2), (0.0, 0.01, -0.01), strict=True):
+        for mask, base in (("grn", 0.83), ("shuffled", 0.80), ("dense", 0.81)):
+            rows.append(("sctransformer", mask, "collectri", seed, base + noise + 0.01 * seed * (mask == "grn")))
+        rows.append(("sctransformer", "grn", "trrust", seed, 0.83 + noise))
+        rows.append(("logistic_regression", None, None, seed, 0.85))
+    return pd.DataFrame(rows, columns=["method", "mask", "regulons", "seed", "macro_f1"])
 
 
-def test_pooled_comparison_pools_dataset_seed_pairs():
-    # toy: grn - shuffled = 0.00, 0.01, 0.02 per seed; toy2: the same shifted by +0.03 -> 6 pairs, 5 wins, 1 tie
-    recs = _fabricated(grn_gain=0.0)
-    recs += [dict(r, dataset="toy2", macro_f1=r["macro_f1"] + 0.03 * (r["mask"] == "grn")) for r in recs]
-    recs += [bm.make_record(dataset="toy3", method="logistic_regression", seed=0, macro_f1=0.5, profile="full")]
-    pooled = bm.pooled_comparison(recs)
-    row = pooled[pooled["comparator"] == "shuffled (collectri)"].iloc[0]
-    assert row["datasets"] == ["toy", "toy2"] and row["n_pairs"] == 6
-    assert row["dataset_means"] == pytest.approx([0.01, 0.04])
-    assert row["mean"] == pytest.approx(0.025)
-    assert (row["wins"], row["losses"], row["ties"]) == (5, 0, 1)
-    assert row["sign_p"] == pytest.approx(2 * 0.5**5)
-    # a comparison made on one dataset only is not pooled
-    assert bm.pooled_comparison(_fabricated(grn_gain=0.0)).empty
-    text = "\n".join(bm.reading(recs))
-    assert "**All datasets pooled** (full)" in text and "(5/6 pairs, paired t-test" in text
+def test_compare_pairs_by_seed():
+    from scipy import stats
+
+    table = bm.compare(_fabricated(), reference="grn")
+    assert table["reference"].unique().tolist() == ["grn (collectri)"]  # several sets: the first one
+    row = table.set_index("comparator").loc["shuffled (collectri)"]
+    assert row["seeds"] == [0, 1, 2] and row["diffs"] == pytest.approx([0.03, 0.04, 0.05])
+    assert row["mean"] == pytest.approx(0.04) and row["sd"] == pytest.approx(0.01)
+    assert (row["wins"], row["losses"], row["ties"]) == (3, 0, 0)
+    assert row["p_value"] == pytest.approx(stats.ttest_1samp([0.03, 0.04, 0.05], 0).pvalue)
+    lr = table.set_index("comparator").loc["logistic_regression"]
+    assert lr["losses"] == 2 and lr["mean"] == pytest.approx(-0.01)
+    tied = bm.compare(_fabricated(), reference="grn (trrust)").set_index("comparator").loc["grn (collectri)"]
+    assert tied["diffs"] == pytest.approx([0.0, -0.01, -0.02]) and tied["ties"] == 1
+    # one regulon set: bare mask names; a missing seed is not paired
+    one = _fabricated()
+    one = one[(one["regulons"] != "trrust") & ~((one["mask"] == "dense") & (one["seed"] == 2))]
+    table = bm.compare(one, reference="grn")
+    assert table["comparator"].tolist() == ["shuffled", "dense", "logistic_regression"]
+    assert table.set_index("comparator").loc["dense", "n_pairs"] == 2
+    by_peer = bm.compare(one, reference="logistic_regression")
+    assert by_peer.set_index("comparator").loc["grn", "mean"] == pytest.approx(0.01)
 
 
-def test_umap_of_more_than_4096_cells(tmp_path):
-    # scanpy's approximate kNN (used above 4,096 cells) failed on scipy sparse arrays; Allen M1 has 10,245 test cells
-    from sctransformer_tools.bm._run import _save_umap
-
-    rng = np.random.default_rng(0)
-    labels = np.repeat(["a", "b"], 2100)
-    emb = rng.normal(size=(len(labels), 8)) + 4 * (labels == "b")[:, None]
-    path = tmp_path / "u.npz"
-    _save_umap(path, emb, labels, labels, seed=0)
-    saved = np.load(path)
-    assert saved["umap"].shape == (4200, 2) and np.isfinite(saved["umap"]).all()
-    assert list(saved["labels"][:2]) == ["a", "a"]
+def test_compare_rejects_bad_input():
+    with pytest.raises(ValueError, match="reference 'random'"):
+        bm.compare(_fabricated(), reference="random")
+    with pytest.raises(KeyError, match="no column 'ari'"):
+        bm.compare(_fabricated(), metric="ari")
+    doubled = pd.concat([_fabricated(), _fabricated()])
+    with pytest.raises(ValueError, match="several rows"):
+        bm.compare(doubled)
 
 
-def test_reading_names_runs_at_another_precision():
-    recs = [dict(r, precision="32-true") if r["method"] == "sctransformer" else r for r in _fabricated(0.0)]
-    odd = next(r for r in recs if r["mask"] == "dense" and r["seed"] == 2)
-    odd["precision"] = "bf16-mixed"  # one run made on a machine with native bfloat16
-    text = "\n".join(bm.reading(recs))
-    assert "trained at 32-true precision except dense (collectri) seed 2 (bf16-mixed)" in text
-    assert "precision except" not in "\n".join(bm.reading(_fabricated(grn_gain=0.0)))
+# ------------------------------------------------------------------------------------------ surface
+
+
+def test_public_surface_is_small():
+    assert sorted(bm.__all__) == ["METRICS", "compare", "metrics", "peers", "register_metric", "run", "split"]
+    assert set(bm.peers.PEERS) == {"logistic_regression", "celltypist", "scanvi"}
+    source = Path(bm.__file__).parent
+    for path in source.glob("*.py"):
+        text = path.read_text()
+        assert "matplotlib.use" not in text, path.name
+        assert not re.search(r"simplefilter\(\s*\"ignore\"", text), path.name  # targeted filters only
+        assert "setLevel" not in text, path.name  # no global logger levels
+        assert "doctest: +SKIP" not in text, path.name

@@ -22,7 +22,7 @@ def current_rss_mb() -> float | None:
 
     Examples
     --------
-    >>> from sctransformer_tools.bm import current_rss_mb
+    >>> from harness.resources import current_rss_mb
     >>> rss = current_rss_mb()
     >>> rss is None or rss > 1
     True
@@ -56,7 +56,7 @@ class ResourceMonitor:
     Examples
     --------
     >>> import numpy as np
-    >>> from sctransformer_tools.bm import ResourceMonitor
+    >>> from harness.resources import ResourceMonitor
     >>> with ResourceMonitor(interval=0.005) as usage:
     ...     block = np.ones((2000, 2000))  # 32 MB
     >>> usage.seconds > 0 and usage.peak_mb >= usage.start_mb

@@ -1,4 +1,4 @@
-"""The evaluation's train/test splits of real data: one definition per dataset, seeded, documented."""
+"""The study's train/test splits of real data (files of ``../shared/data/scrna``): one definition per dataset, seeded."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def scrna_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
     Examples
     --------
-    >>> from sctransformer_tools.bm import scrna_dir
+    >>> from harness.datasets import scrna_dir
     >>> scrna_dir("/data/scrna").name
     'scrna'
     """
@@ -124,7 +124,7 @@ def stratified_subsample(
     Examples
     --------
     >>> import numpy as np
-    >>> from sctransformer_tools.bm import stratified_subsample
+    >>> from harness.datasets import stratified_subsample
     >>> labels = np.array(["big"] * 1000 + ["rare"] * 10)
     >>> idx = stratified_subsample(labels, 100, min_per_class=20)
     >>> int((labels[idx] == "big").sum()), int((labels[idx] == "rare").sum())
@@ -181,7 +181,7 @@ def darmanis2015(seed: int = 0, data_dir: str | os.PathLike | None = None, n_fol
     ``random_state=0``) groups cells by sample, so every held-out sample is unseen in training; with 4
     folds each test fold holds 3 samples (2 adult, 1 fetal). Test cells of a type absent from the
     training donors (OPCs come from one donor only) cannot be predicted and are left out of the scores
-    by :func:`~sctransformer_tools.bm.evaluate` (counted in ``n_test_excluded``).
+    by :func:`harness.study.evaluate` (counted in ``n_test_excluded``).
 
     Parameters
     ----------
@@ -341,7 +341,7 @@ def map_pbmc68k_labels(label: str) -> str | None:
 
     Examples
     --------
-    >>> from sctransformer_tools.bm import map_pbmc68k_labels
+    >>> from harness.datasets import map_pbmc68k_labels
     >>> map_pbmc68k_labels("CD14+ Monocyte"), map_pbmc68k_labels("CD34+")
     ('CD14+ Mono', None)
     """
@@ -377,9 +377,9 @@ def load_split(name: str, seed: int = 0, data_dir: str | os.PathLike | None = No
 
     Examples
     --------
-    >>> import sctransformer_tools as sct
-    >>> split = sct.bm.load_split("pbmc3k", seed=0)  # doctest: +SKIP
-    >>> split.train.n_obs, split.test.n_obs  # doctest: +SKIP
+    >>> from harness.datasets import load_split
+    >>> split = load_split("pbmc3k", seed=0)
+    >>> split.train.n_obs, split.test.n_obs
     (2110, 528)
     """
     if name not in DATASETS:

@@ -11,7 +11,38 @@ from anndata import AnnData
 
 from sctransformer_tools import grn
 
-from ._metrics import auroc
+
+def auroc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
+    """Area under the ROC curve of ``positive`` scores against ``negative`` ones (ties count half).
+
+    The Mann-Whitney form of :func:`sklearn.metrics.roc_auc_score`, kept so that the records' numbers stay
+    those of the study.
+
+    Parameters
+    ----------
+    positive, negative
+        Scores of the two sets (e.g. attention on regulon edges and on non-edges); NaNs are dropped.
+
+    Returns
+    -------
+    AUROC in [0, 1]; ``None`` when either set is empty.
+
+    Examples
+    --------
+    >>> from harness.attention import auroc
+    >>> auroc([0.9, 0.8], [0.1, 0.2, 0.3]), auroc([0.5], [0.5])
+    (1.0, 0.5)
+    """
+    from scipy.stats import rankdata
+
+    pos = np.asarray(positive, dtype=float)
+    neg = np.asarray(negative, dtype=float)
+    pos, neg = pos[~np.isnan(pos)], neg[~np.isnan(neg)]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    ranks = rankdata(np.concatenate([pos, neg]))
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)))
 
 
 def pair_attention_scores(
@@ -86,7 +117,7 @@ def sample_non_edges(
     Examples
     --------
     >>> import numpy as np
-    >>> from sctransformer_tools.bm import sample_non_edges
+    >>> from harness.attention import sample_non_edges
     >>> pairs = sample_non_edges(10, np.array([0, 1]), np.array([2, 3]), np.array([[2, 0]]), 4)
     >>> sorted(map(tuple, pairs.tolist()))
     [(2, 1), (3, 0), (3, 1)]

@@ -1,13 +1,16 @@
-"""Scores of one run: labels (accuracy, F1), embeddings (silhouette, Leiden ARI/NMI) and attention (AUROC)."""
+"""Embedding scores of the study: silhouette and Leiden ARI/NMI, the linear peers' PCA space, saved UMAPs."""
 
 from __future__ import annotations
 
-import math
+import importlib
 import random
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 #: Leiden resolutions tried by :func:`embedding_metrics`; the one with the best NMI is kept (as scib does).
 LEIDEN_RESOLUTIONS = (0.25, 0.5, 1.0, 2.0)
@@ -15,8 +18,6 @@ LEIDEN_RESOLUTIONS = (0.25, 0.5, 1.0, 2.0)
 
 def _bench_import(name: str):
     """Import an optional benchmark dependency, with an install hint."""
-    import importlib
-
     try:
         return importlib.import_module(name)
     except ImportError as err:
@@ -39,83 +40,6 @@ class _IgraphRandom:
 
     def gauss(self, mu: float, sigma: float) -> float:
         return float(self.rng.normal(mu, sigma))
-
-
-def rare_classes(train_labels: Sequence[str], present: Sequence[str], fraction: float = 1 / 3) -> list[str]:
-    """The rarest cell types: the ``ceil(fraction * n)`` types with the fewest training cells.
-
-    Parameters
-    ----------
-    train_labels
-        Labels of the training cells (rarity is what the model saw).
-    present
-        Types that can be scored (present in the test labels); others are skipped.
-    fraction
-        Share of the scorable types called rare.
-
-    Returns
-    -------
-    Rare types, rarest first.
-
-    Examples
-    --------
-    >>> from sctransformer_tools.bm import rare_classes
-    >>> rare_classes(["a"] * 5 + ["b"] * 2 + ["c"], present=["a", "b", "c"])
-    ['c']
-    """
-    counts = pd.Series(np.asarray(train_labels, dtype=str)).value_counts()
-    present = [str(p) for p in present]
-    counts = counts[counts.index.isin(present)].sort_values(kind="stable")
-    n = max(1, math.ceil(fraction * len(counts)))
-    return list(counts.index[:n])
-
-
-def classification_metrics(
-    y_true: Sequence[str], y_pred: Sequence[str], rare: Sequence[str] | None = None
-) -> dict[str, float | None]:
-    """Accuracy, macro-F1, balanced accuracy and the mean F1 of ``rare`` types.
-
-    Macro-F1 and balanced accuracy average over the types present in ``y_true``; a prediction of a
-    type absent from ``y_true`` still counts as an error for the true type.
-
-    Parameters
-    ----------
-    y_true, y_pred
-        True and predicted labels of the same cells.
-    rare
-        Types whose F1 is averaged into ``rare_f1`` (see :func:`rare_classes`); ``None`` for no ``rare_f1``.
-
-    Returns
-    -------
-    ``accuracy``, ``macro_f1``, ``balanced_accuracy``, ``rare_f1`` (``None`` without ``rare``).
-
-    Examples
-    --------
-    >>> from sctransformer_tools.bm import classification_metrics
-    >>> classification_metrics(["a", "b", "b"], ["a", "b", "b"], rare=["a"])
-    {'accuracy': 1.0, 'macro_f1': 1.0, 'balanced_accuracy': 1.0, 'rare_f1': 1.0}
-    """
-    from sklearn.metrics import accuracy_score, f1_score, recall_score
-
-    y_true = np.asarray(y_true, dtype=str)
-    y_pred = np.asarray(y_pred, dtype=str)
-    if y_true.shape != y_pred.shape or y_true.size == 0:
-        raise ValueError(
-            f"y_true and y_pred must be non-empty and of equal length, got {y_true.size} and {y_pred.size}."
-        )
-    labels = np.unique(y_true)
-    per_class = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    out: dict[str, float | None] = {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(per_class.mean()),
-        "balanced_accuracy": float(recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "rare_f1": None,
-    }
-    if rare is not None:
-        f1 = dict(zip(labels, per_class, strict=True))
-        scored = [f1[r] for r in rare if r in f1]
-        out["rare_f1"] = float(np.mean(scored)) if scored else None
-    return out
 
 
 def embedding_metrics(
@@ -157,7 +81,7 @@ def embedding_metrics(
     Examples
     --------
     >>> import numpy as np
-    >>> from sctransformer_tools.bm import embedding_metrics
+    >>> from harness.embedding import embedding_metrics
     >>> rng = np.random.default_rng(0)
     >>> emb = np.concatenate([rng.normal(0, 0.1, (40, 5)), rng.normal(5, 0.1, (40, 5))])
     >>> scores = embedding_metrics(emb, ["a"] * 40 + ["b"] * 40)
@@ -199,31 +123,55 @@ def embedding_metrics(
     return out
 
 
-def auroc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
-    """Area under the ROC curve of ``positive`` scores against ``negative`` ones (ties count half).
+def pca_embedding(
+    adata: AnnData, genes: pd.Index, *, library_size_key: str | None = None, n_comps: int = 50, seed: int = 0
+) -> np.ndarray:
+    """PCA of the log-normalised ``genes`` of ``adata`` (scaled): the input space of the linear peers.
 
     Parameters
     ----------
-    positive, negative
-        Scores of the two sets (e.g. attention on regulon edges and on non-edges); NaNs are dropped.
+    adata
+        Cells (counts in ``X``).
+    genes
+        Genes to use (missing ones are zero-filled).
+    library_size_key
+        ``obs`` column of library sizes (row sums over all genes when ``None``).
+    n_comps
+        Components (capped by the data's size).
+    seed
+        Seed of the solver.
 
     Returns
     -------
-    AUROC in [0, 1]; ``None`` when either set is empty.
-
-    Examples
-    --------
-    >>> from sctransformer_tools.bm import auroc
-    >>> auroc([0.9, 0.8], [0.1, 0.2, 0.3]), auroc([0.5], [0.5])
-    (1.0, 0.5)
+    ``(cells, n_comps)`` array.
     """
-    from scipy.stats import rankdata
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
 
-    pos = np.asarray(positive, dtype=float)
-    neg = np.asarray(negative, dtype=float)
-    pos, neg = pos[~np.isnan(pos)], neg[~np.isnan(neg)]
-    if len(pos) == 0 or len(neg) == 0:
-        return None
-    ranks = rankdata(np.concatenate([pos, neg]))
-    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
-    return float(u / (len(pos) * len(neg)))
+    from sctransformer_tools._data import align_genes, library_sizes, log_normalised
+
+    aligned = align_genes(adata, genes)
+    aligned.obs = pd.DataFrame({"library": library_sizes(adata, None, library_size_key)}, index=adata.obs_names)
+    x = log_normalised(aligned, library_size_key="library").X.toarray()
+    x = StandardScaler().fit_transform(x)
+    x = np.clip(np.nan_to_num(x), -10, 10)
+    n = max(1, min(n_comps, x.shape[0] - 1, x.shape[1] - 1))
+    return PCA(n_components=n, random_state=seed).fit_transform(x)
+
+
+def save_umap(path: Path, embedding: np.ndarray, labels: np.ndarray, predictions: np.ndarray, seed: int) -> None:
+    """2-D UMAP of an embedding, saved (``.npz``) with labels and predictions for the report's figure."""
+    import anndata as ad
+    import scanpy as sc
+
+    tmp = ad.AnnData(X=np.zeros((len(labels), 1), dtype=np.float32), obsm={"X_emb": np.asarray(embedding, np.float32)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # exact kNN: above 4,096 cells scanpy's default (pynndescent) returns a scipy sparse array that
+        # scanpy 1.11 then calls .getnnz on, which scipy >= 1.15 arrays lack (AttributeError)
+        sc.pp.neighbors(tmp, use_rep="X_emb", n_neighbors=15, random_state=seed, transformer="sklearn")
+        sc.tl.umap(tmp, random_state=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path, umap=tmp.obsm["X_umap"].astype(np.float32), labels=labels.astype(str), predictions=predictions.astype(str)
+    )

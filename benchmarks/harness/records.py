@@ -1,4 +1,8 @@
-"""Evaluation records: one flat dict per dataset x method x mask x regulons x seed, stored as a JSON list."""
+"""Evaluation records: one flat dict per dataset x method x mask x regulons x seed, stored as a JSON list.
+
+Also how records are read back as a table (:func:`records_frame`), named (:func:`variant_name`) and ordered
+(:func:`order_frame`) by the statistics, figures and report.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 #: Keys every record has, in this order (``None`` where a metric does not apply).
 RECORD_KEYS = (
@@ -31,6 +36,24 @@ RECORD_KEYS = (
 
 #: Keys that identify a run; a new record with the same identity replaces the old one.
 IDENTITY_KEYS = ("profile", "dataset", "method", "mask", "regulons", "seed")
+
+#: How metrics are named in tables and figures.
+HEADERS = {
+    "macro_f1": "macro-F1",
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced acc.",
+    "rare_f1": "rare-type F1",
+    "silhouette": "silhouette",
+    "ari": "ARI",
+    "nmi": "NMI",
+    "attention_auroc": "attention AUROC",
+    "attention_auroc_null": "AUROC null",
+    "train_s": "train s",
+    "peak_mb": "peak MB",
+    "peak_delta_mb": "MB rise",
+}
+#: Profiles in report order (others between full and quick).
+PROFILE_ORDER = {"full": 0, "custom": 1, "quick": 2}
 
 
 def _clean(value):
@@ -60,7 +83,7 @@ def make_record(**fields) -> dict:
 
     Examples
     --------
-    >>> from sctransformer_tools.bm import RECORD_KEYS, make_record
+    >>> from harness.records import RECORD_KEYS, make_record
     >>> rec = make_record(dataset="d", method="logistic_regression", seed=0, accuracy=0.912345, n_test=10)
     >>> list(rec)[: len(RECORD_KEYS)] == list(RECORD_KEYS), rec["accuracy"], rec["mask"], rec["n_test"]
     (True, 0.9123, None, 10)
@@ -83,7 +106,7 @@ def run_tag(record: Mapping) -> str:
 
     Examples
     --------
-    >>> from sctransformer_tools.bm import run_tag
+    >>> from harness.records import run_tag
     >>> run_tag({"dataset": "pbmc3k", "method": "scanvi", "mask": None, "regulons": None, "seed": 0})
     'pbmc3k_scanvi_-_-_0'
     """
@@ -103,7 +126,7 @@ def umap_file(umap_dir: str | os.PathLike, record: Mapping) -> Path:
 
     Examples
     --------
-    >>> from sctransformer_tools.bm import umap_file
+    >>> from harness.records import umap_file
     >>> umap_file(
     ...     "umap",
     ...     {
@@ -173,7 +196,7 @@ def merge_records(old: Iterable[Mapping], new: Iterable[Mapping]) -> list[dict]:
 
     Examples
     --------
-    >>> from sctransformer_tools.bm import merge_records
+    >>> from harness.records import merge_records
     >>> old = [{"dataset": "d", "method": "m", "seed": 0, "accuracy": 0.5}]
     >>> new = [{"dataset": "d", "method": "m", "seed": 0, "accuracy": 0.7}, {"dataset": "d", "method": "m", "seed": 1}]
     >>> [(r["seed"], r.get("accuracy")) for r in merge_records(old, new)]
@@ -230,7 +253,7 @@ def append_invocation(path: str | os.PathLike, entry: Mapping) -> dict:
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> from sctransformer_tools.bm import append_invocation
+    >>> from harness.records import append_invocation
     >>> meta = pathlib.Path(tempfile.mkdtemp()) / "meta.json"
     >>> _ = append_invocation(meta, {"command": "a"})
     >>> [m["command"] for m in append_invocation(meta, {"command": "b"})["invocations"]]
@@ -259,3 +282,103 @@ def _locked(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------------ records as a table
+
+
+def numeric(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A column as floats (NaN where missing; all NaN when the column is absent)."""
+    if column not in frame:
+        return pd.Series(np.nan, index=frame.index, dtype=float)
+    return pd.to_numeric(frame[column], errors="coerce").astype(float)
+
+
+def variant_name(record: Mapping) -> str:
+    """Short name of a record's model: ``"grn (collectri)"`` for scTransformer, the peer's name otherwise.
+
+    Parameters
+    ----------
+    record
+        An evaluation record.
+
+    Returns
+    -------
+    The name.
+
+    Examples
+    --------
+    >>> from harness.records import variant_name
+    >>> variant_name({"method": "sctransformer", "mask": "grn", "regulons": "collectri"})
+    'grn (collectri)'
+    >>> variant_name({"method": "scanvi", "mask": None, "regulons": None})
+    'scanvi'
+    """
+    if record.get("method") == "sctransformer":
+        return f"{record.get('mask')} ({record.get('regulons')})"
+    return str(record.get("method"))
+
+
+def records_frame(records: Iterable[Mapping]) -> pd.DataFrame:
+    """Records as a DataFrame with a ``variant`` column (failed runs, with ``error``, left out).
+
+    Parameters
+    ----------
+    records
+        Evaluation records.
+
+    Returns
+    -------
+    One row per successful run.
+    """
+    frame = pd.DataFrame([dict(r) for r in records])
+    if frame.empty:
+        return frame
+    if "error" in frame:
+        frame = frame[frame["error"].isna()]
+    if "profile" not in frame:
+        frame["profile"] = "custom"
+    frame["profile"] = frame["profile"].fillna("custom")
+    frame["variant"] = [variant_name(r) for r in frame.to_dict("records")]
+    return frame.reset_index(drop=True)
+
+
+def order_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stable row order: datasets as first seen, scTransformer masks first (grn, controls), then peers."""
+    mask_rank = {"grn": 0, "shuffled": 1, "random": 2, "dense": 3}
+    method_rank = {"sctransformer": 0, "logistic_regression": 1, "celltypist": 2, "scanvi": 3}
+    datasets = {d: i for i, d in enumerate(dict.fromkeys(frame["dataset"]))}
+    regs = {r: i for i, r in enumerate(dict.fromkeys(frame["regulons"].dropna()))}
+    key = pd.DataFrame(
+        {
+            "p": frame["profile"].map(lambda p: PROFILE_ORDER.get(p, 1)),
+            "d": frame["dataset"].map(datasets),
+            "m": frame["method"].map(lambda m: method_rank.get(m, 9)),
+            "r": frame["regulons"].map(lambda r: regs.get(r, -1)),
+            "k": frame["mask"].map(lambda m: mask_rank.get(m, -1)),
+        }
+    )
+    return frame.loc[key.sort_values(["p", "d", "m", "r", "k"], kind="stable").index]
+
+
+def main_regulons(frame: pd.DataFrame, preferred: str | None = None) -> str | None:
+    """The regulon set the other models are compared with: ``preferred`` when the records have it, else the set
+    with the most scTransformer runs (the first seen on a tie); ``None`` without scTransformer runs.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from harness.records import main_regulons
+    >>> frame = pd.DataFrame({"method": ["sctransformer"] * 3, "regulons": ["dorothea_ABC", "trrust", "trrust"]})
+    >>> main_regulons(frame), main_regulons(frame, "dorothea_ABC"), main_regulons(frame, "collectri")
+    ('trrust', 'dorothea_ABC', 'trrust')
+    """
+    if frame.empty or "regulons" not in frame:
+        return None
+    regs = frame.loc[frame["method"] == "sctransformer", "regulons"].dropna()
+    if regs.empty:
+        return None
+    if preferred is not None and preferred in set(regs):
+        return preferred
+    counts = regs.value_counts(sort=False)
+    return str(counts.index[int(np.argmax(counts.to_numpy()))])

@@ -1,0 +1,343 @@
+"""The annotation methods scTransformer is compared with, trained on the training cells only.
+
+Each adaptor ``peer(train, labels_key, *, layer=None, seed=0, ...)`` returns a fitted peer whose
+``predict(adata)`` labels new cells (aligned to the training genes on the fly: genes a dataset lacks are read as
+zeros) and whose ``info`` holds numbers about the fit. Normalisation, highly variable genes and gene alignment are
+the package's own (:mod:`sctransformer_tools._data`), as scTransformer reads them.
+
+- ``logistic_regression``: scikit-learn multinomial logistic regression on the training cells' 2,000 most
+  variable genes (scanpy ``seurat_v3`` on counts), log-normalised (``log1p(counts / library size * 1e4)``) and
+  standardised; a gene the query lacks takes its training mean (no contribution).
+- ``celltypist``: :func:`celltypist.train` on every gene, log-normalised the same way, applied with
+  :func:`celltypist.annotate` (best match, no majority voting). Trained locally: nothing is downloaded.
+- ``scanvi``: scVI pre-trained on the training cells' counts of the same HVGs, then
+  :meth:`scvi.model.SCANVI.from_scvi_model` with the labels; query cells are classified and embedded
+  (``embed``) by that reference model (no query training).
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from sctransformer_tools._data import align_genes, highly_variable_genes, library_sizes, log_normalised
+
+
+def _optional(name: str):
+    """Import an optional dependency, with an install hint."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise ImportError(f"{name} is needed for this peer: `pip install 'sctransformer-tools[bench]'`.") from err
+
+
+def _log_normalised(adata: AnnData, genes: pd.Index | None, layer: str | None, library_size_key: str | None):
+    """``log1p(counts / library * 1e4)`` of ``adata`` on ``genes`` (all genes when ``None``), as a CSR matrix.
+
+    Library sizes are ``obs[library_size_key]`` or the row sums over all of ``adata``'s genes.
+    """
+    if genes is None:
+        return log_normalised(adata, layer, library_size_key=library_size_key).X
+    aligned = align_genes(adata, genes, layer=layer)
+    aligned.obs = pd.DataFrame({"library": library_sizes(adata, layer, library_size_key)}, index=adata.obs_names)
+    return log_normalised(aligned, library_size_key="library").X
+
+
+@dataclass
+class LogisticRegressionPeer:
+    """A fitted :func:`logistic_regression`: ``predict(adata)`` -> labels."""
+
+    genes: pd.Index
+    scaler: object
+    classifier: object
+    layer: str | None = None
+    library_size_key: str | None = None
+    info: dict = field(default_factory=dict)
+
+    def predict(self, adata: AnnData) -> np.ndarray:
+        """Predicted cell type of every cell of ``adata`` (genes it lacks take their training mean)."""
+        x = self.scaler.transform(_log_normalised(adata, self.genes, self.layer, self.library_size_key).toarray())
+        x[:, ~self.genes.isin(adata.var_names)] = 0.0  # the training mean: no contribution to the decision
+        return np.asarray(self.classifier.predict(x), dtype=str)
+
+
+def logistic_regression(
+    train: AnnData,
+    labels_key: str,
+    *,
+    layer: str | None = None,
+    library_size_key: str | None = None,
+    n_top_genes: int = 2000,
+    C: float = 1.0,
+    max_iter: int = 1000,
+    seed: int = 0,
+) -> LogisticRegressionPeer:
+    """Logistic regression on the training cells' HVGs, log-normalised and standardised.
+
+    Features a query does not measure are set to their training mean (standardised value 0), so they add
+    nothing to the decision, as CellTypist does by dropping their coefficients; zero-filling them instead would
+    shift every query cell by ``-mean / sd`` on those features.
+
+    Parameters
+    ----------
+    train
+        Training cells, counts in ``X`` or ``layer``, labels in ``obs[labels_key]``.
+    labels_key
+        Labels column.
+    layer
+        Layer of counts (``None``: ``X``), in the training and query data.
+    library_size_key
+        ``obs`` column of library sizes (totals over all genes) in the training and query data; row sums when
+        ``None``.
+    n_top_genes
+        HVGs of ``train`` used as features.
+    C, max_iter
+        Of :class:`sklearn.linear_model.LogisticRegression`.
+    seed
+        ``random_state``.
+
+    Returns
+    -------
+    The fitted peer (``info``: ``n_features``).
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> fitted = sct.bm.peers.logistic_regression(adata[:500], "bulk_labels", n_top_genes=300)
+    >>> pred = fitted.predict(adata[500:])
+    >>> len(pred), fitted.info, bool((pred == adata.obs["bulk_labels"][500:]).mean() > 0.5)
+    (200, {'n_features': 300}, True)
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    genes = highly_variable_genes(train, n_top_genes, layer=layer)
+    x = _log_normalised(train, genes, layer, library_size_key).toarray()
+    scaler = StandardScaler().fit(x)
+    clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)  # on tiny data
+        clf.fit(scaler.transform(x), train.obs[labels_key].astype(str).to_numpy())
+    return LogisticRegressionPeer(genes, scaler, clf, layer, library_size_key, {"n_features": len(genes)})
+
+
+@dataclass
+class CellTypistPeer:
+    """A fitted :func:`celltypist`: ``predict(adata)`` -> labels (CellTypist's best match)."""
+
+    model: object
+    genes: pd.Index
+    layer: str | None = None
+    library_size_key: str | None = None
+    info: dict = field(default_factory=dict)
+
+    def predict(self, adata: AnnData) -> np.ndarray:
+        """Predicted cell type of every cell of ``adata`` (CellTypist drops the genes it lacks)."""
+        ct = _optional("celltypist")
+        query = AnnData(
+            X=_log_normalised(adata, None, self.layer, self.library_size_key),
+            obs=pd.DataFrame(index=adata.obs_names),
+            var=pd.DataFrame(index=adata.var_names),
+        )
+        result = ct.annotate(query, model=self.model, majority_voting=False)
+        return result.predicted_labels["predicted_labels"].astype(str).to_numpy()
+
+
+#: What CellTypist raises when scikit-learn lacks ``LogisticRegression(multi_class=...)`` (removed in 1.8).
+_MULTI_CLASS = "multi_class"
+
+
+def celltypist(
+    train: AnnData,
+    labels_key: str,
+    *,
+    layer: str | None = None,
+    library_size_key: str | None = None,
+    n_jobs: int = 1,
+    seed: int = 0,
+    **train_kwargs,
+) -> CellTypistPeer:
+    """CellTypist trained locally on every gene of ``train`` (log1p of counts per 10,000, as it expects).
+
+    Parameters
+    ----------
+    train
+        Training cells, counts in ``X`` or ``layer``, labels in ``obs[labels_key]``.
+    labels_key
+        Labels column.
+    layer
+        Layer of counts (``None``: ``X``), in the training and query data.
+    library_size_key
+        ``obs`` column of library sizes in the training and query data; row sums when ``None``.
+    n_jobs
+        Threads of CellTypist's solver.
+    seed
+        Seed of numpy's global generator before training (CellTypist draws from it).
+    **train_kwargs
+        Passed to :func:`celltypist.train` (e.g. ``max_iter``).
+
+    Returns
+    -------
+    The fitted peer (``info``: ``n_features``).
+
+    Raises
+    ------
+    RuntimeError
+        CellTypist builds ``LogisticRegression(multi_class="ovr")``, which scikit-learn 1.8 removed: the
+        message names both versions and the ways out.
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> try:
+    ...     fitted = sct.bm.peers.celltypist(adata[:500], "bulk_labels", max_iter=50)
+    ...     ok = len(fitted.predict(adata[500:])) == 200
+    ... except (ImportError, RuntimeError):  # CellTypist absent, or too old for this scikit-learn
+    ...     ok = True
+    >>> ok
+    True
+    """
+    ct = _optional("celltypist")
+    np.random.seed(seed)  # noqa: NPY002 - CellTypist draws from numpy's global generator
+    genes = pd.Index(train.var_names)
+    x = _log_normalised(train, None, layer, library_size_key)
+    try:
+        model = ct.train(
+            x,
+            labels=train.obs[labels_key].astype(str).to_numpy(),
+            genes=genes.to_numpy(),
+            check_expression=False,
+            n_jobs=n_jobs,
+            **train_kwargs,
+        )
+    except TypeError as err:
+        if _MULTI_CLASS not in str(err):
+            raise
+        import sklearn
+
+        raise RuntimeError(
+            f"CellTypist {getattr(ct, '__version__', '?')} cannot train with scikit-learn {sklearn.__version__}: it "
+            "builds LogisticRegression(multi_class='ovr'), an option scikit-learn 1.8 removed. Install "
+            "'scikit-learn<1.8' next to it, a CellTypist release that no longer passes multi_class, or train with "
+            "use_SGD=True (peer_kwargs={'celltypist': {'use_SGD': True}})."
+        ) from err
+    return CellTypistPeer(model, genes, layer, library_size_key, {"n_features": int(len(model.features))})
+
+
+#: scvi-tools' lines at the start of every training (the peer's ``info`` keeps the epochs) and on reading a query
+#: (the peer aligns queries to its genes itself).
+_SCVI_LINES = {
+    "scvi.model.base._training_mixin": (r"^Training for \d+ epochs",),
+    "scvi.model.base._archesmixin": (r"reference vars in query data\.$",),
+}
+
+
+@dataclass
+class ScanviPeer:
+    """A fitted :func:`scanvi`: ``predict(adata)`` -> labels, ``embed(adata)`` -> latent coordinates."""
+
+    model: object
+    genes: pd.Index
+    labels_key: str
+    layer: str | None = None
+    info: dict = field(default_factory=dict)
+    unlabeled: str = "__unlabeled__"
+
+    def _read(self, adata: AnnData, how: str) -> np.ndarray:
+        from sctransformer_tools.model._quiet import _dropping, quiet_scvi
+
+        query = align_genes(adata, self.genes, layer=self.layer)
+        query.obs = pd.DataFrame({self.labels_key: self.unlabeled}, index=adata.obs_names)
+        with quiet_scvi(), _dropping(_SCVI_LINES):
+            type(self.model).prepare_query_anndata(query, self.model)
+            out = getattr(self.model, how)(query)
+        return np.asarray(out[0] if isinstance(out, tuple) else out)
+
+    def predict(self, adata: AnnData) -> np.ndarray:
+        """Predicted cell type of every cell of ``adata`` (genes it lacks are zero-filled)."""
+        return self._read(adata, "predict").astype(str)
+
+    def embed(self, adata: AnnData) -> np.ndarray:
+        """The scANVI latent representation (mean) of every cell of ``adata``."""
+        return self._read(adata, "get_latent_representation")
+
+
+def scanvi(
+    train: AnnData,
+    labels_key: str,
+    *,
+    layer: str | None = None,
+    n_top_genes: int = 2000,
+    scvi_epochs: int | None = None,
+    scanvi_epochs: int | None = None,
+    n_latent: int = 10,
+    seed: int = 0,
+    accelerator: str = "cpu",
+) -> ScanviPeer:
+    """Pre-train scVI, then scANVI, on the training cells' HVG counts.
+
+    Parameters
+    ----------
+    train
+        Training cells, counts in ``X`` or ``layer``, labels in ``obs[labels_key]``.
+    labels_key
+        Labels column.
+    layer
+        Layer of counts (``None``: ``X``), in the training and query data.
+    n_top_genes
+        HVGs of ``train`` modelled.
+    scvi_epochs, scanvi_epochs
+        Epochs (``None``: scvi-tools' defaults, which scale with the number of cells).
+    n_latent
+        Latent dimensions.
+    seed
+        ``scvi.settings.seed``.
+    accelerator
+        Lightning accelerator.
+
+    Returns
+    -------
+    The fitted peer (``info``: ``n_features``, ``scvi_epochs``, ``scanvi_epochs``).
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> fitted = sct.bm.peers.scanvi(adata[:500], "bulk_labels", n_top_genes=300, scvi_epochs=1, scanvi_epochs=1)
+    >>> fitted.predict(adata[500:]).shape, fitted.embed(adata[500:]).shape, fitted.info["scanvi_epochs"]
+    ((200,), (200, 10), 1)
+    """
+    import scvi
+
+    from sctransformer_tools.model._quiet import _dropping, quiet_training
+
+    unlabeled = "__unlabeled__"
+    scvi.settings.seed = seed
+    quiet = {"enable_progress_bar": False, "accelerator": accelerator}
+    genes = highly_variable_genes(train, n_top_genes, layer=layer)
+    ref = align_genes(train, genes, layer=layer)
+    ref.obs = pd.DataFrame({labels_key: train.obs[labels_key].astype(str).to_numpy()}, index=train.obs_names)
+    with quiet_training(), _dropping(_SCVI_LINES):
+        scvi.model.SCVI.setup_anndata(ref, labels_key=labels_key)
+        vae = scvi.model.SCVI(ref, n_latent=n_latent)
+        vae.train(max_epochs=scvi_epochs, **quiet)
+        model = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category=unlabeled, labels_key=labels_key)
+        model.train(max_epochs=scanvi_epochs, **quiet)
+
+    def epochs(m) -> int | None:
+        return int(m.history["elbo_train"].shape[0]) if "elbo_train" in m.history else None
+
+    info = {"n_features": len(genes), "scvi_epochs": epochs(vae), "scanvi_epochs": epochs(model)}
+    return ScanviPeer(model, genes, labels_key, layer, info, unlabeled)
+
+
+#: Peer name -> adaptor ``(train, labels_key, *, layer, seed, ...) -> fitted peer``.
+PEERS = {"logistic_regression": logistic_regression, "celltypist": celltypist, "scanvi": scanvi}
