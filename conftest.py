@@ -30,5 +30,3 @@ if os.environ.get("SCTRANSFORMER_REQUIRE_SHARED") and not SHARED.exists():
 os.environ.setdefault("SCTRANSFORMER_TOOLS_DATA", str(REGULONS if REGULONS.exists() else FIXTURE_REGULONS))
 os.environ["SCTRANSFORMER_TOOLS_DATA"] = str(Path(os.environ["SCTRANSFORMER_TOOLS_DATA"]).expanduser().resolve())
 os.environ.setdefault("SCTRANSFORMER_TOOLS_SCRNA", str(SCRNA.resolve()))
-
-

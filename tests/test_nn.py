@@ -7,13 +7,8 @@ import pytest
 import torch
 
 from sctransformer_tools.module import ExpressedGeneTokenizer, SCTransformerModule
-from sctransformer_tools.nn import (
-    MaskedMultiheadAttention,
-    TokenLayout,
-    TransformerBlock,
-    pairs_from_dense,
-    segment_softmax,
-)
+from sctransformer_tools.nn import MaskedMultiheadAttention, TokenLayout, TransformerBlock
+from sctransformer_tools.nn._attention import pairs_from_dense, segment_softmax
 
 
 @pytest.fixture

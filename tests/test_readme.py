@@ -19,7 +19,7 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 def test_readme_has_code_blocks():
     assert len(BLOCKS) >= 2
-    assert "sc.read_h5ad(\"reference.h5ad\")" not in BLOCKS[0]  # no placeholder files in the code itself
+    assert 'sc.read_h5ad("reference.h5ad")' not in BLOCKS[0]  # no placeholder files in the code itself
 
 
 def test_readme_code_runs(tmp_path, monkeypatch):

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from sctransformer_tools.grn import MASK_KINDS
-from sctransformer_tools.model._training import DEFAULT_MAX_EPOCHS
 
 logger = logging.getLogger("sctransformer_tools.cli")
+#: Help of --max-epochs (the same rule as the API's train(max_epochs=None)).
+EPOCHS_HELP = "training epochs (None: 8, more on small references for at least 600 optimiser steps, at most 50)"
 
 
 def demo(
-    out: Path, max_epochs: int = DEFAULT_MAX_EPOCHS, mask: str = "grn", regulons: str = "collectri", seed: int = 0
+    out: Path, max_epochs: int | None = None, mask: str = "grn", regulons: str = "collectri", seed: int = 0
 ) -> dict:
     """Run the whole path on scanpy's ``pbmc68k_reduced`` (counts rebuilt, see :func:`sctransformer_tools.ds.pbmc68k_reduced`).
 
@@ -166,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     p_demo.add_argument("--out", type=Path, default=Path("sctransformer_demo"), help="output folder")
-    p_demo.add_argument("--max-epochs", type=int, default=DEFAULT_MAX_EPOCHS, help="training epochs")
+    p_demo.add_argument("--max-epochs", type=int, default=None, help=EPOCHS_HELP)
     p_demo.add_argument("--mask", default="grn", choices=MASK_KINDS, help="attention mask")
     p_demo.add_argument("--regulons", default="collectri", help="collectri, dorothea, or a CSV/TSV path")
     p_demo.add_argument("--seed", type=int, default=0, help="seed of the split and the model")
@@ -186,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     p_ann.add_argument("--save-model", type=Path, default=None, help="save the trained model to this folder")
     p_ann.add_argument("--regulons", default="collectri", help="collectri, dorothea, or a CSV/TSV path")
     p_ann.add_argument("--mask", default="grn", choices=MASK_KINDS, help="attention mask")
-    p_ann.add_argument("--max-epochs", type=int, default=DEFAULT_MAX_EPOCHS, help="training epochs")
+    p_ann.add_argument("--max-epochs", type=int, default=None, help=EPOCHS_HELP)
     p_ann.add_argument("--layer", default=None, help="layer of the reference with raw counts (default: X)")
     p_ann.add_argument("--batch-key", default=None, help="obs column of the reference with batches")
     p_ann.add_argument(

@@ -1,28 +1,11 @@
-"""Torch building blocks: masked multi-head attention (dense and sparse paths), pre-LN block, SwiGLU."""
+"""Torch building blocks: masked multi-head attention (dense and sparse paths), pre-LN block, SwiGLU.
 
-from ._attention import (
-    FusedPairAttention,
-    MaskedMultiheadAttention,
-    PairChunk,
-    PairGraph,
-    TokenPairs,
-    pair_attention,
-    pairs_from_dense,
-    segment_softmax,
-)
+Internals of the sparse path (the CSR pair graph, the fused memory-lean layer, segment softmax) live in
+:mod:`sctransformer_tools.nn._attention`.
+"""
+
+from ._attention import MaskedMultiheadAttention, TokenPairs, pair_attention
 from ._block import SwiGLU, TransformerBlock
 from ._layout import TokenLayout
 
-__all__ = [
-    "FusedPairAttention",
-    "MaskedMultiheadAttention",
-    "PairChunk",
-    "PairGraph",
-    "SwiGLU",
-    "TokenLayout",
-    "TokenPairs",
-    "TransformerBlock",
-    "pair_attention",
-    "pairs_from_dense",
-    "segment_softmax",
-]
+__all__ = ["MaskedMultiheadAttention", "SwiGLU", "TokenLayout", "TokenPairs", "TransformerBlock", "pair_attention"]

@@ -61,7 +61,7 @@ def pairs_from_dense(allowed: torch.Tensor) -> TokenPairs:
     Examples
     --------
     >>> import torch
-    >>> from sctransformer_tools.nn import pairs_from_dense
+    >>> from sctransformer_tools.nn._attention import pairs_from_dense
     >>> pairs_from_dense(torch.eye(2, dtype=torch.bool)[None]).key.tolist()
     [0, 1]
     """
@@ -76,7 +76,7 @@ def segment_softmax(logits: torch.Tensor, segment: torch.Tensor, n_segments: int
     Examples
     --------
     >>> import torch
-    >>> from sctransformer_tools.nn import segment_softmax
+    >>> from sctransformer_tools.nn._attention import segment_softmax
     >>> w = segment_softmax(torch.zeros(3, 1), torch.tensor([0, 0, 1]), 2)
     >>> w.ravel().tolist()
     [0.5, 0.5, 1.0]

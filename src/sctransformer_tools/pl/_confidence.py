@@ -17,9 +17,16 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 
-def _check_obs(adata: AnnData, key: str, what: str) -> None:
-    if key not in adata.obs:
-        raise KeyError(f"adata.obs[{key!r}] not found: run `model.predict(adata)` first to write the {what}.")
+def _column(adata: AnnData, key: str, suffix: str) -> str:
+    """``obs`` column of a prediction result: ``f"{key}_{suffix}"`` (``key`` = ``key_added`` of predict), or ``key``."""
+    for column in (f"{key}_{suffix}", key):
+        if column in adata.obs:
+            return column
+    raise KeyError(
+        f"adata.obs[{key + '_' + suffix!r}] not found: run `model.predict(adata)` first"
+        + ("" if key == ADATA_KEYS.PREFIX else f" (with key_added={key!r})")
+        + "."
+    )
 
 
 def _group_colors(adata: AnnData, groupby: str, categories: list[str]) -> list[str]:
@@ -38,7 +45,7 @@ def _group_colors(adata: AnnData, groupby: str, categories: list[str]) -> list[s
 @doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
 def confidence(
     adata: AnnData,
-    key: str = ADATA_KEYS.CONFIDENCE,
+    key: str = ADATA_KEYS.PREFIX,
     groupby: str | None = None,
     threshold: float | None = None,
     *,
@@ -58,7 +65,8 @@ def confidence(
     adata
         AnnData on which ``model.predict(adata)`` was run.
     key
-        ``obs`` column of the confidence.
+        ``key_added`` of :meth:`~sctransformer_tools.SCTransformer.predict`: the confidence is read from
+        ``obs[f"{{key}}_confidence"]`` (or ``obs[key]`` if that is a column).
     groupby
         ``obs`` column (e.g. ``"sctransformer_prediction"`` or the true labels): one row per group.
     threshold
@@ -83,7 +91,7 @@ def confidence(
     >>> _ = model.predict(adata, unknown_threshold=0.5)
     >>> ax = sct.pl.confidence(adata, groupby="bulk_labels", threshold=0.5, show=False)
     """
-    _check_obs(adata, key, "confidence")
+    key = _column(adata, key, "confidence")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is a probability between 0 and 1, got {threshold}.")
     values = adata.obs[key].to_numpy(dtype=float)
@@ -148,8 +156,7 @@ def confidence(
 @doc_params(show_save=DOC_SHOW_SAVE)
 def umap_confidence(
     adata: AnnData,
-    prediction_key: str = ADATA_KEYS.PREDICTION,
-    confidence_key: str = ADATA_KEYS.CONFIDENCE,
+    key: str = ADATA_KEYS.PREFIX,
     *,
     basis: str = "umap",
     ax: Sequence[Axes] | None = None,
@@ -164,10 +171,9 @@ def umap_confidence(
     adata
         AnnData with predictions (``model.predict(adata)``) and a UMAP (``obsm["X_umap"]``, e.g.
         ``sc.pp.neighbors(adata, use_rep="X_sctransformer"); sc.tl.umap(adata)``).
-    prediction_key
-        ``obs`` column of the predicted types.
-    confidence_key
-        ``obs`` column of the confidence.
+    key
+        ``key_added`` of :meth:`~sctransformer_tools.SCTransformer.predict`: reads ``obs[f"{{key}}_prediction"]``
+        and ``obs[f"{{key}}_confidence"]``.
     basis
         Embedding in ``obsm[f"X_{{basis}}"]``.
     ax
@@ -197,8 +203,8 @@ def umap_confidence(
     import matplotlib.pyplot as plt
     import scanpy as sc
 
-    _check_obs(adata, prediction_key, "predictions")
-    _check_obs(adata, confidence_key, "confidence")
+    prediction_key = _column(adata, key, "prediction")
+    confidence_key = _column(adata, key, "confidence")
     if f"X_{basis}" not in adata.obsm:
         raise KeyError(
             f"adata.obsm['X_{basis}'] not found: run `sc.pp.neighbors(adata, use_rep='X_sctransformer')` "

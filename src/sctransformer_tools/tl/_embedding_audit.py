@@ -167,8 +167,8 @@ def _marker_sets(model, markers, groupby, layer, n_markers, method) -> dict[str,
         panel = pd.Index(model.panel_["symbol"].astype(str))
         data = data[:, data.var_names.isin(panel)].copy()
         data.obs[groupby] = markers.obs[groupby].astype(str).to_numpy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings():  # scanpy warns that the copy is fragmented (we built it that way)
+            warnings.filterwarnings("ignore", category=pd.errors.PerformanceWarning)
             sc.tl.rank_genes_groups(data, groupby, method=method, n_genes=n_markers, key_added="_markers")
         names = pd.DataFrame(data.uns["_markers"]["names"])
         return {str(c): [str(g) for g in names[c]] for c in names.columns}

@@ -1,0 +1,280 @@
+"""How long a new user waits: default train + predict on pbmc3k against scANVI, in one run on this machine.
+
+Measured in one process, one after the other (ratios, not absolute times, carry to other machines):
+
+1. **Training step, float32 vs bf16 autocast**: the default model on 64-cell pbmc3k minibatches, forward +
+   backward + optimiser step, the two precisions alternated (median seconds per step), and what
+   ``precision="auto"`` picks here.
+2. **Default train + predict on all of pbmc3k** (2,638 cells, default settings, progress bar off) against
+   **scANVI** trained and applied the way the evaluation's peer is (scVI then scANVI on the 2,000 most variable
+   genes, scvi-tools' default epochs): wall time of each, and the ratio.
+3. **Throughput** of the trained default model on all 2,638 cells: ``predict``, ``get_latent_representation``
+   and ``get_attention`` (grouped by cell type), in cells per second.
+4. **Macro-F1 at the new defaults against the previous ones** (30 epochs, batch 64, lr 2e-3) on the
+   evaluation's pbmc3k splits (stratified 80/20, ``random_state`` = seed), seeds 0-2, paired by seed.
+
+Usage (from the project root, alone on the machine)::
+
+    SCTRANSFORMER_TOOLS_DATA=../shared/data/regulons python benchmarks/annotation_speed.py \\
+        --out benchmarks/results/annotation_speed.json
+
+``--skip-f1`` leaves out part 4 (the longest). The JSON holds the machine (CPU model, native bf16 or not,
+torch threads) with every figure; ``--markdown`` prints the tables of the README from a JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PBMC3K = ROOT.parent / "shared" / "data" / "scrna" / "pbmc3k_seurat_labels.h5ad"
+#: The defaults before this benchmark's change (what the evaluation's full profile still pins).
+PREVIOUS_DEFAULTS = {"max_epochs": 30, "batch_size": 64, "lr": 2e-3}
+
+
+def machine() -> dict:
+    """CPU model, whether it multiplies bfloat16 natively, torch version and threads."""
+    import torch
+
+    model = platform.processor()
+    flags = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        text = cpuinfo.read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.M)
+        model = found.group(1).strip() if found else model
+        found = re.search(r"^flags\s*:\s*(.+)$", text, flags=re.M)
+        flags = found.group(1) if found else ""
+    return {
+        "cpu": model,
+        "native_bf16": bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags)),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def step_times(adata, rounds: int = 3, steps: int = 4) -> dict:
+    """Median seconds per training step of the default model, float32 vs bf16 autocast, alternated."""
+    import torch
+
+    import sctransformer_tools as sct
+    from sctransformer_tools.model._precision import choose_precision
+
+    ref = adata.copy()
+    sct.SCTransformer.setup_anndata(ref, labels_key="cell_type")
+    model = sct.SCTransformer(ref)
+    batches = list(model._make_data_loader(adata=ref, indices=np.arange(64 * steps), batch_size=64, shuffle=False))
+    module = model.module.train()
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+
+    def run(bf16: bool) -> float:
+        start = time.perf_counter()
+        for tensors in batches:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                _, _, out = module(tensors)
+            out.loss.float().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return (time.perf_counter() - start) / len(batches)
+
+    run(False), run(True)  # warm-up of both paths
+    times = {"float32": [], "bf16": []}
+    for _ in range(rounds):
+        times["float32"].append(run(False))
+        times["bf16"].append(run(True))
+    fp32, bf16 = float(np.median(times["float32"])), float(np.median(times["bf16"]))
+    chosen = choose_precision(module, batches[0], "cpu")
+    return {"float32_s": fp32, "bf16_s": bf16, "bf16_over_float32": bf16 / fp32, "auto_picks": chosen["precision"]}
+
+
+def scanvi_all(adata) -> dict:
+    """scVI then scANVI on the 2,000 most variable genes (scvi-tools' default epochs), trained and applied to all cells."""
+    import scvi
+
+    from sctransformer_tools._data import align_genes, highly_variable_genes
+
+    start = time.perf_counter()
+    genes = highly_variable_genes(adata, 2000)
+    ref = align_genes(adata, genes)
+    ref.obs = adata.obs[["cell_type"]].astype(str).copy()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        scvi.model.SCVI.setup_anndata(ref, labels_key="cell_type")
+        vae = scvi.model.SCVI(ref, n_latent=10)
+        vae.train(enable_progress_bar=False, accelerator="cpu")
+        model = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category="__unlabeled__", labels_key="cell_type")
+        model.train(enable_progress_bar=False, accelerator="cpu")
+        pred = model.predict(ref)
+    return {
+        "wall_s": time.perf_counter() - start,
+        "scvi_epochs": int(len(vae.history["elbo_train"])),
+        "scanvi_epochs": int(len(model.history["elbo_train"])),
+        "training_accuracy": float(np.mean(np.asarray(pred) == ref.obs["cell_type"].to_numpy())),
+    }
+
+
+def sctransformer_all(adata) -> tuple[dict, object, object]:
+    """Default setup + train + predict on all cells; the trained model for the throughput part."""
+    import sctransformer_tools as sct
+
+    ref = adata.copy()
+    start = time.perf_counter()
+    sct.SCTransformer.setup_anndata(ref, labels_key="cell_type")
+    model = sct.SCTransformer(ref)
+    model.train(enable_progress_bar=False)
+    trained = time.perf_counter()
+    pred = model.predict(ref)
+    end = time.perf_counter()
+    return (
+        {
+            "wall_s": end - start,
+            "train_s": trained - start,
+            "predict_s": end - trained,
+            "epochs": int(len(model.history["train_loss"])),
+            "precision": model.precision_["precision"],
+            "training_accuracy": float(np.mean(pred == ref.obs["cell_type"].astype(str).to_numpy())),
+        },
+        model,
+        ref,
+    )
+
+
+def throughput(model, adata) -> dict:
+    """Cells per second of predict, get_latent_representation and get_attention on ``adata`` (a copy)."""
+    query = adata.copy()
+    out = {}
+    for name, call in (
+        ("predict", lambda: model.predict(query)),
+        ("get_latent_representation", lambda: model.get_latent_representation(query)),
+        ("get_attention", lambda: model.get_attention(query, groupby="cell_type")),
+    ):
+        start = time.perf_counter()
+        call()
+        out[f"{name}_cells_per_s"] = query.n_obs / (time.perf_counter() - start)
+    return out
+
+
+def macro_f1_by_seed(adata, seeds=(0, 1, 2)) -> list[dict]:
+    """Held-out macro-F1 and training time at the new defaults and at the previous ones, per seed."""
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import train_test_split
+
+    import sctransformer_tools as sct
+
+    rows = []
+    for seed in seeds:
+        train, test = train_test_split(
+            np.arange(adata.n_obs), test_size=0.2, stratify=adata.obs["cell_type"], random_state=seed
+        )
+        for name, kwargs in (("new defaults", {}), ("previous defaults", PREVIOUS_DEFAULTS)):
+            ref, query = adata[np.sort(train)].copy(), adata[np.sort(test)].copy()
+            truth = query.obs.pop("cell_type").astype(str).to_numpy()
+            start = time.perf_counter()
+            sct.SCTransformer.setup_anndata(ref, labels_key="cell_type")
+            model = sct.SCTransformer(ref, seed=seed)
+            model.train(enable_progress_bar=False, **kwargs)
+            seconds = time.perf_counter() - start
+            pred = model.predict(query)
+            rows.append(
+                {
+                    "seed": seed,
+                    "settings": name,
+                    "macro_f1": float(f1_score(truth, pred, average="macro")),
+                    "accuracy": float(np.mean(pred == truth)),
+                    "train_s": seconds,
+                }
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def markdown(result: dict) -> str:
+    """The README's tables from a result JSON."""
+    m, s, w = result["machine"], result["step"], result["wall"]
+    lines = [
+        f"Machine: {m['cpu']}, {'native' if m['native_bf16'] else 'no native'} bfloat16, torch {m['torch']}, "
+        f"{m['torch_threads']} threads.",
+        "",
+        "| | seconds | ratio |",
+        "|---|---|---|",
+        f"| training step, float32 | {s['float32_s']:.2f} | 1 |",
+        f"| training step, bf16 autocast | {s['bf16_s']:.2f} | {s['bf16_over_float32']:.2f} |",
+        f'| `precision="auto"` picks | {s["auto_picks"]} | |',
+        f"| scANVI, train + predict, all of pbmc3k | {w['scanvi']['wall_s']:.0f} | 1 |",
+        f"| scTransformer defaults, train + predict | {w['sctransformer']['wall_s']:.0f} | "
+        f"{w['sctransformer']['wall_s'] / w['scanvi']['wall_s']:.2f} |",
+    ]
+    t = result["throughput"]
+    lines += [
+        "",
+        "| | cells/s |",
+        "|---|---|",
+        *(f"| `{k.removesuffix('_cells_per_s')}` | {v:.0f} |" for k, v in t.items()),
+    ]
+    if result.get("macro_f1"):
+        rows = result["macro_f1"]
+        by = {(r["settings"], r["seed"]): r for r in rows}
+        seeds = sorted({r["seed"] for r in rows})
+        lines += [
+            "",
+            "| seed | macro-F1 new | previous | difference | train s new | previous |",
+            "|---|---|---|---|---|---|",
+        ]
+        diffs = []
+        for seed in seeds:
+            new, old = by[("new defaults", seed)], by[("previous defaults", seed)]
+            diffs.append(new["macro_f1"] - old["macro_f1"])
+            lines.append(
+                f"| {seed} | {new['macro_f1']:.3f} | {old['macro_f1']:.3f} | {diffs[-1]:+.3f} | "
+                f"{new['train_s']:.0f} | {old['train_s']:.0f} |"
+            )
+        new = [by[("new defaults", s)]["macro_f1"] for s in seeds]
+        old = [by[("previous defaults", s)]["macro_f1"] for s in seeds]
+        lines.append(
+            f"| mean | {np.mean(new):.3f} | {np.mean(old):.3f} | {np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} | | |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "annotation_speed.json")
+    parser.add_argument("--skip-f1", action="store_true", help="leave out the macro-F1 comparison (part 4)")
+    parser.add_argument("--markdown", type=Path, help="print the tables of an existing result JSON and stop")
+    args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
+    import anndata as ad
+
+    adata = ad.read_h5ad(PBMC3K)
+    result = {
+        "machine": machine(),
+        "command": "python benchmarks/annotation_speed.py" + (" --skip-f1" if args.skip_f1 else ""),
+    }
+    result["step"] = step_times(adata)
+    print(result["step"], flush=True)
+    scanvi = scanvi_all(adata)
+    print("scanvi", scanvi, flush=True)
+    ours, model, ref = sctransformer_all(adata)
+    print("sctransformer", ours, flush=True)
+    result["wall"] = {"scanvi": scanvi, "sctransformer": ours, "ratio": ours["wall_s"] / scanvi["wall_s"]}
+    result["throughput"] = throughput(model, adata)
+    print(result["throughput"], flush=True)
+    if not args.skip_f1:
+        result["macro_f1"] = macro_f1_by_seed(adata)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
