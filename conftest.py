@@ -27,6 +27,8 @@ if os.environ.get("SCTRANSFORMER_REQUIRE_SHARED") and not SHARED.exists():
 
 # decoupler downloads regulons at run time; tests read the real copies instead (or the pbmc68k fixture)
 # (made absolute, so that subprocesses started in another folder find them too)
-os.environ.setdefault("SCTRANSFORMER_TOOLS_DATA", str(REGULONS if REGULONS.exists() else FIXTURE_REGULONS))
+if not Path(os.environ.get("SCTRANSFORMER_TOOLS_DATA", REGULONS)).expanduser().exists():
+    os.environ["SCTRANSFORMER_TOOLS_DATA"] = str(FIXTURE_REGULONS)
+os.environ.setdefault("SCTRANSFORMER_TOOLS_DATA", str(REGULONS))
 os.environ["SCTRANSFORMER_TOOLS_DATA"] = str(Path(os.environ["SCTRANSFORMER_TOOLS_DATA"]).expanduser().resolve())
 os.environ.setdefault("SCTRANSFORMER_TOOLS_SCRNA", str(SCRNA.resolve()))

@@ -43,3 +43,16 @@ def test_readme_code_runs(tmp_path, monkeypatch):
     query = namespace["query"]
     assert "sctransformer_prediction" in query.obs and "bulk_labels" not in query.obs
     assert (tmp_path / "model_dir" / "model.json").exists()
+
+
+def test_readme_tables_are_generated_from_the_records():
+    """No table is typed by hand: benchmarks/readme_tables.py renders each marked table from committed results."""
+    import importlib.util
+
+    path = README.parent / "benchmarks" / "readme_tables.py"
+    spec = importlib.util.spec_from_file_location("readme_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = README.read_text()
+    assert text.count("<!-- table:") >= 4
+    assert module.render(text) == text, "README tables differ from the records: run python benchmarks/readme_tables.py"

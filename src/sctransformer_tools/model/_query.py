@@ -191,6 +191,8 @@ def _better_columns(adata: AnnData, panel: pd.Index) -> list[tuple[str, float]]:
 
 def _warn_about_match(report: dict, previous: dict | None, stacklevel: int) -> None:
     """The warnings a user should read about a query's genes, once per query (not again when unchanged)."""
+    if not report.get("n_cells", 1):  # no cells, nothing to warn about
+        return
     keys = ("panel_match_ratio", "n_zero_filled_genes", "n_matched_by_case_or_version", "library_size")
     if previous is not None and all(previous.get(k) == report.get(k) for k in keys):
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -14,11 +14,14 @@ from anndata import AnnData
 from sctransformer_tools import grn
 from sctransformer_tools._data import log_normalised
 
+if TYPE_CHECKING:
+    from sctransformer_tools.model import SCTransformer
+
 PROJECTIONS = ("spectral", "pca", "none")
 NEGATIVES = ("random", "tf_matched")
 
 
-def gene_embeddings(model) -> pd.DataFrame:
+def gene_embeddings(model: SCTransformer) -> pd.DataFrame:
     """The model's learned gene identity embeddings (panel genes x ``d_model``), indexed by gene symbol."""
     module = getattr(model, "module", None)
     if module is None or not hasattr(module, "gene_embedding"):
@@ -215,7 +218,7 @@ def _marker_pairs(sets: dict[str, list[str]], genes: pd.Index, max_pairs: int, r
 
 
 def gene_embedding_audit(
-    model,
+    model: SCTransformer,
     *,
     method: Literal["spectral", "pca", "none"] = "spectral",
     n_components: int = 16,

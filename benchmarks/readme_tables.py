@@ -1,0 +1,186 @@
+"""The README's result tables, generated from the committed records (no table in the README is typed by hand).
+
+Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in README.md and is rendered here from:
+
+- ``evaluation``: ``docs/results/evaluation.json`` (full profile: macro-F1 mean ± sd over seeds per dataset,
+  and the pooled paired comparison of the GRN mask with its controls);
+- ``speed``: ``benchmarks/results/annotation_speed.json`` (``benchmarks/annotation_speed.py``);
+- ``attention``: ``benchmarks/results/attention.json`` (``benchmarks/attention.py``);
+- ``out_of_core``: ``benchmarks/results/out_of_core.json`` (``benchmarks/out_of_core.py``).
+
+Usage (from the project root)::
+
+    python benchmarks/readme_tables.py           # rewrite the tables in README.md
+    python benchmarks/readme_tables.py --check   # exit 1 if README.md differs from the records
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from annotation_speed import markdown as speed_markdown  # noqa: E402
+from harness.records import load_records, variant_name  # noqa: E402
+from harness.stats import pooled_comparison  # noqa: E402
+
+DATASETS = {
+    "pbmc3k": "pbmc3k (80/20)",
+    "darmanis2015": "Darmanis (held-out donors)",
+    "allen_m1": "Allen M1 (donor → donor)",
+    "pbmc3k_to_pbmc68k": "pbmc3k → pbmc68k",
+}
+VARIANTS = {
+    "grn (collectri)": "grn (CollecTRI)",
+    "shuffled (collectri)": "shuffled (CollecTRI)",
+    "random (collectri)": "random (CollecTRI)",
+    "dense (collectri)": "dense",
+    "grn (dorothea_ABC)": "grn (DoRothEA A–C)",
+    "shuffled (dorothea_ABC)": "shuffled (DoRothEA A–C)",
+    "logistic_regression": "logistic regression",
+    "celltypist": "CellTypist",
+    "scanvi": "scANVI",
+}
+_BLOCK = re.compile(r"(<!-- table:(?P<name>[a-z_]+) -->\n)(.*?)(<!-- /table -->)", flags=re.S)
+
+
+def evaluation_table(records: list[dict]) -> str:
+    """Macro-F1 (mean ± sd over seeds) per variant and dataset, the GRN edges kept, and the pooled comparisons."""
+    full = [r for r in records if r.get("profile") == "full"]
+    frame = pd.DataFrame(full)
+    frame["variant"] = [variant_name(r) for r in full]
+    lines = ["| | " + " | ".join(DATASETS.values()) + " |", "|---" * (len(DATASETS) + 1) + "|"]
+    for variant, label in VARIANTS.items():
+        cells = []
+        for dataset in DATASETS:
+            rows = frame[(frame["variant"] == variant) & (frame["dataset"] == dataset)]
+            values = pd.to_numeric(rows["macro_f1"], errors="coerce").dropna()
+            if len(values):
+                sd = values.std(ddof=1) if len(values) > 1 else float("nan")
+                cells.append(f"{values.mean():.3f} ± {sd:.3f} (n={len(values)})")
+            elif len(rows):
+                errors = " ".join(str(e) for e in rows.get("error", pd.Series(dtype=object)).dropna())
+                cells.append("no regulon edge (refused)" if "No regulon edge" in errors else "failed (see report)")
+            else:
+                cells.append("–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    kept = []
+    for dataset in DATASETS:
+        rows = frame[(frame["variant"] == "grn (collectri)") & (frame["dataset"] == dataset)]
+        edges, tfs = pd.to_numeric(rows["grn_edges_kept"]).dropna(), pd.to_numeric(rows["grn_tfs_kept"]).dropna()
+        kept.append(f"{int(edges.iloc[0]):,} / {int(tfs.iloc[0]):,}" if len(edges) else "–")
+    lines.append("| GRN kept (CollecTRI edges / TFs) | " + " | ".join(kept) + " |")
+    pooled = pooled_comparison(full)
+    pooled = pooled[pooled["profile"] == "full"]
+    lines += ["", "| paired by dataset × seed | pairs | mean difference ± sd | wins / losses / ties | t-test p |"]
+    lines.append("|---|---|---|---|---|")
+    for _, row in pooled.iterrows():
+        reference = VARIANTS.get(row["reference"], row["reference"])
+        comparator = VARIANTS.get(row["comparator"], row["comparator"])
+        lines.append(
+            f"| {reference} − {comparator} | {int(row['n_pairs'])} | {row['mean']:+.3f} ± {row['sd']:.3f} | "
+            f"{int(row['wins'])} / {int(row['losses'])} / {int(row['ties'])} | {row['p_value']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def attention_table(result: dict) -> str:
+    """One layer, forward + backward: sparse (default), fused and dense paths per gene count and batch."""
+    m = result["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}, "
+        f"{'native' if m['native_bf16'] else 'no native'} bfloat16, float32 matmul peak "
+        f"{m['matmul_peak_gflops']['fp32']:.0f} GFLOP/s.",
+        "",
+        "| genes | edges | batch | sparse s | fused s | dense s | dense / sparse time | sparse MB | fused MB | "
+        "dense MB | floor MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def number(value, fmt):
+        return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, fmt)
+
+    for row in result["grid"]:
+        if row.get("edge_kind") != "real" or row.get("dtype") != "fp32" or row["genes"] < 1000:
+            continue
+        lines.append(
+            f"| {row['genes']:,} | {row['edges']:,} | {row['batch']} | {number(row.get('grn_s'), '.2f')} | "
+            f"{number(row.get('grn_fused_s'), '.2f')} | {number(row.get('dense_s'), '.2f')} | "
+            f"{number(row.get('time_ratio'), '.1f')} | {number(row.get('grn_mb'), ',.0f')} | "
+            f"{number(row.get('grn_fused_mb'), ',.0f')} | {number(row.get('dense_mb'), ',.0f')} | "
+            f"{number(row.get('floor_mb'), ',.0f')} |"
+        )
+    lines += ["", "| whole Darmanis panel | genes | edges | batch | s per step | peak MB |", "|---|---|---|---|---|---|"]
+    for row in result["whole_panel"]:
+        step = number(row.get("step_s"), ".2f") if row.get("step_s") is not None else "cannot allocate"
+        lines.append(
+            f"| {row['attention']} | {row['panel_genes']:,} | {row['edges']:,} | {row['batch_size']} | {step} | "
+            f"{number(row.get('peak_mb'), ',.0f')} |"
+        )
+    return "\n".join(lines)
+
+
+def out_of_core_table(result: dict) -> str:
+    """Peak memory after each step, in memory vs backed."""
+    lines = [
+        "| file | cells | opened | peak MB after setup / train / predict / embed |",
+        "|---|---|---|---|",
+    ]
+    for row in result["runs"]:
+        peaks = " / ".join(f"{row[k]:,.0f}" for k in ("setup_mb", "train_mb", "predict_mb", "embed_mb"))
+        opened = "backed" if row["backed"] else "in memory"
+        lines.append(f"| {row['file']} | {row['cells']:,} | {opened} | {peaks} |")
+    return "\n".join(lines)
+
+
+def tables() -> dict[str, str]:
+    """Every generated table, by name."""
+    results = ROOT / "benchmarks" / "results"
+    out = {
+        "evaluation": evaluation_table(load_records(ROOT / "docs" / "results" / "evaluation.json")),
+        "attention": attention_table(json.loads((results / "attention.json").read_text())),
+        "out_of_core": out_of_core_table(json.loads((results / "out_of_core.json").read_text())),
+    }
+    speed = results / "annotation_speed.json"
+    out["speed"] = (
+        speed_markdown(json.loads(speed.read_text())) if speed.exists() else "(not measured yet on this commit)"
+    )
+    return out
+
+
+def render(text: str) -> str:
+    """``text`` with every marked table replaced by its generated content."""
+    generated = tables()
+
+    def replace(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in generated:
+            raise KeyError(f"README.md marks a table {name!r} that this script does not generate.")
+        return match.group(1) + generated[name] + "\n" + match.group(4)
+
+    return _BLOCK.sub(replace, text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md differs from the records")
+    args = parser.parse_args()
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    new = render(text)
+    if args.check:
+        raise SystemExit(0 if new == text else 1)
+    readme.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
