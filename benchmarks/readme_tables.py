@@ -119,7 +119,11 @@ def attention_table(result: dict) -> str:
             f"{number(row.get('grn_fused_mb'), ',.0f')} | {number(row.get('dense_mb'), ',.0f')} | "
             f"{number(row.get('floor_mb'), ',.0f')} |"
         )
-    lines += ["", "| whole Darmanis panel | genes | edges | batch | s per step | peak MB |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| whole Darmanis panel | genes | edges | batch | s per step | peak MB |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in result["whole_panel"]:
         step = number(row.get("step_s"), ".2f") if row.get("step_s") is not None else "cannot allocate"
         lines.append(
