@@ -45,7 +45,9 @@ def check_by(by: str) -> None:
 def specificity(matrix: pd.DataFrame) -> pd.DataFrame:
     """Each value minus the mean of the same row over the *other* columns (rows sum to 0).
 
-    With ``G`` groups: ``s_g - (S - s_g) / (G - 1)`` where ``S`` is the row sum.
+    With ``G`` groups: ``s_g - (S - s_g) / (G - 1)`` where ``S`` is the row sum. (Not
+    :func:`decoupler.tl.rankby_group`: it tests per-cell values between groups, and attention is aggregated per
+    group on the fly, without per-cell matrices.)
     """
     n = matrix.shape[1]
     if n < 2:
