@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCTRANSFORMER_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SCRNA = SHARED / "scrna"
 PBMC3K = SCRNA / "pbmc3k_seurat_labels.h5ad"
-COLLECTRI = SHARED / "regulons" / "collectri_human.csv.gz"
+REGULONS = SHARED / "regulons"
+COLLECTRI = REGULONS / "collectri_human.csv.gz"
 
 
 def _require(path: Path) -> Path:
