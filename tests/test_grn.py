@@ -16,7 +16,7 @@ def test_load_collectri_from_cache_matches_file(collectri):
     assert set(net["weight"].unique()) == {1.0, -1.0}
 
 
-def test_dorothea_levels_filter():
+def test_dorothea_levels_filter(collectri):  # collectri: the real files must be there (the fixture has no B level)
     abc = grn.load_regulons("dorothea")
     a = grn.load_regulons("dorothea", levels="A")
     assert set(abc["confidence"]) == {"A", "B", "C"}

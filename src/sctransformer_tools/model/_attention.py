@@ -10,10 +10,13 @@ from anndata import AnnData
 from sctransformer_tools import grn
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
 
+from ._mudata import reads_mudata
+
 
 class AttentionMixin:
     """``get_attention``, ``regulon_edges`` and ``mask_summary``."""
 
+    @reads_mudata
     def get_attention(
         self,
         adata: AnnData | None = None,
@@ -130,6 +133,7 @@ class AttentionMixin:
             }
         return long
 
+    @reads_mudata
     def attention_on_pairs(
         self,
         adata: AnnData | None,

@@ -11,12 +11,15 @@ from anndata import AnnData
 
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
 
+from ._mudata import reads_mudata
+
 logger = logging.getLogger(__name__)
 
 
 class EmbeddingMixin:
     """``get_latent_representation``."""
 
+    @reads_mudata
     def get_latent_representation(
         self,
         adata: AnnData | None = None,

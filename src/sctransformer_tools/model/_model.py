@@ -15,7 +15,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data._constants import _SETUP_ARGS_KEY
-from scvi.data.fields import LayerField, NumericalObsField
+from scvi.data.fields import LayerField, MuDataLayerField, MuDataNumericalObsField, MuDataWrapper, NumericalObsField
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
@@ -36,6 +36,7 @@ from sctransformer_tools.module import SCTransformerModule
 
 from ._attention import AttentionMixin
 from ._embedding import EmbeddingMixin
+from ._mudata import RNA, counts_layer, expression_view, is_mudata, rna_modality
 from ._prediction import PredictionMixin
 from ._query import QueryMixin
 from ._save import SaveLoadMixin
@@ -43,6 +44,9 @@ from ._training import TrainingMixin
 from ._trainingplan import SCTransformerTrainingPlan
 
 logger = logging.getLogger(__name__)
+
+#: Labels and batches of a MuData, read from ``mdata.obs`` or a modality's ``obs`` (scvi-tools' MuData wrapper).
+MuDataTolerantCategoricalObsField = MuDataWrapper(TolerantCategoricalObsField)
 
 
 class SCTransformer(
@@ -172,6 +176,7 @@ class SCTransformer(
             raise ValueError(f"class_weights must be None or 'balanced', got {class_weights!r}.")
         super().__init__(adata, registry=registry)
         setup_args = self.registry_[_SETUP_ARGS_KEY]
+        data = expression_view(adata, rna_modality(adata, setup_args)) if is_mudata(adata) else adata
         var_names = pd.Index(self.get_var_names()).astype(str)
         torch.manual_seed(seed)
         if panel_genes is None:
@@ -185,13 +190,13 @@ class SCTransformer(
             extra = pd.Index([])
             if n_top_genes:
                 extra = highly_variable_genes(
-                    adata,
+                    data,
                     n_top_genes,
-                    layer=setup_args.get("layer"),
+                    layer=counts_layer(setup_args),
                     batch_key=setup_args.get("batch_key"),
                     log_normalized=setup_args.get("log_normalized", False),
                 )
-            symbols = self._gene_symbols(adata, setup_args.get("gene_symbols"))
+            symbols = self._gene_symbols(data, setup_args.get("gene_symbols"))
             panel = grn.select_panel(var_names, net, symbols=symbols, extra_genes=extra, min_targets=min_targets)
         else:  # rebuilt from a saved model: its panel and edges, named by var_names
             net = grn.validate_regulons(regulons, name="the model's regulon edges")
@@ -250,7 +255,7 @@ class SCTransformer(
         self.init_params_["non_kwargs"]["panel_genes"] = list(panel_var)
         self.init_params_["non_kwargs"]["regulons"] = edges_var[keep].reset_index(drop=True)
         self.panel_ = panel.frame()  # a model rebuilt from a saved one gets its symbols back with the saved panel_
-        self.label_colors_ = self._reference_colors(adata, setup_args.get("labels_key"))
+        self.label_colors_ = self._reference_colors(data, setup_args.get("labels_key"))
         self.mask_ = gene_mask.summary() | {
             "panel_genes": len(panel),
             "regulon_genes": int(panel.is_regulon_gene.sum()),
@@ -273,7 +278,7 @@ class SCTransformer(
     def _anndata_fields(setup_args: dict) -> list:
         """The scvi-tools fields of a registered AnnData (counts, labels, batches, library sizes)."""
         return [
-            LayerField(REGISTRY_KEYS.X_KEY, setup_args.get("layer"), is_count_data=False),
+            LayerField(REGISTRY_KEYS.X_KEY, counts_layer(setup_args), is_count_data=False),
             TolerantCategoricalObsField(REGISTRY_KEYS.LABELS_KEY, setup_args.get("labels_key"), what="unlabelled"),
             TolerantCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, setup_args.get("batch_key"), what="an unseen batch"),
             NumericalObsField(SCT_REGISTRY_KEYS.LIBRARY_KEY, ADATA_KEYS.LIBRARY_COLUMN),
@@ -342,7 +347,183 @@ class SCTransformer(
         True
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        source_registry = kwargs.get("source_registry")
+        if is_mudata(adata):
+            raise TypeError(
+                "setup_anndata takes an AnnData, and this is a MuData: use SCTransformer.setup_mudata(mdata, "
+                "modalities={'rna_layer': 'rna'}, labels_key=...) (the model reads the RNA modality), or pass the RNA "
+                "modality itself (mdata.mod['rna']) to setup_anndata."
+            )
+        library = cls._check_reference(
+            adata,
+            layer=layer,
+            labels_key=labels_key,
+            batch_key=batch_key,
+            regulons=regulons,
+            organism=organism,
+            regulon_levels=regulon_levels,
+            gene_symbols=gene_symbols,
+            library_size_key=library_size_key,
+            log_normalized=log_normalized,
+            source_registry=kwargs.get("source_registry"),
+            stacklevel=3,
+        )
+        if library is not None:
+            adata.obs[ADATA_KEYS.LIBRARY_COLUMN] = library
+        setup_args = {"layer": layer, "labels_key": labels_key, "batch_key": batch_key}
+        adata_manager = AnnDataManager(fields=cls._anndata_fields(setup_args), setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata,
+        rna_layer: str | None = None,
+        labels_key: str | None = None,
+        batch_key: str | None = None,
+        regulons: str | os.PathLike | pd.DataFrame = "collectri",
+        *,
+        modalities: dict[str, str] | None = None,
+        organism: str = "human",
+        regulon_levels: str = "ABC",
+        gene_symbols: str | None = None,
+        library_size_key: str | None = None,
+        log_normalized: bool = False,
+        **kwargs,
+    ) -> None:
+        """Register a reference MuData for scTransformer: the model reads its RNA modality, and ignores the others.
+
+        Follows scvi-tools' ``setup_mudata`` (as in TOTALVI / MULTIVI): ``modalities`` maps an argument to the
+        modality it applies to. Counts come from ``mdata.mod[modalities["rna_layer"]]`` (its ``X``, or
+        ``rna_layer``); ``labels_key`` and ``batch_key`` are columns of ``mdata.obs`` unless ``modalities`` names a
+        modality for them, and a column found only in the RNA modality's ``obs`` is read there. Everything else
+        is as in :meth:`setup_anndata`. Methods that read cells (:meth:`predict`, :meth:`get_latent_representation`,
+        :meth:`get_attention`) take the MuData too, and write their results to the MuData *and* its RNA
+        modality.
+
+        Parameters
+        ----------
+        mdata
+            A :class:`~mudata.MuData` with an RNA modality holding raw counts.
+        rna_layer
+            Layer of the RNA modality holding raw counts (``None``: its ``X``).
+        labels_key
+            Column with cell types (missing values: unlabelled cells, kept but not used by the loss).
+        batch_key
+            Column with batches.
+        regulons
+            As in :meth:`setup_anndata`.
+        modalities
+            ``{"rna_layer": <RNA modality>, "labels_key": <modality or None>, "batch_key": <modality or None>}``.
+            Default: ``{"rna_layer": "rna"}``.
+        organism, regulon_levels, gene_symbols, library_size_key, log_normalized
+            As in :meth:`setup_anndata` (``gene_symbols`` and ``library_size_key`` name columns of the RNA
+            modality's ``var`` and ``obs``).
+
+        Sets the following fields
+        -------------------------
+        ``mdata.mod[rna].obs["_sct_library_size"]``
+            Library size per cell.
+        ``"_scvi_labels"``, ``"_scvi_batch"``
+            Integer codes used by the data loaders, in the ``obs`` that holds each column (scvi-tools
+            convention).
+
+        Examples
+        --------
+        >>> import anndata as ad
+        >>> import mudata as md
+        >>> import numpy as np
+        >>> import sctransformer_tools as sct
+        >>> rna = sct.ds.pbmc68k_reduced()  # 700 PBMCs, raw counts in X
+        >>> protein = ad.AnnData(np.zeros((rna.n_obs, 3), dtype=np.float32), obs=rna.obs[[]])  # ignored
+        >>> mdata = md.MuData({"rna": rna, "protein": protein})
+        >>> sct.SCTransformer.setup_mudata(mdata, modalities={"rna_layer": "rna"}, labels_key="bulk_labels")
+        >>> model = sct.SCTransformer(mdata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> latent = model.get_latent_representation(mdata)
+        >>> mdata.obsm["X_sctransformer"].shape == mdata["rna"].obsm["X_sctransformer"].shape == (700, 16)
+        True
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        if not is_mudata(mdata):
+            raise TypeError(
+                f"setup_mudata takes a MuData, got {type(mdata).__name__}: use SCTransformer.setup_anndata for an AnnData."
+            )
+        if modalities is None:
+            modalities = {RNA: rna_modality(mdata)}
+        if RNA not in modalities:
+            raise ValueError(
+                f"modalities must name the RNA modality: modalities={{'rna_layer': ...}} (the MuData has {list(mdata.mod)})."
+            )
+        modalities = dict(cls._create_modalities_attr_dict(modalities, setup_method_args))
+        rna_mod = rna_modality(mdata, {"modalities": modalities})
+        rna = mdata.mod[rna_mod]
+        for arg, column in (("labels_key", labels_key), ("batch_key", batch_key)):
+            if column is None or modalities[arg] is not None or column in mdata.obs:
+                continue
+            if column in rna.obs:  # a column of the RNA modality, not pulled into mdata.obs
+                modalities[arg] = rna_mod
+                if kwargs.get("source_registry") is None:
+                    logger.info("%s %r read from mdata[%r].obs.", arg, column, rna_mod)
+        for arg, column in (("labels_key", labels_key), ("batch_key", batch_key)):
+            holder = mdata if modalities[arg] is None else mdata.mod[modalities[arg]]
+            if column is not None and column not in holder.obs:
+                where = "mdata.obs" if modalities[arg] is None else f"mdata[{modalities[arg]!r}].obs"
+                raise KeyError(
+                    f"{arg} {column!r} not found in {where} nor in mdata[{rna_mod!r}].obs. Name the modality holding "
+                    f"it with modalities={{'rna_layer': {rna_mod!r}, {arg!r}: ...}}."
+                )
+        library = cls._check_reference(
+            expression_view(mdata, rna_mod),
+            layer=rna_layer,
+            labels_key=labels_key,
+            batch_key=batch_key,
+            regulons=regulons,
+            organism=organism,
+            regulon_levels=regulon_levels,
+            gene_symbols=gene_symbols,
+            library_size_key=library_size_key,
+            log_normalized=log_normalized,
+            source_registry=kwargs.get("source_registry"),
+            stacklevel=3,
+        )
+        if library is not None:
+            rna.obs[ADATA_KEYS.LIBRARY_COLUMN] = library
+        fields = [
+            MuDataLayerField(REGISTRY_KEYS.X_KEY, rna_layer, mod_key=rna_mod, is_count_data=False, mod_required=True),
+            MuDataTolerantCategoricalObsField(
+                REGISTRY_KEYS.LABELS_KEY, labels_key, what="unlabelled", mod_key=modalities["labels_key"]
+            ),
+            MuDataTolerantCategoricalObsField(
+                REGISTRY_KEYS.BATCH_KEY, batch_key, what="an unseen batch", mod_key=modalities["batch_key"]
+            ),
+            MuDataNumericalObsField(SCT_REGISTRY_KEYS.LIBRARY_KEY, ADATA_KEYS.LIBRARY_COLUMN, mod_key=rna_mod),
+        ]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(mdata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @classmethod
+    def _check_reference(
+        cls,
+        adata: AnnData,
+        *,
+        layer: str | None,
+        labels_key: str | None,
+        batch_key: str | None,
+        regulons,
+        organism: str,
+        regulon_levels: str,
+        gene_symbols: str | None,
+        library_size_key: str | None,
+        log_normalized: bool,
+        source_registry: dict | None,
+        stacklevel: int = 2,
+    ):
+        """Check what training needs (genes, counts, labels, regulons) and return each cell's library size.
+
+        ``None`` when a reloaded reference already holds the library sizes it was set up with.
+        """
         check_var_names(adata)
         check_expression(adata, layer, log_normalized)
         if source_registry is None:  # a new reference: check what training needs
@@ -363,7 +544,7 @@ class SCTransformer(
                     f"{regulons} regulons are matched to them ignoring case, which treats mouse genes as their human "
                     "namesakes. Pass organism='mouse' for mouse regulons, or map the genes to human orthologs first.",
                     UserWarning,
-                    stacklevel=2,
+                    stacklevel=stacklevel,
                 )
             grn.select_panel(adata.var_names, net, symbols=symbols)  # raises with the overlap counts if none fit
             labelled = int(adata.obs[labels_key].notna().sum())
@@ -371,25 +552,23 @@ class SCTransformer(
                 logger.info(
                     "%d of %d cells have no label: kept, but not used by the loss.", adata.n_obs - labelled, adata.n_obs
                 )
-        if ADATA_KEYS.LIBRARY_COLUMN not in adata.obs or source_registry is None:
-            key = library_size_key
-            if key is None and not log_normalized:
-                row_sums = library_sizes(adata, layer)
-                key = find_library_size_key(adata, layer, row_sums)
-                if key is not None:
-                    logger.info("Library sizes read from adata.obs[%r] (totals over all genes).", key)
-                    adata.obs[ADATA_KEYS.LIBRARY_COLUMN] = library_sizes(adata, layer, key)
-                else:
-                    adata.obs[ADATA_KEYS.LIBRARY_COLUMN] = row_sums
+        if ADATA_KEYS.LIBRARY_COLUMN in adata.obs and source_registry is not None:
+            return None  # a reloaded reference keeps the library sizes it was set up with
+        key = library_size_key
+        if key is None and not log_normalized:
+            row_sums = library_sizes(adata, layer)
+            key = find_library_size_key(adata, layer, row_sums)
+            if key is not None:
+                logger.info("Library sizes read from adata.obs[%r] (totals over all genes).", key)
+                library = library_sizes(adata, layer, key)
             else:
-                adata.obs[ADATA_KEYS.LIBRARY_COLUMN] = library_sizes(adata, layer, key)
-        n_empty = int((adata.obs[ADATA_KEYS.LIBRARY_COLUMN] <= 0).sum())
+                library = row_sums
+        else:
+            library = library_sizes(adata, layer, key)
+        n_empty = int((np.asarray(library) <= 0).sum())
         if n_empty:
             logger.info("%d cells have no counts: they are kept and classified from the CLS token alone.", n_empty)
-        setup_args = {"layer": layer, "labels_key": labels_key, "batch_key": batch_key}
-        adata_manager = AnnDataManager(fields=cls._anndata_fields(setup_args), setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
-        cls.register_manager(adata_manager)
+        return library
 
     def _reference_colors(self, adata: AnnData | None, labels_key: str | None) -> dict[str, str]:
         """One colour per cell type: the reference's ``uns[f"{labels_key}_colors"]`` if set, else scanpy's palette."""
@@ -418,6 +597,12 @@ class SCTransformer(
     # ------------------------------------------------------------- internals
     def get_var_names(self, legacy_mudata_format: bool = False) -> np.ndarray:
         """The model's input genes (of the registered AnnData, or saved with the model when loaded without data)."""
+        if self.adata is not None and is_mudata(self.adata):  # the RNA modality's genes
+            return (
+                self.adata.mod[rna_modality(self.adata, self.registry_[_SETUP_ARGS_KEY])]
+                .var_names.astype(str)
+                .to_numpy()
+            )
         if self.adata is not None:
             return super().get_var_names(legacy_mudata_format=legacy_mudata_format)
         return np.asarray(self.__dict__["_saved_var_names"])

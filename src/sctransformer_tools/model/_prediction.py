@@ -13,6 +13,7 @@ from anndata import AnnData
 from sctransformer_tools._constants import ADATA_KEYS, AUTO, UNKNOWN
 
 from ._calibration import fit_temperature
+from ._mudata import reads_mudata
 from ._novelty import MAX_FIT_CELLS, fit_novelty, novelty_percentile, restrict_novelty
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class PredictionMixin:
         return [known.get(str(c), fallback[str(c)]) if str(c) != UNKNOWN else fallback[UNKNOWN] for c in categories]
 
     # ---------------------------------------------------------------- predict
+    @reads_mudata
     def predict(
         self,
         adata: AnnData | None = None,

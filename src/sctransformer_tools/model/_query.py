@@ -34,9 +34,12 @@ from sctransformer_tools._data import (
     match_genes,
 )
 
+from ._mudata import counts_layer, expression_view, is_mudata, rna_modality, write_back
 from ._quiet import quiet_scvi
 
 if TYPE_CHECKING:
+    from mudata import MuData
+
     from ._save import SavedModel
 
 logger = logging.getLogger(__name__)
@@ -241,7 +244,7 @@ class QueryMixin:
     @classmethod
     def prepare_query_anndata(
         cls,
-        adata: AnnData,
+        adata: AnnData | MuData,
         reference_model: str | os.PathLike | QueryMixin,
         *,
         layer: str | None = AUTO,
@@ -268,7 +271,8 @@ class QueryMixin:
         Parameters
         ----------
         adata
-            The query, raw counts in ``X`` or a layer.
+            The query, raw counts in ``X`` or a layer (a MuData: its RNA modality, see
+            :meth:`~sctransformer_tools.SCTransformer.setup_mudata`).
         reference_model
             A trained model or the folder it was saved to.
         layer
@@ -312,6 +316,25 @@ class QueryMixin:
         >>> query.uns["sctransformer_query"]["panel_match_ratio"], query.n_vars
         (1.0, 765)
         """
+        if is_mudata(adata):  # its RNA modality; the report goes to the MuData and to that modality
+            setup = reference_model.registry_[_SETUP_ARGS_KEY] if isinstance(reference_model, QueryMixin) else None
+            modality = rna_modality(adata, setup)
+            view = expression_view(adata, modality)
+            before = {"obs": {}, "obsm": {}, "uns": dict(view.uns)}
+            result = cls.prepare_query_anndata(
+                view,
+                reference_model,
+                layer=layer,
+                gene_symbols=gene_symbols,
+                library_size_key=library_size_key,
+                min_panel_match=min_panel_match,
+                inplace=inplace,
+                allow_pickle=allow_pickle,
+            )
+            if inplace:
+                view.obs = view.obs[[]]  # nothing of obs is written by preparation
+                write_back(view, before, adata, modality)
+            return result
         if isinstance(reference_model, QueryMixin):
             var_names = pd.Index(reference_model.get_var_names())
             registry = reference_model.registry_
@@ -338,8 +361,8 @@ class QueryMixin:
         aligned = AnnData(X=matrix, obs=adata.obs.copy(), var=pd.DataFrame(index=var_names))
         aligned.var[f"{ADATA_KEYS.QUERY}_zero_filled"] = ~present
         aligned.obs[ADATA_KEYS.LIBRARY_COLUMN] = library
-        if setup.get("layer") is not None:
-            aligned.layers[setup["layer"]] = aligned.X
+        if counts_layer(setup) is not None:
+            aligned.layers[counts_layer(setup)] = aligned.X
         aligned.uns[ADATA_KEYS.QUERY] = report
         return aligned
 
@@ -378,7 +401,7 @@ class QueryMixin:
             _warn_about_match(report, adata.uns.get(ADATA_KEYS.QUERY), stacklevel=4)
             adata.uns[ADATA_KEYS.QUERY] = report
         setup = self.registry_[_SETUP_ARGS_KEY]
-        ref_layer = setup.get("layer")
+        ref_layer = counts_layer(setup)
         internal = AnnData(
             X=None if ref_layer is not None else matrix,
             obs=obs,
@@ -413,7 +436,7 @@ def _read_query(adata: AnnData, var_names: pd.Index, panel_genes: pd.Index, regi
     """
     setup = registry[_SETUP_ARGS_KEY]
     log_normalized = bool(setup.get("log_normalized", False))
-    source = counts_source(adata, params["layer"], setup.get("layer"), log_normalized)
+    source = counts_source(adata, params["layer"], counts_layer(setup), log_normalized)
     match, report = match_report(
         adata, var_names, panel_genes, gene_symbols=params["gene_symbols"], min_panel_match=params["min_panel_match"]
     )

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._mudata import is_mudata, rna_modality
+
 FORMAT = "sctransformer-tools model"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
@@ -374,7 +376,8 @@ class SaveLoadMixin:
         overwrite
             Replace a model already saved in ``dir_path``; without it an existing, non-empty folder is an error.
         save_anndata
-            Also write the registered AnnData (``adata.h5ad``), loaded back by :meth:`load` without ``adata``.
+            Also write the registered AnnData (``adata.h5ad``; a MuData: ``mdata.h5mu``), loaded back by
+            :meth:`load` without ``adata``.
         **anndata_write_kwargs
             Passed to :meth:`anndata.AnnData.write_h5ad`.
 
@@ -407,7 +410,10 @@ class SaveLoadMixin:
         if save_anndata:
             if self.adata is None:
                 raise ValueError("This model holds no AnnData to save (it was loaded without data).")
-            self.adata.write_h5ad(path / "adata.h5ad", **anndata_write_kwargs)
+            if is_mudata(self.adata):
+                self.adata.write_h5mu(path / "mdata.h5mu", **anndata_write_kwargs)
+            else:
+                self.adata.write_h5ad(path / "adata.h5ad", **anndata_write_kwargs)
 
     @classmethod
     def load(
@@ -426,7 +432,8 @@ class SaveLoadMixin:
         dir_path
             Folder written by ``model.save``.
         adata
-            The reference (genes identical to the model's): it is registered with the model, which can then
+            The reference (genes identical to the model's; a MuData for a model set up with
+            :meth:`~sctransformer_tools.SCTransformer.setup_mudata`): it is registered with the model, which can then
             read it by default and train further. Any other AnnData (a query) is not registered; pass it to
             :meth:`predict` & co. ``None``: the AnnData saved with the model (``save_anndata=True``), if any.
         accelerator, device
@@ -446,7 +453,7 @@ class SaveLoadMixin:
             As :meth:`setup_anndata`.
         """
         import anndata as ad
-        from scvi.data._constants import _SETUP_ARGS_KEY
+        from scvi.data._constants import _SETUP_ARGS_KEY, _SETUP_METHOD_NAME
         from scvi.model._utils import parse_device_args
 
         from ._quiet import quiet_scvi
@@ -460,11 +467,19 @@ class SaveLoadMixin:
         init_params = attributes.pop("init_params_")
         if adata is None and (Path(dir_path) / "adata.h5ad").exists():
             adata = ad.read_h5ad(Path(dir_path) / "adata.h5ad")
+        elif adata is None and (Path(dir_path) / "mdata.h5mu").exists():
+            import mudata
+
+            adata = mudata.read_h5mu(Path(dir_path) / "mdata.h5mu")
         var_names = pd.Index(np.asarray(saved.var_names).astype(str))
-        register = adata is not None and pd.Index(adata.var_names.astype(str)).equals(var_names)
+        setup = registry.get(_SETUP_METHOD_NAME, "setup_anndata")
+        register = adata is not None and (setup == "setup_mudata") == is_mudata(adata)
+        if register:  # the reference itself: same kind of object, same genes
+            genes = adata.mod[rna_modality(adata, registry[_SETUP_ARGS_KEY])] if is_mudata(adata) else adata
+            register = pd.Index(genes.var_names.astype(str)).equals(var_names)
         if register:
             with quiet_scvi():
-                cls.setup_anndata(adata, source_registry=registry, **registry[_SETUP_ARGS_KEY])
+                getattr(cls, setup)(adata, source_registry=registry, **registry[_SETUP_ARGS_KEY])
         kwargs = {k: v for group in init_params.get("kwargs", {}).values() for k, v in group.items()}
         model = cls.__new__(cls)
         if not register:  # no data: the model's genes come from the folder (see SCTransformer.get_var_names)
