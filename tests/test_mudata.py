@@ -168,3 +168,36 @@ def test_mudata_from_pbmc3k(pbmc_small, where):
     model.train(max_epochs=1, enable_progress_bar=False)
     model.predict(mdata)
     assert set(mdata.obs["sctransformer_prediction"].astype(str)) <= types | {"Unknown"}
+
+
+def test_docs_mudata_example_runs(tmp_path, monkeypatch):
+    """The MuData page's code runs as written, end to end (docs/mudata.md), in one namespace.
+
+    Only the number of training epochs is lowered (``README_EPOCHS``, default 2), as for the README.
+    """
+    import os
+    import re
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.chdir(tmp_path)
+    epochs = int(os.environ.get("README_EPOCHS", "2"))
+    train = sct.SCTransformer.train
+
+    def fewer_epochs(self, max_epochs=epochs, **kwargs):
+        return train(self, max_epochs=min(max_epochs, epochs), **{"enable_progress_bar": False, **kwargs})
+
+    monkeypatch.setattr(sct.SCTransformer, "train", fewer_epochs)
+    page = Path(__file__).resolve().parents[1] / "docs" / "mudata.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert len(blocks) == 2
+    namespace: dict = {}
+    for number, block in enumerate(blocks, 1):
+        exec(compile(block, f"docs/mudata.md block {number}", "exec"), namespace)
+    mdata, query = namespace["mdata"], namespace["query"]
+    assert mdata.obsm["X_sctransformer"].shape == (700, 64)
+    assert "sctransformer_attention" in mdata["rna"].uns
+    assert query.obs["sctransformer_prediction"].notna().all() and "sctransformer_query" in query.uns
+    assert "X_umap" in mdata["rna"].obsm
