@@ -1,9 +1,11 @@
 """The README's result tables, generated from the committed records (no table in the README is typed by hand).
 
-Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in README.md and is rendered here from:
+Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in README.md and is rendered here from
+(the documentation's results pages, ``docs/results/``, show them all: ``docs/conf.py`` calls :func:`tables`):
 
 - ``evaluation``: ``docs/results/evaluation.json`` (full profile: macro-F1 mean ± sd over seeds per dataset,
   and the pooled paired comparison of the GRN mask with its controls);
+- ``headline``: the same records, only the pooled comparison of the GRN mask with its controls;
 - ``speed``: ``benchmarks/results/annotation_speed.json`` (``benchmarks/annotation_speed.py``);
 - ``attention``: ``benchmarks/results/attention.json`` (``benchmarks/attention.py``);
 - ``out_of_core``: ``benchmarks/results/out_of_core.json`` (``benchmarks/out_of_core.py``).
@@ -79,9 +81,20 @@ def evaluation_table(records: list[dict]) -> str:
         edges, tfs = pd.to_numeric(rows["grn_edges_kept"]).dropna(), pd.to_numeric(rows["grn_tfs_kept"]).dropna()
         kept.append(f"{int(edges.iloc[0]):,} / {int(tfs.iloc[0]):,}" if len(edges) else "–")
     lines.append("| GRN kept (CollecTRI edges / TFs) | " + " | ".join(kept) + " |")
+    return "\n".join([*lines, "", pooled_table(full)])
+
+
+def pooled_table(records: list[dict], comparators: tuple[str, ...] | None = None) -> str:
+    """The GRN mask against its controls and the peers, every dataset x seed pair of the full profile pooled.
+
+    ``comparators`` keeps only the comparisons with those variants (``None``: all).
+    """
+    full = [r for r in records if r.get("profile") == "full"]
     pooled = pooled_comparison(full)
     pooled = pooled[pooled["profile"] == "full"]
-    lines += ["", "| paired by dataset × seed | pairs | mean difference ± sd | wins / losses / ties | t-test p |"]
+    if comparators is not None:
+        pooled = pooled[pooled["comparator"].isin(comparators)]
+    lines = ["| paired by dataset × seed | pairs | mean difference ± sd | wins / losses / ties | t-test p |"]
     lines.append("|---|---|---|---|---|")
     for _, row in pooled.iterrows():
         reference = VARIANTS.get(row["reference"], row["reference"])
@@ -149,8 +162,13 @@ def out_of_core_table(result: dict) -> str:
 def tables() -> dict[str, str]:
     """Every generated table, by name."""
     results = ROOT / "benchmarks" / "results"
+    records = load_records(ROOT / "docs" / "results" / "evaluation.json")
     out = {
-        "evaluation": evaluation_table(load_records(ROOT / "docs" / "results" / "evaluation.json")),
+        "evaluation": evaluation_table(records),
+        # the README's headline: the GRN mask against its controls of the same density (and the dense model)
+        "headline": pooled_table(
+            records, ("shuffled (collectri)", "random (collectri)", "dense (collectri)", "shuffled (dorothea_ABC)")
+        ),
         "attention": attention_table(json.loads((results / "attention.json").read_text())),
         "out_of_core": out_of_core_table(json.loads((results / "out_of_core.json").read_text())),
     }

@@ -72,7 +72,7 @@ class SCTransformer(
     Parameters
     ----------
     adata
-        AnnData registered with :meth:`setup_anndata`.
+        AnnData registered with :meth:`setup_anndata` (or a MuData registered with :meth:`setup_mudata`).
     mask
         ``"grn"``, ``"dense"``, ``"random"`` or ``"shuffled"``.
     d_model

@@ -449,6 +449,8 @@ class SCTransformerModule(BaseModuleClass):
     ) -> dict[str, torch.Tensor]:
         """Attention on given gene pairs, per cell, averaged over heads and ``layers``.
 
+        Heads left dense (``dense_heads``) are not read on masked layers.
+
         Parameters
         ----------
         x, library, batch_index
@@ -457,8 +459,6 @@ class SCTransformerModule(BaseModuleClass):
             Sorted ``query_gene * n_genes + key_gene`` codes of the pairs to read (e.g. target * G + TF).
         layers
             Layers to average; all when ``None``.
-
-        Heads left dense (``dense_heads``) are not read on masked layers.
 
         Returns
         -------
