@@ -38,6 +38,7 @@ from ._attention import AttentionMixin
 from ._embedding import EmbeddingMixin
 from ._mudata import RNA, counts_layer, expression_view, is_mudata, rna_modality
 from ._prediction import PredictionMixin
+from ._pretraining import PretrainingMixin
 from ._query import QueryMixin
 from ._save import SaveLoadMixin
 from ._training import TrainingMixin
@@ -50,7 +51,14 @@ MuDataTolerantCategoricalObsField = MuDataWrapper(TolerantCategoricalObsField)
 
 
 class SCTransformer(
-    TrainingMixin, PredictionMixin, EmbeddingMixin, AttentionMixin, QueryMixin, SaveLoadMixin, BaseModelClass
+    TrainingMixin,
+    PretrainingMixin,
+    PredictionMixin,
+    EmbeddingMixin,
+    AttentionMixin,
+    QueryMixin,
+    SaveLoadMixin,
+    BaseModelClass,
 ):
     """Cell-type classifier: a Transformer over genes whose attention follows TF -> target regulons.
 

@@ -400,12 +400,19 @@ class QueryMixin:
         if record:
             _warn_about_match(report, adata.uns.get(ADATA_KEYS.QUERY), stacklevel=4)
             adata.uns[ADATA_KEYS.QUERY] = report
+        measured = panel_genes.isin(var_names[present])
+        with self._registered_copy(matrix, obs) as internal:
+            yield QueryData(internal, np.asarray(measured), report)
+
+    @contextlib.contextmanager
+    def _registered_copy(self, matrix, obs: pd.DataFrame):
+        """A private AnnData of aligned counts (the model's genes) registered like the reference, then forgotten."""
         setup = self.registry_[_SETUP_ARGS_KEY]
         ref_layer = counts_layer(setup)
         internal = AnnData(
             X=None if ref_layer is not None else matrix,
             obs=obs,
-            var=pd.DataFrame(index=var_names),
+            var=pd.DataFrame(index=pd.Index(self.get_var_names())),
             layers={ref_layer: matrix} if ref_layer is not None else None,
         )
         manager = AnnDataManager(
@@ -419,9 +426,8 @@ class QueryMixin:
         with quiet_scvi():
             manager.register_fields(internal, source_registry=self.registry_)
         self._register_manager_for_instance(manager)
-        measured = panel_genes.isin(var_names[present])
         try:
-            yield QueryData(internal, np.asarray(measured), report)
+            yield internal
         finally:
             self._per_instance_manager_store.get(self.id, {}).pop(manager.adata_uuid, None)
 

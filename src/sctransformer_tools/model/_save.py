@@ -488,6 +488,7 @@ class SaveLoadMixin:
         for name, value in attributes.items():
             setattr(model, name, value)
         model.init_params_ = init_params
+        model._restore_pretraining_objective()
         model.module.load_state_dict(saved.state_dict)
         model.to_device(torch_device)
         model.module.eval()

@@ -189,17 +189,20 @@ class TrainingMixin:
         enable_progress_bar: bool,
         plan_kwargs: dict | None,
         datasplitter_kwargs: dict | None,
+        adata=None,
         **trainer_kwargs,
     ) -> None:
-        """Train ``self.module.objective`` on ``train_idx`` (validating on ``val_idx``) through scvi-tools."""
+        """Train ``self.module.objective`` on ``train_idx`` (validating on ``val_idx``) through scvi-tools.
+
+        ``adata``: a registered AnnData to train on instead of the reference (e.g. a pretraining corpus).
+        """
         import lightning.pytorch as pl
 
         pl.seed_everything(seed, verbose=False)
+        data = self.adata if adata is None else adata
         has_val = len(val_idx) > 0
         if precision == "auto":
-            probe = next(
-                iter(self._make_data_loader(self.adata, indices=train_idx[:batch_size], batch_size=batch_size))
-            )
+            probe = next(iter(self._make_data_loader(data, indices=train_idx[:batch_size], batch_size=batch_size)))
             self.precision_ = choose_precision(self.module, probe, accelerator)
             precision = self.precision_["precision"]
         else:
@@ -208,7 +211,7 @@ class TrainingMixin:
         # several devices/machines (strategy="ddp", ...): every process reads its own share of cells
         distributed = use_distributed_sampler(trainer_kwargs.get("strategy"))
         splitter = self._data_splitter_cls(
-            self.adata_manager,
+            self.get_anndata_manager(data, required=True),
             batch_size=batch_size,
             distributed_sampler=distributed,
             # cells outside both splits (unlabelled) sit in the unused test split: scvi-tools wants every cell
@@ -226,6 +229,7 @@ class TrainingMixin:
         if enable_progress_bar and not any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks):
             callbacks.append(RunProgressBar())
         trainer_kwargs.setdefault("gradient_clip_val", 1.0)
+        self.module.train()  # reading cells (predict, pretrain's end) leaves it in evaluation mode
         with quiet_training():
             self._train_runner_cls(
                 self,

@@ -2,11 +2,18 @@
 
 from sctransformer_tools._deprecated import deprecated_names as _deprecated_names
 
-from ._objectives import CellTypeClassification, Objective
+from ._objectives import CellTypeClassification, MaskedExpression, Objective
 from ._sctransformer import SCTransformerModule
 from ._tokenizer import ExpressedGeneTokenizer, GeneTokens
 
-__all__ = ["CellTypeClassification", "ExpressedGeneTokenizer", "GeneTokens", "Objective", "SCTransformerModule"]
+__all__ = [
+    "CellTypeClassification",
+    "ExpressedGeneTokenizer",
+    "GeneTokens",
+    "MaskedExpression",
+    "Objective",
+    "SCTransformerModule",
+]
 
 __getattr__ = _deprecated_names(
     __name__,

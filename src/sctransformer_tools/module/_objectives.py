@@ -129,3 +129,195 @@ class CellTypeClassification(Objective):
         preds = loss_output.logits.argmax(-1)
         for metric in metrics.values():
             metric.update(preds, loss_output.true_labels)
+
+
+class MaskedExpression(Objective):
+    """Self-supervised pretraining: hide the expression of some of a cell's gene tokens and predict it back.
+
+    Tokens are a cell's *expressed* panel genes (a zero is never a token), so the target is the
+    log-normalised expression ``log1p(count / library * 1e4)`` of an expressed gene, a positive number:
+    the model learns *how much* of a gene a cell expresses given which genes it expresses and how much of
+    the others. Zero inflation, which makes a count likelihood necessary for models that read every gene,
+    does not arise here; the loss is the mean squared error of a linear head on the masked tokens' final
+    states. A masked token keeps its gene identity; its value embedding is replaced by a learned
+    "masked value" vector.
+
+    Which tokens are masked (``mask_ratio`` of each cell's tokens, at least one):
+
+    ``"uniform"``
+        uniformly at random, as in most transformer foundation models.
+    ``"mam"``
+        Multinomial Attention Masking: ``n_latents`` trainable latent vectors cross-attend to the cell's gene
+        tokens (their embeddings, gene identity and value, detached from the encoder's graph); the best
+        latent score of each token, bounded by ``max_logit * tanh(.)``, is its logit in a multinomial over the
+        cell's tokens, from which positions are drawn without replacement (Gumbel top-k). Sampling is not
+        differentiable; the policy is trained by a score-function (REINFORCE) estimator to *raise* the
+        reconstruction error of what it masks (reward: a cell's mean squared error on its masked tokens,
+        minus a moving-average baseline), while the encoder learns to lower it: the masking seeks the
+        positions the encoder finds hardest. Collapse onto a few genes is prevented twice: the bounded logits
+        keep every token's probability within ``exp(2 * max_logit)`` of any other's, and an entropy bonus
+        (``entropy_weight``, on the entropy normalised by its maximum, ``log`` of the cell's token count)
+        rewards spread.
+
+    Parameters
+    ----------
+    d_model
+        Width of the token states.
+    masking
+        ``"uniform"`` or ``"mam"``.
+    mask_ratio
+        Share of each cell's gene tokens masked.
+    n_latents
+        MAM's latent vectors.
+    max_logit
+        Bound on MAM's logits.
+    entropy_weight
+        Weight of MAM's entropy bonus.
+    baseline_momentum
+        Momentum of the reward's moving-average baseline.
+
+    Examples
+    --------
+    >>> import torch
+    >>> objective = MaskedExpression(16, masking="mam", mask_ratio=0.25)
+    >>> cell = torch.tensor([0, 0, 0, 0, 1, 1])
+    >>> chosen, logp, entropy = objective.choose(torch.randn(6, 16), cell, n_cells=2)
+    >>> chosen.tolist()[:4].count(True), chosen.tolist()[4:].count(True)  # a quarter of 4, at least one of 2
+    (1, 1)
+    """
+
+    name = "masked_expression"
+    progress_metric = "mse"
+    MASKINGS = ("uniform", "mam")
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        masking: str = "uniform",
+        mask_ratio: float = 0.15,
+        n_latents: int = 8,
+        max_logit: float = 3.0,
+        entropy_weight: float = 0.1,
+        baseline_momentum: float = 0.9,
+    ):
+        super().__init__()
+        if masking not in self.MASKINGS:
+            raise ValueError(f"masking must be one of {self.MASKINGS}, got {masking!r}.")
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be between 0 and 1 (exclusive), got {mask_ratio}.")
+        self.masking, self.mask_ratio = masking, float(mask_ratio)
+        self.max_logit, self.entropy_weight, self.baseline_momentum = max_logit, entropy_weight, baseline_momentum
+        self.masked_value = nn.Parameter(torch.zeros(d_model))
+        self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, 1))
+        self.latents = self.query = self.key = None
+        if masking == "mam":
+            self.latents = nn.Parameter(torch.randn(n_latents, d_model) / d_model**0.5)
+            self.query = nn.Linear(d_model, d_model, bias=False)
+            self.key = nn.Linear(d_model, d_model, bias=False)
+        self.register_buffer("baseline", torch.zeros(()))
+        self.register_buffer("baseline_set", torch.zeros((), dtype=torch.bool))
+        self._chosen: dict[str, torch.Tensor] = {}
+
+    # ---------------------------------------------------------------- policy
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """MAM's bounded logit of each token ``(n_tokens,)`` from its embedding (zeros for uniform masking)."""
+        if self.latents is None:
+            return states.new_zeros(states.shape[0])
+        scores = self.key(states) @ self.query(self.latents).T / states.shape[-1] ** 0.5  # (tokens, latents)
+        return self.max_logit * torch.tanh(scores.amax(-1) / self.max_logit)
+
+    def choose(
+        self, states: torch.Tensor, cell: torch.Tensor, n_cells: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens to mask, and per cell the log-probability of the choice and the normalised entropy.
+
+        Parameters
+        ----------
+        states
+            ``(n_tokens, d_model)`` token embeddings (cell-major, as packed by the tokenizer).
+        cell
+            ``(n_tokens,)`` cell of each token.
+        n_cells
+            Cells in the minibatch.
+
+        Returns
+        -------
+        ``chosen`` (bool per token), ``log_prob`` and ``entropy`` (per cell; zeros for uniform masking).
+        """
+        logits = self.logits(states.detach()).float()
+        per_cell = torch.bincount(cell, minlength=n_cells)
+        k = torch.clamp(torch.round(per_cell.float() * self.mask_ratio), min=1).long()
+        k = torch.minimum(k, per_cell)
+        # Gumbel top-k within each cell: a sample without replacement from softmax(logits) over its tokens
+        gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp(1e-10, 1 - 1e-10)))
+        order = torch.argsort(logits + gumbel, descending=True, stable=True)
+        order = order[torch.argsort(cell[order], stable=True)]  # cell-major, best first within a cell
+        starts = torch.cumsum(per_cell, 0) - per_cell
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order), device=order.device) - starts[cell[order]]
+        chosen = rank < k[cell]
+        # log-probabilities of the cell-wise softmax (a token's share of its cell)
+        peak = torch.zeros(n_cells, device=logits.device).scatter_reduce(0, cell, logits, "amax", include_self=False)
+        exp = torch.exp(logits - peak[cell])
+        total = torch.zeros(n_cells, device=logits.device).index_add_(0, cell, exp)
+        log_p = logits - peak[cell] - torch.log(total[cell])
+        log_prob = torch.zeros(n_cells, device=logits.device).index_add_(0, cell, log_p * chosen)
+        entropy = -torch.zeros(n_cells, device=logits.device).index_add_(0, cell, log_p.exp() * log_p)
+        entropy = entropy / torch.log(per_cell.clamp(min=2).float())
+        return chosen, log_prob, entropy
+
+    # ------------------------------------------------------------ objective
+    def inference_kwargs(self, module, tensors) -> dict[str, Any]:
+        """Hide the chosen tokens' values before the first block, and return the gene-token states."""
+
+        def hide(states: torch.Tensor, tokens) -> torch.Tensor:
+            chosen, log_prob, entropy = self.choose(states, tokens.cell, tokens.n_cells)
+            self._chosen = {"chosen": chosen, "log_prob": log_prob, "entropy": entropy}
+            hidden_value = module.gene_embedding(tokens.gene_ids) + self.masked_value
+            return torch.where(chosen[:, None], hidden_value.to(states.dtype), states)
+
+        return {"token_hook": hide, "return_hidden": True}
+
+    def loss(self, module, tensors, outputs) -> LossOutput:
+        """Mean squared error on the masked tokens, plus MAM's policy loss (REINFORCE with an entropy bonus)."""
+        tokens, hidden = outputs["tokens"], outputs["hidden"]
+        chosen = self._chosen["chosen"]
+        if not chosen.any():  # no expressed gene in the minibatch: no signal, keep the graph
+            zero = hidden.sum() * 0.0
+            return LossOutput(loss=zero, n_obs_minibatch=0, extra_metrics={"mse": zero.detach()})
+        predicted = self.head(hidden[chosen]).squeeze(-1).float()
+        error = (predicted - tokens.values[chosen].float()) ** 2
+        mse = error.mean()
+        loss = mse
+        cells = tokens.cell[chosen]
+        n_cells = tokens.n_cells
+        per_cell = torch.zeros(n_cells, device=error.device).index_add_(0, cells, error.detach())
+        count = torch.bincount(cells, minlength=n_cells).float()
+        has = count > 0
+        reward = per_cell[has] / count[has]
+        if self.latents is not None and self.training:
+            if not bool(self.baseline_set):
+                self.baseline.copy_(reward.mean())
+                self.baseline_set.fill_(True)
+            advantage = reward - self.baseline
+            policy = -(advantage * self._chosen["log_prob"][has]).mean()
+            policy = policy - self.entropy_weight * self._chosen["entropy"][has].mean()
+            loss = loss + policy
+            self.baseline.mul_(self.baseline_momentum).add_((1 - self.baseline_momentum) * reward.mean())
+        return LossOutput(
+            loss=loss,
+            n_obs_minibatch=int(has.sum()),
+            extra_metrics={"mse": mse.detach(), "entropy": self._chosen["entropy"][has].mean().detach()},
+        )
+
+    def metrics(self) -> dict[str, Metric]:
+        """Reconstruction error of masked tokens, and the masking distribution's normalised entropy."""
+        from torchmetrics import MeanMetric
+
+        return {"mse": MeanMetric(), "masking_entropy": MeanMetric()}
+
+    def update_metrics(self, metrics: nn.ModuleDict, loss_output: LossOutput) -> None:
+        """Update with the minibatch's values."""
+        metrics["mse"].update(loss_output.extra_metrics["mse"])
+        metrics["masking_entropy"].update(loss_output.extra_metrics["entropy"])

@@ -1,0 +1,228 @@
+"""Self-supervised pretraining: masked expression on any cells (labelled or not), before ``train`` fine-tunes.
+
+The corpus is the reference's cells (labels unused) plus any other AnnData given, each aligned to the model's
+genes the way a query is (:mod:`sctransformer_tools.model._query`): genes a dataset does not measure are
+zero-filled and so are never tokens, and library sizes come from a usual ``obs`` column when there is one.
+The module's :class:`~sctransformer_tools.module.MaskedExpression` objective is trained on that corpus through
+the same training plan, data loaders, progress bar and precision choice as ``train``; the encoder's weights
+are then where ``train`` starts from.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+from scvi.data._constants import _SETUP_ARGS_KEY
+
+from sctransformer_tools._constants import ADATA_KEYS, AUTO
+from sctransformer_tools.module import CellTypeClassification, MaskedExpression
+
+from ._mudata import counts_layer, expression_view, is_mudata, rna_modality
+from ._query import _read_query, _warn_about_match
+from ._training import DEFAULT_BATCH_SIZE, default_max_epochs
+
+logger = logging.getLogger(__name__)
+
+
+class PretrainingMixin:
+    """``pretrain``: masked-expression self-supervision of the encoder on labelled and unlabelled cells."""
+
+    def pretrain(
+        self,
+        extra_adatas: Sequence[AnnData] | None = None,
+        *,
+        masking: str = "uniform",
+        mask_ratio: float = 0.15,
+        include_reference: bool = True,
+        max_epochs: int | None = None,
+        lr: float = 1e-3,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        validation_size: float = 0.05,
+        layer: str | None = AUTO,
+        precision: str | None = "auto",
+        seed: int | None = None,
+        enable_progress_bar: bool = True,
+        objective_kwargs: dict | None = None,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ) -> None:
+        """Pretrain the encoder by predicting the expression of masked gene tokens; then :meth:`train` fine-tunes.
+
+        Each cell of the corpus hides the expression values of ``mask_ratio`` of its gene tokens (at least
+        one); the encoder reads the rest and predicts the hidden values (log-normalised expression) from the
+        masked tokens' final states. Which tokens are hidden is chosen uniformly at random
+        (``masking="uniform"``) or by Multinomial Attention Masking (``"mam"``), a learned policy trained to
+        mask what the encoder finds hardest to predict (see
+        :class:`~sctransformer_tools.module.MaskedExpression` for how it is trained and kept from
+        collapsing). Labels are never read. ``model.pretraining_history_`` holds the per-epoch losses
+        (``train_mse``, ``validation_mse``, ``*_masking_entropy``), ``model.pretraining_`` what was done.
+
+        Parameters
+        ----------
+        extra_adatas
+            More cells (e.g. unlabelled data of the same tissue, or the query itself: no label is read),
+            raw counts in ``X`` or in the reference's layer; aligned to the model's genes by symbol.
+        masking
+            ``"uniform"`` or ``"mam"``.
+        mask_ratio
+            Share of each cell's expressed panel genes masked.
+        include_reference
+            Pretrain on the reference's cells too.
+        max_epochs
+            Passes over the corpus; ``None``: as :meth:`train` chooses for that many cells.
+        lr
+            Peak learning rate.
+        batch_size
+            Cells per minibatch.
+        validation_size
+            Share of the corpus held out to report the reconstruction error.
+        layer
+            Layer of ``extra_adatas`` with counts (``"auto"``: the reference's layer if present, else ``X``).
+        precision, seed, enable_progress_bar, plan_kwargs, **trainer_kwargs
+            As in :meth:`train`.
+        objective_kwargs
+            Passed to :class:`~sctransformer_tools.module.MaskedExpression` (``n_latents``, ``max_logit``,
+            ``entropy_weight``).
+
+        Examples
+        --------
+        >>> import sctransformer_tools as sct
+        >>> adata = sct.ds.pbmc68k_reduced()
+        >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+        >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+        >>> model.pretrain(masking="mam", max_epochs=1, enable_progress_bar=False)
+        >>> model.pretraining_["masking"], sorted(model.pretraining_history_)[:2]
+        ('mam', ['train_loss', 'train_masking_entropy'])
+        >>> model.train(max_epochs=1, enable_progress_bar=False)  # fine-tune the pretrained encoder
+        """
+        if masking not in MaskedExpression.MASKINGS:
+            raise ValueError(f"masking must be one of {MaskedExpression.MASKINGS}, got {masking!r}.")
+        if not include_reference and not extra_adatas:
+            raise ValueError("Nothing to pretrain on: pass extra_adatas or include_reference=True.")
+        if self.adata is None and include_reference:
+            raise ValueError("This model holds no reference data: pass the cells to pretrain on as extra_adatas.")
+        seed = self.init_params_["non_kwargs"].get("seed", 0) if seed is None else seed
+        start = time.perf_counter()
+        matrix, obs, sources = self._pretraining_corpus(extra_adatas or [], include_reference, layer)
+        n_cells = matrix.shape[0]
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(n_cells)
+        n_val = int(round(validation_size * n_cells)) if n_cells > 1 else 0
+        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        if max_epochs is None:
+            max_epochs = default_max_epochs(len(train_idx), batch_size)
+        objective = MaskedExpression(
+            self.module.cls.numel(), masking=masking, mask_ratio=mask_ratio, **(objective_kwargs or {})
+        )
+        self.module.add_objective(objective)
+        trained, history = self.is_trained_, getattr(self, "history_", None)
+        self.module.objective = MaskedExpression.name
+        try:
+            with self._registered_copy(matrix, obs) as corpus:
+                self._fit_objective(
+                    train_idx,
+                    val_idx,
+                    np.array([], dtype=int),
+                    adata=corpus,
+                    max_epochs=max_epochs,
+                    lr=lr,
+                    batch_size=batch_size,
+                    weight_averaging=False,
+                    early_stopping=False,
+                    early_stopping_patience=0,
+                    accelerator=trainer_kwargs.pop("accelerator", "auto"),
+                    devices=trainer_kwargs.pop("devices", "auto"),
+                    precision=precision,
+                    seed=seed,
+                    enable_progress_bar=enable_progress_bar,
+                    plan_kwargs=plan_kwargs,
+                    datasplitter_kwargs=None,
+                    **trainer_kwargs,
+                )
+            self.pretraining_history_ = self.history_
+        finally:  # the classifier is what the model is for: it stays the objective, untrained until train()
+            self.module.objective = CellTypeClassification.name
+            self.is_trained_, self.history_ = trained, history
+        seconds = time.perf_counter() - start
+        last = {k: float(np.asarray(v).ravel()[-1]) for k, v in self.pretraining_history_.items() if len(v)}
+        self.pretraining_ = {
+            "masking": masking,
+            "mask_ratio": float(mask_ratio),
+            "objective_kwargs": dict(objective_kwargs or {}),
+            "n_cells": int(n_cells),
+            "n_validation_cells": int(n_val),
+            "sources": sources,
+            "max_epochs": int(max_epochs),
+            "seconds": round(seconds, 1),
+            "precision": self.precision_.get("precision"),
+            "validation_mse": last.get("validation_mse"),
+        }
+        logger.info(
+            "Pretrained the encoder (%s masking, %.0f%% of each cell's tokens) for %d epochs on %s cells in %.0f s; "
+            "validation reconstruction MSE %s.",
+            masking,
+            100 * mask_ratio,
+            max_epochs,
+            f"{n_cells:,}",
+            seconds,
+            "n/a" if last.get("validation_mse") is None else f"{last['validation_mse']:.3f}",
+        )
+
+    def _restore_pretraining_objective(self) -> None:
+        """Rebuild the masked-expression head and masking policy of a pretrained model (before loading weights)."""
+        done = getattr(self, "pretraining_", None)
+        if done and MaskedExpression.name not in self.module.objectives:
+            self.module.add_objective(
+                MaskedExpression(
+                    self.module.cls.numel(),
+                    masking=done["masking"],
+                    mask_ratio=done["mask_ratio"],
+                    **done.get("objective_kwargs", {}),
+                )
+            )
+
+    def _pretraining_corpus(self, extra_adatas: Sequence, include_reference: bool, layer: str | None):
+        """Counts of every corpus cell on the model's genes (CSR), their ``obs`` and a description per source."""
+        var_names = pd.Index(self.get_var_names())
+        panel_genes = pd.Index(self.panel_.index)
+        setup = self.registry_[_SETUP_ARGS_KEY]
+        inputs = []
+        if include_reference:
+            reference = self.adata
+            if is_mudata(reference):
+                reference = expression_view(reference, rna_modality(reference, setup))
+            params = {"layer": counts_layer(setup), "library_size_key": ADATA_KEYS.LIBRARY_COLUMN}
+            inputs.append(("reference", reference, params))
+        for i, adata in enumerate(extra_adatas):
+            if is_mudata(adata):
+                adata = expression_view(adata, rna_modality(adata, setup if "modalities" in setup else None))
+            if not isinstance(adata, AnnData):
+                raise TypeError(f"extra_adatas[{i}] is a {type(adata).__name__}, not an AnnData.")
+            inputs.append((f"extra_adatas[{i}]", adata, {"layer": layer, "library_size_key": None}))
+        matrices, frames, sources = [], [], []
+        batch_key = setup.get("batch_key")
+        for name, adata, params in inputs:
+            params = {"gene_symbols": None, "min_panel_match": 0.05, **params}
+            matrix, obs, _, report, _ = _read_query(adata, var_names, panel_genes, self.registry_, params)
+            if name != "reference":
+                _warn_about_match(report, None, stacklevel=4)
+            obs.index = f"{len(frames)}:" + obs.index.astype(str)
+            if batch_key is not None and batch_key not in obs:
+                obs[batch_key] = np.nan  # read as the "unseen batch"
+            matrices.append(sp.csr_matrix(matrix))
+            frames.append(obs)
+            sources.append(
+                {
+                    "name": name,
+                    "n_cells": int(adata.n_obs),
+                    "panel_match_ratio": float(report["panel_match_ratio"]),
+                    "library_size": report["library_size"],
+                }
+            )
+        return sp.vstack(matrices, format="csr"), pd.concat(frames), sources

@@ -1,0 +1,105 @@
+"""Self-supervised pretraining (masked expression, uniform and MAM masking), on data that ships with scanpy.
+
+The measurement of what pretraining is worth lives in benchmarks/; these tests check the mechanics: what is
+masked, that reconstruction is learned, that the classifier stays untrained until ``train``, that unmeasured
+genes never become tokens, that the MAM policy does not collapse and that a pretrained model saves and loads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import sctransformer_tools as sct
+from sctransformer_tools.module import MaskedExpression
+
+TINY = {"d_model": 16, "n_layers": 1, "n_heads": 2, "n_top_genes": 0}
+
+
+def _history(model, key):
+    return np.asarray(model.pretraining_history_[key], dtype=float).ravel()
+
+
+@pytest.mark.parametrize("masking", ["uniform", "mam"])
+def test_choose_masks_a_share_of_every_cell(masking):
+    torch.manual_seed(0)
+    objective = MaskedExpression(8, masking=masking, mask_ratio=0.2, max_logit=2.0)
+    per_cell = torch.tensor([1, 5, 10, 40])
+    cell = torch.repeat_interleave(torch.arange(4), per_cell)
+    chosen, log_prob, entropy = objective.choose(torch.randn(len(cell), 8), cell, n_cells=4)
+    counts = torch.bincount(cell[chosen], minlength=4).tolist()
+    assert counts == [1, 1, 2, 8]  # round(0.2 x tokens), at least one
+    assert torch.all(log_prob <= 0) and torch.all(entropy <= 1 + 1e-5)
+    if masking == "uniform":
+        np.testing.assert_allclose(entropy[1:].numpy(), 1.0, atol=1e-5)  # a uniform choice has maximal entropy
+    logits = objective.logits(torch.randn(1000, 8) * 100).detach()
+    assert float(logits.max() - logits.min()) <= 2 * 2.0 + 1e-5  # bounded: no token dominates its cell
+
+
+def test_uniform_masking_is_uniform():
+    torch.manual_seed(0)
+    objective = MaskedExpression(4, masking="uniform", mask_ratio=0.25)
+    cell = torch.zeros(8, dtype=torch.long)
+    hits = torch.zeros(8)
+    for _ in range(2000):
+        hits += objective.choose(torch.randn(8, 4), cell, 1)[0].float()
+    np.testing.assert_allclose(hits.numpy() / 2000, 0.25, atol=0.04)
+
+
+def test_pretrain_learns_and_leaves_the_classifier_untrained(pbmc68k, tmp_path):
+    sct.SCTransformer.setup_anndata(pbmc68k, labels_key="bulk_labels")
+    model = sct.SCTransformer(pbmc68k, **TINY)
+    model.pretrain(masking="mam", max_epochs=4, enable_progress_bar=False)
+    mse = _history(model, "validation_mse")
+    assert mse[-1] < 0.8 * mse[0]  # the reconstruction error falls
+    assert _history(model, "train_masking_entropy")[-1] > 0.5  # the MAM policy has not collapsed
+    assert not model.is_trained_ and model.module.objective == "classification"
+    with pytest.raises(RuntimeError, match="not been trained"):
+        model.predict(pbmc68k)
+    assert model.pretraining_["n_cells"] == pbmc68k.n_obs and model.pretraining_["masking"] == "mam"
+    model.train(max_epochs=1, enable_progress_bar=False)
+    assert model.is_trained_ and "train_f1_macro" in model.history
+    # a pretrained model saves and loads with its masking policy
+    model.save(tmp_path / "model")
+    loaded = sct.SCTransformer.load(tmp_path / "model", pbmc68k)
+    assert loaded.pretraining_["masking"] == "mam" and "masked_expression" in loaded.module.objectives
+    state, reloaded = model.module.state_dict(), loaded.module.state_dict()
+    for key in state:
+        torch.testing.assert_close(reloaded[key], state[key])
+
+
+def test_pretraining_corpus_aligns_extra_data(pbmc68k):
+    """Extra cells are aligned by gene name; genes they do not measure are zeros, so never tokens."""
+    sct.SCTransformer.setup_anndata(pbmc68k, labels_key="bulk_labels")
+    model = sct.SCTransformer(pbmc68k, **TINY)
+    panel = model.panel_.index
+    lacking = list(panel[:10])
+    extra = pbmc68k[:200, ~pbmc68k.var_names.isin(lacking)].copy()
+    extra = extra[:, ::-1].copy()  # other gene order
+    del extra.obs["bulk_labels"]  # no labels
+    with pytest.warns(UserWarning, match="lacks 10"):
+        matrix, obs, sources = model._pretraining_corpus([extra], include_reference=True, layer="auto")
+    assert matrix.shape == (pbmc68k.n_obs + 200, pbmc68k.n_vars)
+    columns = model.get_var_names()
+    absent = np.isin(columns, lacking)
+    assert matrix[pbmc68k.n_obs :][:, absent].nnz == 0
+    np.testing.assert_array_equal(
+        matrix[pbmc68k.n_obs :][:, ~absent].toarray(),
+        pbmc68k[:200, columns[~absent]].X.toarray(),
+    )
+    assert [s["n_cells"] for s in sources] == [pbmc68k.n_obs, 200]
+    assert obs.index.is_unique
+
+
+def test_pretrain_errors(pbmc68k):
+    sct.SCTransformer.setup_anndata(pbmc68k, labels_key="bulk_labels")
+    model = sct.SCTransformer(pbmc68k, **TINY)
+    with pytest.raises(ValueError, match="masking must be one of"):
+        model.pretrain(masking="random")
+    with pytest.raises(ValueError, match="Nothing to pretrain on"):
+        model.pretrain(include_reference=False)
+    with pytest.raises(TypeError, match="not an AnnData"):
+        model.pretrain([np.zeros((3, 3))], max_epochs=1)
+    with pytest.raises(ValueError, match="mask_ratio"):
+        MaskedExpression(8, mask_ratio=1.5)
