@@ -103,3 +103,33 @@ def test_pretrain_errors(pbmc68k):
         model.pretrain([np.zeros((3, 3))], max_epochs=1)
     with pytest.raises(ValueError, match="mask_ratio"):
         MaskedExpression(8, mask_ratio=1.5)
+
+
+def test_from_pretrained_matches_genes_by_symbol(pbmc68k, tmp_path):
+    sct.SCTransformer.setup_anndata(pbmc68k, labels_key="bulk_labels")
+    backbone = sct.SCTransformer(pbmc68k, **TINY)
+    backbone.pretrain(masking="uniform", max_epochs=1, enable_progress_bar=False)
+    backbone.save(tmp_path / "backbone")
+    # another dataset: a third of the genes gone, the others lower-case (symbols matched ignoring case)
+    other = pbmc68k[:, pbmc68k.n_vars // 3 :].copy()
+    other.var_names = other.var_names.str.lower()
+    sct.SCTransformer.setup_anndata(other, labels_key="louvain")
+    with pytest.raises(ValueError, match="d_model=32 differs"):
+        sct.SCTransformer.from_pretrained(tmp_path / "backbone", other, d_model=32, n_top_genes=0)
+    model = sct.SCTransformer.from_pretrained(tmp_path / "backbone", other, n_top_genes=0)
+    report = model.pretrained_from_
+    old = backbone.panel_["symbol"].str.upper()
+    new = model.panel_["symbol"].str.upper()
+    assert report["matched_genes"] == int(new.isin(old).sum()) > 0
+    assert report["new_genes"] == int((~new.isin(old)).sum())
+    b, m = backbone.module.state_dict(), model.module.state_dict()
+    torch.testing.assert_close(m["blocks.0.attn.qkv.weight"], b["blocks.0.attn.qkv.weight"])
+    gene = new[new.isin(old)].iloc[0]
+    torch.testing.assert_close(
+        m["gene_embedding.weight"][np.flatnonzero(new.to_numpy() == gene)[0]],
+        b["gene_embedding.weight"][np.flatnonzero(old.to_numpy() == gene)[0]],
+    )
+    assert m["objectives.classification.linear.weight"].shape[0] == other.obs["louvain"].nunique()
+    assert model.pretraining_["masking"] == "uniform" and not model.is_trained_
+    model.train(max_epochs=1, enable_progress_bar=False)
+    assert model.is_trained_

@@ -29,6 +29,24 @@ from ._training import DEFAULT_BATCH_SIZE, default_max_epochs
 
 logger = logging.getLogger(__name__)
 
+#: Settings of the encoder a model started from a pretrained one must share with it.
+ARCHITECTURE = (
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "direction",
+    "self_loops",
+    "genes_attend_cls",
+    "dense_heads",
+    "masked_layers",
+    "edge_bias",
+    "max_tokens",
+)
+#: Tensors with one row per panel gene: copied gene by gene (matched by symbol), new genes initialised fresh.
+GENE_ROWS = ("gene_embedding.weight", "gene_value.weight")
+#: Tensors tied to the pretrained data (its panel, mask, batches and cell types): never copied.
+DATA_BOUND = ("tokenizer.panel_index", "mask_pairs", "mask_pair_weight", "has_mask", "batch_embedding.weight")
+
 
 class PretrainingMixin:
     """``pretrain``: masked-expression self-supervision of the encoder on labelled and unlabelled cells."""
@@ -173,6 +191,118 @@ class PretrainingMixin:
             seconds,
             "n/a" if last.get("validation_mse") is None else f"{last['validation_mse']:.3f}",
         )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained,
+        adata: AnnData,
+        mask: str | None = None,
+        *,
+        allow_pickle: bool = False,
+        **kwargs,
+    ):
+        """Start a model for another dataset from a pretrained encoder (scvi-tools' ``from_scvi_model`` spirit).
+
+        The new model gets its own gene panel and mask from ``adata`` and its regulons (set up with
+        :meth:`setup_anndata` first), and takes from the pretrained one: the encoder (blocks, value encoder,
+        CLS vector, final norm), the gene embeddings of the panel genes both share, matched by gene symbol
+        (case-insensitive), and the masked-expression head and masking policy (so that :meth:`pretrain` can go on,
+        e.g. on the new dataset's own cells). Genes the pretrained panel lacks start from a fresh
+        initialisation; the classifier, batch embedding and mask are the new data's. What matched is in
+        ``model.pretrained_from_`` (and logged).
+
+        Parameters
+        ----------
+        pretrained
+            A pretrained model, or the folder it was saved to.
+        adata
+            The new reference, registered with :meth:`setup_anndata`.
+        mask
+            The new model's mask (default: the pretrained model's).
+        allow_pickle
+            As in :meth:`load`.
+        **kwargs
+            Other settings of the new model (:class:`~sctransformer_tools.SCTransformer`); the encoder's shape
+            (``d_model``, ``n_layers``, ``n_heads``, ...) is the pretrained one's and cannot be changed.
+
+        Examples
+        --------
+        >>> import sctransformer_tools as sct
+        >>> adata = sct.ds.pbmc68k_reduced()
+        >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+        >>> backbone = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+        >>> backbone.pretrain(max_epochs=1, enable_progress_bar=False)
+        >>> other = adata[:, 100:].copy()  # another dataset: fewer genes
+        >>> sct.SCTransformer.setup_anndata(other, labels_key="louvain")
+        >>> model = sct.SCTransformer.from_pretrained(backbone, other, n_top_genes=0)
+        >>> model.pretrained_from_["matched_genes"] <= model.pretrained_from_["panel_genes"]
+        True
+        """
+        import torch
+
+        if isinstance(pretrained, PretrainingMixin):
+            non_kwargs = pretrained.init_params_["non_kwargs"]
+            module_kwargs = pretrained.init_params_["kwargs"].get("module_kwargs", {})
+            state = {k: v.detach().cpu() for k, v in pretrained.module.state_dict().items()}
+            panel, done, source = pretrained.panel_, getattr(pretrained, "pretraining_", None), "a model"
+        else:
+            from ._save import read_model_folder
+
+            saved = read_model_folder(pretrained, cls.__name__, allow_pickle=allow_pickle)
+            init_params = saved.attributes["init_params_"]
+            non_kwargs, module_kwargs = init_params["non_kwargs"], init_params["kwargs"].get("module_kwargs", {})
+            state, panel = saved.state_dict, saved.attributes["panel_"]
+            done, source = saved.attributes.get("pretraining_"), str(pretrained)
+        fixed = {k: non_kwargs[k] for k in ARCHITECTURE if k in non_kwargs}
+        clash = {k: (kwargs[k], v) for k, v in fixed.items() if k in kwargs and kwargs[k] != v}
+        if clash:
+            raise ValueError(
+                "The encoder's shape is the pretrained model's: "
+                + ", ".join(f"{k}={new!r} differs from its {k}={old!r}" for k, (new, old) in clash.items())
+                + ". Drop these arguments."
+            )
+        model = cls(
+            adata, mask=non_kwargs.get("mask", "grn") if mask is None else mask, **{**fixed, **kwargs}, **module_kwargs
+        )
+        if done:
+            model.pretraining_ = dict(done)
+            model._restore_pretraining_objective()
+        new_state = model.module.state_dict()
+        for key, value in state.items():
+            if key in GENE_ROWS or key in DATA_BOUND or key.startswith("objectives.classification."):
+                continue
+            if key in new_state and tuple(new_state[key].shape) == tuple(value.shape):
+                new_state[key] = torch.as_tensor(value)
+        old = pd.Index(pd.Series(panel["symbol"]).astype(str).str.upper())
+        new = pd.Index(model.panel_["symbol"].astype(str).str.upper())
+        old_pos = old.get_indexer(new)
+        matched = old_pos >= 0
+        for key in GENE_ROWS:
+            if key in state and key in new_state:
+                rows = new_state[key].clone()
+                rows[torch.as_tensor(np.flatnonzero(matched))] = torch.as_tensor(state[key])[
+                    torch.as_tensor(old_pos[matched])
+                ].to(rows.dtype)
+                new_state[key] = rows
+        model.module.load_state_dict(new_state)
+        model.pretrained_from_ = {
+            "source": source,
+            "pretrained_panel_genes": len(old),
+            "panel_genes": len(new),
+            "matched_genes": int(matched.sum()),
+            "new_genes": int((~matched).sum()),
+            "pretraining": dict(done) if done else None,
+        }
+        logger.info(
+            "Started from the pretrained encoder of %s: %d of the new panel's %d genes matched by symbol (their gene "
+            "embeddings copied), %d new genes initialised fresh.",
+            source,
+            int(matched.sum()),
+            len(new),
+            int((~matched).sum()),
+        )
+        return model
 
     def _restore_pretraining_objective(self) -> None:
         """Rebuild the masked-expression head and masking policy of a pretrained model (before loading weights)."""
