@@ -58,6 +58,19 @@ def test_pretrain_learns_and_leaves_the_classifier_untrained(pbmc68k, tmp_path):
     with pytest.raises(RuntimeError, match="not been trained"):
         model.predict(pbmc68k)
     assert model.pretraining_["n_cells"] == pbmc68k.n_obs and model.pretraining_["masking"] == "mam"
+    # which genes the policy prefers: a per-gene average of each cell's ratio to a uniform choice, so the
+    # token-weighted mean over genes is exactly 1
+    genes = model.get_masking_preference(pbmc68k)
+    assert "sctransformer_masking" in pbmc68k.uns and len(genes) == len(model.panel_)
+    seen = genes["n_cells"] > 0
+    np.testing.assert_allclose(np.average(genes["preference"][seen], weights=genes["n_cells"][seen]), 1.0, rtol=1e-4)
+    assert genes.loc[~seen, "preference"].isna().all()
+    assert {"is_tf", "is_target", "mean_expression", "detection"} <= set(genes.columns)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    assert sct.pl.masking_preference(pbmc68k, show=False) is not None
+    assert sct.pl.training_history(model, stage="pretrain", show=False) is not None
     model.train(max_epochs=1, enable_progress_bar=False)
     assert model.is_trained_ and "train_f1_macro" in model.history
     # a pretrained model saves and loads with its masking policy
@@ -131,5 +144,7 @@ def test_from_pretrained_matches_genes_by_symbol(pbmc68k, tmp_path):
     )
     assert m["objectives.classification.linear.weight"].shape[0] == other.obs["louvain"].nunique()
     assert model.pretraining_["masking"] == "uniform" and not model.is_trained_
+    with pytest.raises(ValueError, match="has no preference"):
+        model.get_masking_preference(other)
     model.train(max_epochs=1, enable_progress_bar=False)
     assert model.is_trained_

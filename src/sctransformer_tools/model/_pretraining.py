@@ -23,11 +23,14 @@ from scvi.data._constants import _SETUP_ARGS_KEY
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
 from sctransformer_tools.module import CellTypeClassification, MaskedExpression
 
-from ._mudata import counts_layer, expression_view, is_mudata, rna_modality
+from ._mudata import counts_layer, expression_view, is_mudata, reads_mudata, rna_modality
 from ._query import _read_query, _warn_about_match
 from ._training import DEFAULT_BATCH_SIZE, default_max_epochs
 
 logger = logging.getLogger(__name__)
+
+#: ``adata.uns`` key of :meth:`PretrainingMixin.get_masking_preference`.
+MASKING_KEY = "sctransformer_masking"
 
 #: Settings of the encoder a model started from a pretrained one must share with it.
 ARCHITECTURE = (
@@ -303,6 +306,119 @@ class PretrainingMixin:
             int((~matched).sum()),
         )
         return model
+
+    @reads_mudata
+    def get_masking_preference(
+        self,
+        adata: AnnData | None = None,
+        *,
+        batch_size: int = 256,
+        key_added: str = MASKING_KEY,
+        inplace: bool = True,
+        layer: str | None = AUTO,
+        gene_symbols: str | None = None,
+        library_size_key: str | None = None,
+    ) -> pd.DataFrame:
+        """Which genes MAM's learned policy prefers to mask, to be read against expression and the regulons.
+
+        For every cell, MAM's policy gives each expressed panel gene a probability of being masked; times the
+        cell's number of gene tokens, that is 1 for a uniform choice. A gene's **preference** is that ratio
+        averaged over the cells expressing it (above 1: masked more often than by chance).
+
+        Parameters
+        ----------
+        adata
+            Cells to read (default: the reference).
+        batch_size
+            Cells per minibatch.
+        key_added
+            ``adata.uns`` key of the result.
+        inplace
+            Write the result into ``adata.uns[key_added]``.
+        layer, gene_symbols, library_size_key
+            As in :meth:`predict`.
+
+        Returns
+        -------
+        One row per panel gene: ``symbol``, ``preference``, ``n_cells`` (expressing it), ``detection`` (share of
+        cells expressing it), ``mean_expression`` (log-normalised, over the cells expressing it),
+        ``is_tf``, ``is_target`` (a target of a regulon edge of the panel), ``is_regulon_gene``.
+
+        Sets the following fields (when ``inplace``)
+        --------------------------------------------
+        ``adata.uns[key_added]``
+            ``{"genes": <the table>, "params": {...}}``.
+
+        Examples
+        --------
+        >>> import sctransformer_tools as sct
+        >>> adata = sct.ds.pbmc68k_reduced()
+        >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+        >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+        >>> model.pretrain(masking="mam", max_epochs=1, enable_progress_bar=False)
+        >>> genes = model.get_masking_preference(adata)
+        >>> bool((genes["preference"].dropna() > 0).all()), "sctransformer_masking" in adata.uns
+        (True, True)
+        """
+        import torch
+
+        done = getattr(self, "pretraining_", None)
+        if not done or MaskedExpression.name not in self.module.objectives:
+            raise ValueError("The model was not pretrained: call model.pretrain(masking='mam') first.")
+        if done["masking"] != "mam":
+            raise ValueError(
+                f"The model was pretrained with {done['masking']!r} masking, which has no preference: every gene is "
+                "masked at the same rate. Pretrain with masking='mam' to learn one."
+            )
+        objective = self.module.objectives[MaskedExpression.name]
+        n_genes = len(self.panel_)
+        totals = {name: np.zeros(n_genes) for name in ("preference", "n_cells", "expression")}
+
+        def read(tensors):
+            inputs = self.module._get_inference_input(tensors)
+            library = inputs["library"]
+            x = inputs["x"].to(self.device)
+            states, tokens = self.module.embed_tokens(
+                x,
+                None if library is None else library.to(self.device),
+                None if inputs["batch_index"] is None else inputs["batch_index"].to(self.device),
+            )
+            logits = objective.logits(states[tokens.n_cells :]).float()
+            cell = tokens.cell
+            peak = torch.zeros(tokens.n_cells, device=logits.device).scatter_reduce(
+                0, cell, logits, "amax", include_self=False
+            )
+            share = torch.exp(logits - peak[cell])
+            total = torch.zeros(tokens.n_cells, device=logits.device).index_add_(0, cell, share)
+            per_cell = torch.bincount(cell, minlength=tokens.n_cells).float()
+            ratio = share / total[cell] * per_cell[cell]
+            return tokens.gene_ids.cpu().numpy(), ratio.cpu().numpy(), tokens.values.float().cpu().numpy()
+
+        with self._reading(adata, layer=layer, gene_symbols=gene_symbols, library_size_key=library_size_key) as data:
+            n_cells = data.adata.n_obs
+            for genes, ratio, values in self._batches(data.adata, None, batch_size, read):
+                np.add.at(totals["preference"], genes, ratio)
+                np.add.at(totals["n_cells"], genes, 1)
+                np.add.at(totals["expression"], genes, values)
+        expressing = totals["n_cells"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frame = pd.DataFrame(
+                {
+                    "symbol": self.panel_["symbol"].to_numpy(),
+                    "preference": totals["preference"] / expressing,
+                    "n_cells": expressing.astype(int),
+                    "detection": expressing / max(n_cells, 1),
+                    "mean_expression": totals["expression"] / expressing,
+                    "is_tf": self.panel_["is_tf"].to_numpy(),
+                    "is_target": np.isin(np.arange(n_genes), self.regulon_edges()["target_idx"].to_numpy()),
+                    "is_regulon_gene": self.panel_["is_regulon_gene"].to_numpy(),
+                },
+                index=self.panel_.index,
+            )
+        target = self.adata if adata is None else adata
+        if inplace and target is not None:
+            target.uns[key_added] = {"genes": frame, "params": {"batch_size": batch_size, "n_cells": int(n_cells)}}
+        return frame
 
     def _restore_pretraining_objective(self) -> None:
         """Rebuild the masked-expression head and masking policy of a pretrained model (before loading weights)."""

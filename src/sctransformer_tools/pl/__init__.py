@@ -5,6 +5,7 @@ from sctransformer_tools._deprecated import deprecated_names as _deprecated_name
 from ._attention import attention_heatmap, tf_network, top_regulators
 from ._confidence import confidence, umap_confidence
 from ._labels import label_colors, label_umap
+from ._masking import masking_preference
 from ._training import training_history
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "confidence",
     "label_colors",
     "label_umap",
+    "masking_preference",
     "tf_network",
     "top_regulators",
     "training_history",

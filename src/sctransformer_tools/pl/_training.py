@@ -14,28 +14,40 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-_LABELS = {"loss": "loss", "accuracy": "accuracy", "f1_macro": "macro-F1"}
+_LABELS = {
+    "loss": "loss",
+    "accuracy": "accuracy",
+    "f1_macro": "macro-F1",
+    "mse": "masked-expression MSE",
+    "masking_entropy": "masking entropy (1: uniform)",
+}
+#: Metrics drawn by default for each stage.
+_DEFAULT_METRICS = {"train": ("loss", "accuracy", "f1_macro"), "pretrain": ("mse", "masking_entropy")}
 _SPLITS = {"train": ("#1f77b4", "-"), "validation": ("#ff7f0e", "--")}
 
 
 @doc_params(show_save=DOC_SHOW_SAVE)
 def training_history(
     model,
-    metrics: Sequence[str] = ("loss", "accuracy", "f1_macro"),
+    metrics: Sequence[str] | None = None,
     *,
+    stage: str = "train",
     ax: Axes | Sequence[Axes] | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
 ) -> Figure | None:
-    """Loss, accuracy and macro-F1 per epoch, training vs validation, from ``model.history``.
+    """Figures per epoch, training vs validation: of ``train`` (``model.history``) or ``pretrain``.
 
     Parameters
     ----------
     model
-        A trained :class:`~sctransformer_tools.SCTransformer`.
+        A trained (or pretrained) :class:`~sctransformer_tools.SCTransformer`.
     metrics
-        Metrics to draw, one panel each (names of ``model.history`` without the ``train_`` /
-        ``validation_`` prefix).
+        Metrics to draw, one panel each (names in the history without the ``train_`` / ``validation_``
+        prefix). Default: loss, accuracy and macro-F1 for ``stage="train"``; the masked-expression error and the
+        masking entropy for ``stage="pretrain"``.
+    stage
+        ``"train"`` (``model.history``) or ``"pretrain"`` (``model.pretraining_history_``).
     ax
         Axes to draw into, one per metric (a new figure by default).
     {show_save}
@@ -56,10 +68,17 @@ def training_history(
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    history = getattr(model, "history", None)
-    if not history:
-        raise ValueError("model.history is empty: train the model first (`model.train(...)`).")
-    metrics = list(metrics)
+    if stage not in _DEFAULT_METRICS:
+        raise ValueError(f"stage must be 'train' or 'pretrain', got {stage!r}.")
+    if stage == "train":
+        history = getattr(model, "history", None)
+        if not history:
+            raise ValueError("model.history is empty: train the model first (`model.train(...)`).")
+    else:
+        history = getattr(model, "pretraining_history_", None)
+        if not history:
+            raise ValueError("The model was not pretrained: call `model.pretrain(...)` first.")
+    metrics = list(_DEFAULT_METRICS[stage] if metrics is None else metrics)
     missing = [m for m in metrics if f"train_{m}" not in history and f"validation_{m}" not in history]
     if missing:
         known = sorted({k.split("_", 1)[1] for k in history if "_" in k})
@@ -86,4 +105,4 @@ def training_history(
         axis.set_title(_LABELS.get(metric, metric))
         axis.legend(frameon=False)
     fig.tight_layout()
-    return finish(fig, fig, "training_history", show, save)
+    return finish(fig, fig, "training_history" if stage == "train" else "pretraining_history", show, save)

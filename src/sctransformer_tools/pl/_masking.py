@@ -1,0 +1,105 @@
+"""Which genes MAM's learned masking policy prefers, against their expression and their place in the regulons."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ._utils import DOC_AX, DOC_SHOW_SAVE, doc_params, finish
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+
+#: Colour of each kind of gene (TFs first: a TF that is also a target is drawn as a TF).
+_KINDS = {"TF": "#d62728", "regulon target": "#1f77b4", "other panel gene": "#bdbdbd"}
+
+
+@doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
+def masking_preference(
+    data: AnnData | pd.DataFrame,
+    *,
+    key: str = "sctransformer_masking",
+    x: str = "mean_expression",
+    n_labels: int = 10,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: bool | str | os.PathLike | None = None,
+) -> Axes | None:
+    """MAM's masking preference of each panel gene against its expression, TFs and regulon targets coloured.
+
+    A preference of 1 is a uniform choice; the dashed line marks it. The title gives Spearman's rank
+    correlation of preference with ``x``; the ``n_labels`` most preferred genes are named.
+
+    Parameters
+    ----------
+    data
+        An AnnData holding :meth:`~sctransformer_tools.SCTransformer.get_masking_preference`'s result under
+        ``uns[key]``, or the table it returned.
+    key
+        ``uns`` key of the result.
+    x
+        Column for the horizontal axis: ``"mean_expression"`` (log-normalised, over expressing cells) or
+        ``"detection"`` (share of cells expressing the gene).
+    n_labels
+        Genes named on the plot.
+    {ax}
+    {show_save}
+
+    Returns
+    -------
+    The Axes when ``show`` is ``False``.
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+    >>> model.pretrain(masking="mam", max_epochs=1, enable_progress_bar=False)
+    >>> _ = model.get_masking_preference(adata)
+    >>> ax = sct.pl.masking_preference(adata, show=False)
+    """
+    import matplotlib.pyplot as plt
+    from scipy.stats import spearmanr
+
+    if isinstance(data, pd.DataFrame):
+        genes = data
+    else:
+        if key not in data.uns or "genes" not in data.uns[key]:
+            raise KeyError(
+                f"adata.uns[{key!r}] not found: run model.get_masking_preference(adata) first (or pass its table)."
+            )
+        genes = data.uns[key]["genes"]
+    if x not in ("mean_expression", "detection"):
+        raise ValueError(f"x must be 'mean_expression' or 'detection', got {x!r}.")
+    genes = genes.dropna(subset=["preference", x])
+    kind = np.where(genes["is_tf"], "TF", np.where(genes["is_target"], "regulon target", "other panel gene"))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 4.0))
+    for name, color in reversed(_KINDS.items()):
+        sel = kind == name
+        if sel.any():
+            ax.scatter(
+                genes[x][sel],
+                genes["preference"][sel],
+                s=10,
+                color=color,
+                label=f"{name} ({sel.sum()})",
+                alpha=0.8,
+                linewidths=0,
+            )
+    ax.axhline(1.0, color="black", ls="--", lw=0.8)
+    for _, row in genes.nlargest(n_labels, "preference").iterrows():
+        ax.annotate(
+            str(row["symbol"]), (row[x], row["preference"]), fontsize=7, xytext=(2, 2), textcoords="offset points"
+        )
+    rho = spearmanr(genes[x], genes["preference"]).statistic if len(genes) > 2 else float("nan")
+    ax.set_xlabel("mean log-normalised expression (expressing cells)" if x == "mean_expression" else "detection rate")
+    ax.set_ylabel("masking preference (1 = uniform)")
+    ax.set_title(f"MAM masking vs {x.replace('_', ' ')} (Spearman {rho:.2f})")
+    ax.legend(frameon=False, fontsize=8)
+    return finish(ax.figure, ax, "masking_preference", show, save)
