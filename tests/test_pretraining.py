@@ -69,7 +69,8 @@ def test_pretrain_learns_and_leaves_the_classifier_untrained(pbmc68k, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    assert sct.pl.masking_preference(pbmc68k, show=False) is not None
+    assert sct.pl.masking_preference(pbmc68k, show=False, save=tmp_path / "masking.png") is not None
+    assert (tmp_path / "masking.png").exists()
     assert sct.pl.training_history(model, stage="pretrain", show=False) is not None
     model.train(max_epochs=1, enable_progress_bar=False)
     assert model.is_trained_ and "train_f1_macro" in model.history

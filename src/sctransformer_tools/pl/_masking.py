@@ -102,4 +102,4 @@ def masking_preference(
     ax.set_ylabel("masking preference (1 = uniform)")
     ax.set_title(f"MAM masking vs {x.replace('_', ' ')} (Spearman {rho:.2f})")
     ax.legend(frameon=False, fontsize=8)
-    return finish(ax.figure, ax, "masking_preference", show, save)
+    return finish(ax, ax.figure, "masking_preference", show, save)
