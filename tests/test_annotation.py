@@ -242,3 +242,19 @@ def test_cli_version_help_and_a_validation_summary(reference_and_query, tmp_path
     written = ad.read_h5ad(tmp_path / "out.h5ad")
     assert written.var_names.equals(query.var_names)
     assert not [c for c in written.obs.columns if c.startswith(("_scvi", "_sct"))]
+
+
+def test_query_warnings_point_at_the_users_line(pbmc68k):
+    """A gene-match warning names the line that called predict, not a line inside the package."""
+    import warnings
+
+    import sctransformer_tools as sct
+
+    sct.SCTransformer.setup_anndata(pbmc68k, labels_key="bulk_labels")
+    model = sct.SCTransformer(pbmc68k, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.predict(pbmc68k[:, :300].copy())
+    match = [w for w in caught if "lacks" in str(w.message)]
+    assert match and match[0].filename == __file__

@@ -9,6 +9,7 @@ from ._fields import TolerantCategoricalObsField
 from ._hvg import HVG_MAX_CELLS, highly_variable_genes, keep_torch_threads
 from ._matrix import LIBRARY_SIZE_COLUMNS, find_library_size_key, get_matrix, library_sizes, log_normalised, row_chunks
 from ._split import stratified_split
+from ._stack import user_stacklevel
 
 __all__ = [
     "HVG_MAX_CELLS",
@@ -29,4 +30,5 @@ __all__ = [
     "match_genes",
     "row_chunks",
     "stratified_split",
+    "user_stacklevel",
 ]

@@ -32,6 +32,7 @@ from sctransformer_tools._data import (
     find_library_size_key,
     library_sizes,
     match_genes,
+    user_stacklevel,
 )
 
 from ._mudata import counts_layer, expression_view, is_mudata, rna_modality, write_back
@@ -192,7 +193,7 @@ def _better_columns(adata: AnnData, panel: pd.Index) -> list[tuple[str, float]]:
     return sorted(found, key=lambda item: -item[1])
 
 
-def _warn_about_match(report: dict, previous: dict | None, stacklevel: int) -> None:
+def _warn_about_match(report: dict, previous: dict | None) -> None:
     """The warnings a user should read about a query's genes, once per query (not again when unchanged)."""
     if not report.get("n_cells", 1):  # no cells, nothing to warn about
         return
@@ -206,7 +207,7 @@ def _warn_about_match(report: dict, previous: dict | None, stacklevel: int) -> N
             f"{report['n_matched_by_case_or_version']:,} query genes match the model's only after ignoring case or "
             "an Ensembl version suffix; they are read as the model's genes.",
             UserWarning,
-            stacklevel=stacklevel,
+            stacklevel=user_stacklevel(),
         )
     if report["n_zero_filled_genes"]:
         ratio = report["panel_match_ratio"]
@@ -222,7 +223,7 @@ def _warn_about_match(report: dict, previous: dict | None, stacklevel: int) -> N
                 else ""
             ),
             UserWarning,
-            stacklevel=stacklevel,
+            stacklevel=user_stacklevel(),
         )
     if report["library_size"] == "row sums" and report.get("gene_subset") and report.get("n_cells", 1):
         warnings.warn(
@@ -233,7 +234,7 @@ def _warn_about_match(report: dict, previous: dict | None, stacklevel: int) -> N
             "'Unknown') and shifted confidences. Pass library_size_key='<obs column of each cell's total counts "
             "over all genes>'.",
             UserWarning,
-            stacklevel=stacklevel,
+            stacklevel=user_stacklevel(),
         )
 
 
@@ -353,7 +354,7 @@ class QueryMixin:
             "min_panel_match": min_panel_match,
         }
         matrix, _, library, report, present = _read_query(adata, var_names, panel_genes, registry, params)
-        _warn_about_match(report, adata.uns.get(ADATA_KEYS.QUERY), stacklevel=3)
+        _warn_about_match(report, adata.uns.get(ADATA_KEYS.QUERY))
         if inplace:
             adata.uns[ADATA_KEYS.QUERY] = report
             return None
@@ -398,7 +399,7 @@ class QueryMixin:
         panel_genes = pd.Index(self.panel_.index)
         matrix, obs, _, report, present = _read_query(adata, var_names, panel_genes, self.registry_, params)
         if record:
-            _warn_about_match(report, adata.uns.get(ADATA_KEYS.QUERY), stacklevel=4)
+            _warn_about_match(report, adata.uns.get(ADATA_KEYS.QUERY))
             adata.uns[ADATA_KEYS.QUERY] = report
         measured = panel_genes.isin(var_names[present])
         with self._registered_copy(matrix, obs) as internal:
@@ -466,7 +467,7 @@ def _read_query(adata: AnnData, var_names: pd.Index, panel_genes: pd.Index, regi
                 f"{adata.n_obs:,} of its cells are read as one unseen batch (the model's shared 'unseen batch' "
                 f"embedding). Add the column to place cells in known batches.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
     report |= {
         "counts": _where(source),

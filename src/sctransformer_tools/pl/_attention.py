@@ -95,6 +95,7 @@ def attention_heatmap(
         image = ax.imshow(values.to_numpy(), aspect="auto", cmap=cmap or "viridis")
     ax.set_xticks(np.arange(len(names)), names, rotation=90)
     ax.set_yticks(np.arange(len(tfs)), tfs)
+    ax.grid(False)  # scanpy's figure parameters turn grids on; they would cut through the cells
     ax.set_xlabel(attention_result(adata, key).get("params", {}).get("groupby") or "group")
     ax.set_ylabel("TF")
     fig.colorbar(image, ax=ax, label="attention mass (z-score across groups)" if standardize else "attention mass")
