@@ -385,13 +385,8 @@ class PretrainingMixin:
             )
             logits = objective.logits(states[tokens.n_cells :]).float()
             cell = tokens.cell
-            peak = torch.zeros(tokens.n_cells, device=logits.device).scatter_reduce(
-                0, cell, logits, "amax", include_self=False
-            )
-            share = torch.exp(logits - peak[cell])
-            total = torch.zeros(tokens.n_cells, device=logits.device).index_add_(0, cell, share)
             per_cell = torch.bincount(cell, minlength=tokens.n_cells).float()
-            ratio = share / total[cell] * per_cell[cell]
+            ratio = objective.log_probabilities(logits, cell, tokens.n_cells).exp() * per_cell[cell]
             return tokens.gene_ids.cpu().numpy(), ratio.cpu().numpy(), tokens.values.float().cpu().numpy()
 
         with self._reading(adata, layer=layer, gene_symbols=gene_symbols, library_size_key=library_size_key) as data:

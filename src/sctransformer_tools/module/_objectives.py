@@ -227,6 +227,13 @@ class MaskedExpression(Objective):
         scores = self.key(states) @ self.query(self.latents).T / states.shape[-1] ** 0.5  # (tokens, latents)
         return self.max_logit * torch.tanh(scores.amax(-1) / self.max_logit)
 
+    @staticmethod
+    def log_probabilities(logits: torch.Tensor, cell: torch.Tensor, n_cells: int) -> torch.Tensor:
+        """Log-probability of each token in its cell's multinomial (a softmax of ``logits`` within each cell)."""
+        peak = torch.zeros(n_cells, device=logits.device).scatter_reduce(0, cell, logits, "amax", include_self=False)
+        total = torch.zeros(n_cells, device=logits.device).index_add_(0, cell, torch.exp(logits - peak[cell]))
+        return logits - peak[cell] - torch.log(total[cell])
+
     def choose(
         self, states: torch.Tensor, cell: torch.Tensor, n_cells: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -257,11 +264,7 @@ class MaskedExpression(Objective):
         rank = torch.empty_like(order)
         rank[order] = torch.arange(len(order), device=order.device) - starts[cell[order]]
         chosen = rank < k[cell]
-        # log-probabilities of the cell-wise softmax (a token's share of its cell)
-        peak = torch.zeros(n_cells, device=logits.device).scatter_reduce(0, cell, logits, "amax", include_self=False)
-        exp = torch.exp(logits - peak[cell])
-        total = torch.zeros(n_cells, device=logits.device).index_add_(0, cell, exp)
-        log_p = logits - peak[cell] - torch.log(total[cell])
+        log_p = self.log_probabilities(logits, cell, n_cells)
         log_prob = torch.zeros(n_cells, device=logits.device).index_add_(0, cell, log_p * chosen)
         entropy = -torch.zeros(n_cells, device=logits.device).index_add_(0, cell, log_p.exp() * log_p)
         entropy = entropy / torch.log(per_cell.clamp(min=2).float())
