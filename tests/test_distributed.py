@@ -67,3 +67,53 @@ def test_two_cpu_processes_reach_the_quality_of_one(tmp_path, pbmc3k_path):
     assert results[1]["f1"] > 0.75, results
     assert abs(results[2]["f1"] - results[1]["f1"]) < 0.08, results
     assert abs(results[2]["accuracy"] - results[1]["accuracy"]) < 0.05, results
+
+
+PRETRAIN_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, warnings
+    import sctransformer_tools as sct
+
+    warnings.simplefilter("ignore")
+    devices, out = int(sys.argv[1]), sys.argv[2]
+    adata = sct.ds.pbmc68k_reduced()
+    sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+    model = sct.SCTransformer(adata, d_model=16, n_layers=1, n_heads=2, n_top_genes=0)
+    strategy = {"strategy": "ddp"} if devices > 1 else {}
+    model.pretrain(masking="mam", max_epochs=4, batch_size=32 // devices, accelerator="cpu", devices=devices,
+                   enable_progress_bar=False, **strategy)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        history = {k: [float(x) for x in v.to_numpy().ravel()] for k, v in model.pretraining_history_.items()}
+        with open(out, "w") as fh:
+            json.dump({"history": history, "trained": model.is_trained_, "done": model.pretraining_}, fh)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="DDP on CPU processes is exercised on Linux")
+def test_pretrain_runs_data_parallel(tmp_path):
+    """``pretrain`` goes through the same Lightning path as ``train``: with 2 DDP processes, as with 1, it learns.
+
+    (Each process validates on its own shard, so the two runs' validation errors are not compared value by value.)
+    """
+    script = tmp_path / "pretrain_ddp.py"
+    script.write_text(PRETRAIN_SCRIPT)
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / f"pretrain_{devices}.json"
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        done = subprocess.run(
+            [sys.executable, str(script), str(devices), str(out)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[devices] = json.loads(out.read_text())
+    for result in results.values():
+        mse = result["history"]["validation_mse"]
+        assert len(mse) == 4 and mse[-1] < 0.85 * mse[0], mse  # the reconstruction is learned
+        assert not result["trained"] and result["done"]["masking"] == "mam"

@@ -65,7 +65,21 @@ def test_pretrain_learns_and_leaves_the_classifier_untrained(pbmc68k, tmp_path):
     seen = genes["n_cells"] > 0
     np.testing.assert_allclose(np.average(genes["preference"][seen], weights=genes["n_cells"][seen]), 1.0, rtol=1e-4)
     assert genes.loc[~seen, "preference"].isna().all()
-    assert {"is_tf", "is_target", "mean_expression", "detection"} <= set(genes.columns)
+    assert {"is_tf", "is_target", "is_highly_variable", "mean_expression", "detection"} <= set(genes.columns)
+    assert genes["is_highly_variable"].sum() == min(2000, int(seen.sum()))
+    # the most dispersed genes are flagged: the least dispersed of them is above every gene left out
+    flagged, left_out = genes["is_highly_variable"], seen & ~genes["is_highly_variable"]
+    if left_out.any():
+        assert genes.loc[flagged, "dispersion"].min() >= genes.loc[left_out, "dispersion"].max()
+    summary = sct.tl.masking_preference_summary(pbmc68k, min_detection=0.0, n_top=20)
+    classes = summary["classes"]
+    for name in ("TF", "regulon target", "highly variable"):
+        assert classes.loc[name, "n_genes"] + classes.loc[f"not {name}", "n_genes"] == classes.loc["all", "n_genes"]
+    assert classes.loc["all", "n_genes"] == int(seen.sum()) and classes.loc["all", "n_in_top"] == 20
+    assert set(summary["correlation"].index) == {"mean_expression", "detection", "dispersion"}
+    assert summary["top"]["preference"].is_monotonic_decreasing
+    with pytest.raises(KeyError, match="get_masking_preference"):
+        sct.tl.masking_preference_summary(sct.ds.pbmc68k_reduced())
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,3 +163,68 @@ def test_from_pretrained_matches_genes_by_symbol(pbmc68k, tmp_path):
         model.get_masking_preference(other)
     model.train(max_epochs=1, enable_progress_bar=False)
     assert model.is_trained_
+
+
+def test_bins_are_the_cells_own_quantiles():
+    """Bins of ``target="bins"``: per cell, edges at its quantiles; equal values share a bin; centres are bin means."""
+    from sctransformer_tools.module._tokenizer import GeneTokens
+
+    objective = MaskedExpression(4, target="bins", n_bins=4)
+    values = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.0, 1.0, 2.0])
+    cell = torch.tensor([0] * 8 + [1] * 4)
+    tokens = GeneTokens(cell, torch.arange(12), values, 2, None)
+    bins, centres = objective._bins(tokens)
+    assert bins[:8].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]  # eight distinct values: two per bin
+    assert bins[8:].tolist() == [0, 0, 0, 3]  # ties share a bin, whatever their order
+    torch.testing.assert_close(centres[0], torch.tensor([0.15, 0.35, 0.55, 0.75]))
+    torch.testing.assert_close(centres[1, [0, 3]], torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="target must be one of"):
+        MaskedExpression(4, target="mse")
+
+
+@pytest.mark.parametrize("target", ["counts", "bins"])
+def test_every_reconstruction_target_learns(pbmc68k, target):
+    """The count likelihood and the bins are learned: their loss falls, and the implied expression is finite."""
+    sct.SCTransformer.setup_anndata(pbmc68k, labels_key="bulk_labels")
+    model = sct.SCTransformer(pbmc68k, **TINY)
+    model.pretrain(max_epochs=4, enable_progress_bar=False, objective_kwargs={"target": target})
+    loss = _history(model, "train_loss")
+    assert loss[-1] < 0.95 * loss[0], loss
+    assert np.isfinite(_history(model, "validation_mse")).all()
+    assert model.module.objectives["masked_expression"].target == target
+    assert model.pretraining_["objective_kwargs"] == {"target": target}
+
+
+def test_counts_target_recovers_the_counts(pbmc68k):
+    """The raw counts the likelihood scores are the data's counts, rebuilt from the tokens' values."""
+    sct.SCTransformer.setup_anndata(pbmc68k, labels_key="bulk_labels")
+    model = sct.SCTransformer(pbmc68k, **TINY)
+    x = torch.as_tensor(pbmc68k.X[:8].toarray(), dtype=torch.float32)
+    library = torch.as_tensor(pbmc68k.obs["n_counts"].to_numpy()[:8], dtype=torch.float32)
+    tokens = model.module.tokenizer(x, library)
+    chosen = torch.ones(len(tokens.values), dtype=torch.bool)
+    tensors = {"X": x, "library": library}
+    module = model.module
+    module._get_inference_input = lambda t: {"x": t["X"], "library": t["library"], "batch_index": None}
+    counts, _ = MaskedExpression._counts(module, tensors, tokens, chosen, tokens.values)
+    expected = x[tokens.cell, model.module.tokenizer.panel_index[tokens.gene_ids]]
+    torch.testing.assert_close(counts, expected)
+
+
+def test_pretrain_reads_backed_data(pbmc68k, tmp_path):
+    """A backed reference and backed extra cells pretrain as their in-memory copies do, and stay backed."""
+    import anndata as ad
+
+    path = tmp_path / "pbmc68k.h5ad"
+    pbmc68k.write_h5ad(path)
+    histories = {}
+    for name in ("memory", "backed"):
+        adata = pbmc68k.copy() if name == "memory" else ad.read_h5ad(path, backed="r")
+        extra = pbmc68k[:100].copy() if name == "memory" else ad.read_h5ad(path, backed="r")[:100]
+        sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+        model = sct.SCTransformer(adata, **TINY)
+        model.pretrain([extra], max_epochs=2, seed=0, enable_progress_bar=False)
+        histories[name] = _history(model, "validation_mse")
+        assert model.pretraining_["n_cells"] == pbmc68k.n_obs + 100
+    assert adata.isbacked
+    np.testing.assert_allclose(histories["backed"], histories["memory"], rtol=1e-4)

@@ -138,6 +138,9 @@ class PretrainingMixin:
         val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
         if max_epochs is None:
             max_epochs = default_max_epochs(len(train_idx), batch_size)
+        if trainer_kwargs.get("strategy") == "ddp":
+            # the CLS vector gets no gradient from reconstructing gene tokens (genes do not attend to it)
+            trainer_kwargs["strategy"] = "ddp_find_unused_parameters_true"
         objective = MaskedExpression(
             self.module.cls.numel(), masking=masking, mask_ratio=mask_ratio, **(objective_kwargs or {})
         )
@@ -318,6 +321,7 @@ class PretrainingMixin:
         layer: str | None = AUTO,
         gene_symbols: str | None = None,
         library_size_key: str | None = None,
+        n_top_genes: int = 2000,
     ) -> pd.DataFrame:
         """Which genes MAM's learned policy prefers to mask, to be read against expression and the regulons.
 
@@ -337,12 +341,18 @@ class PretrainingMixin:
             Write the result into ``adata.uns[key_added]``.
         layer, gene_symbols, library_size_key
             As in :meth:`predict`.
+        n_top_genes
+            Panel genes flagged ``is_highly_variable``: the most dispersed among the cells read (Seurat's
+            normalised dispersion of log-normalised expression within 20 bins of mean expression, as
+            :func:`scanpy.pp.highly_variable_genes` with ``flavor="seurat"``).
 
         Returns
         -------
         One row per panel gene: ``symbol``, ``preference``, ``n_cells`` (expressing it), ``detection`` (share of
         cells expressing it), ``mean_expression`` (log-normalised, over the cells expressing it),
-        ``is_tf``, ``is_target`` (a target of a regulon edge of the panel), ``is_regulon_gene``.
+        ``dispersion`` (normalised), ``is_highly_variable``, ``is_tf``, ``is_target`` (a target of a regulon
+        edge of the panel), ``is_regulon_gene``. :func:`sctransformer_tools.tl.masking_preference_summary`
+        compares the preference across these classes.
 
         Sets the following fields (when ``inplace``)
         --------------------------------------------
@@ -372,7 +382,7 @@ class PretrainingMixin:
             )
         objective = self.module.objectives[MaskedExpression.name]
         n_genes = len(self.panel_)
-        totals = {name: np.zeros(n_genes) for name in ("preference", "n_cells", "expression")}
+        totals = {name: np.zeros(n_genes) for name in ("preference", "n_cells", "expression", "squares")}
 
         def read(tensors):
             inputs = self.module._get_inference_input(tensors)
@@ -395,7 +405,12 @@ class PretrainingMixin:
                 np.add.at(totals["preference"], genes, ratio)
                 np.add.at(totals["n_cells"], genes, 1)
                 np.add.at(totals["expression"], genes, values)
+                np.add.at(totals["squares"], genes, values**2)
         expressing = totals["n_cells"]
+        dispersion = _normalised_dispersion(totals["expression"], totals["squares"], n_cells)
+        ranked = np.argsort(-np.nan_to_num(dispersion, nan=-np.inf), kind="stable")[: min(n_top_genes, n_genes)]
+        highly_variable = np.zeros(n_genes, dtype=bool)
+        highly_variable[ranked[np.isfinite(dispersion[ranked])]] = True
         with np.errstate(invalid="ignore", divide="ignore"):
             frame = pd.DataFrame(
                 {
@@ -404,6 +419,8 @@ class PretrainingMixin:
                     "n_cells": expressing.astype(int),
                     "detection": expressing / max(n_cells, 1),
                     "mean_expression": totals["expression"] / expressing,
+                    "dispersion": dispersion,
+                    "is_highly_variable": highly_variable,
                     "is_tf": self.panel_["is_tf"].to_numpy(),
                     "is_target": np.isin(np.arange(n_genes), self.regulon_edges()["target_idx"].to_numpy()),
                     "is_regulon_gene": self.panel_["is_regulon_gene"].to_numpy(),
@@ -412,7 +429,8 @@ class PretrainingMixin:
             )
         target = self.adata if adata is None else adata
         if inplace and target is not None:
-            target.uns[key_added] = {"genes": frame, "params": {"batch_size": batch_size, "n_cells": int(n_cells)}}
+            params = {"batch_size": batch_size, "n_cells": int(n_cells), "n_top_genes": int(n_top_genes)}
+            target.uns[key_added] = {"genes": frame, "params": params}
         return frame
 
     def _restore_pretraining_objective(self) -> None:
@@ -467,3 +485,30 @@ class PretrainingMixin:
                 }
             )
         return sp.vstack(matrices, format="csr"), pd.concat(frames), sources
+
+
+def _normalised_dispersion(total: np.ndarray, squares: np.ndarray, n_cells: int, n_bins: int = 20) -> np.ndarray:
+    """Seurat's normalised dispersion of each gene from its sum and sum of squares of log-normalised expression.
+
+    Dispersion is variance over mean (zeros included); it is z-scored among the genes of the same bin of mean
+    expression (``n_bins`` equal-width bins), as in :func:`scanpy.pp.highly_variable_genes` (``flavor="seurat"``,
+    which takes the log of ``expm1``-ed means; here the log-normalised moments are used directly). NaN for genes
+    never expressed.
+    """
+    n = max(n_cells, 1)
+    mean = total / n
+    variance = np.maximum(squares / n - mean**2, 0.0) * n / max(n - 1, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dispersion = np.where(mean > 0, variance / mean, np.nan)
+    seen = np.isfinite(dispersion)
+    out = np.full_like(dispersion, np.nan)
+    if not seen.any():
+        return out
+    bins = pd.cut(mean[seen], n_bins, labels=False)
+    frame = pd.DataFrame({"bin": bins, "dispersion": dispersion[seen]})
+    stats = frame.groupby("bin")["dispersion"].agg(["mean", "std"])
+    centre = stats["mean"].reindex(bins).to_numpy()
+    spread = stats["std"].reindex(bins).fillna(0).to_numpy()
+    z = np.where(spread > 0, (dispersion[seen] - centre) / np.where(spread > 0, spread, 1), 0.0)
+    out[seen] = z
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -48,6 +49,16 @@ def default_max_epochs(n_train_cells: int, batch_size: int = DEFAULT_BATCH_SIZE)
 
 #: Below this validation macro-F1, ``train`` warns that the model's calls are not to be trusted.
 POOR_MACRO_F1 = 0.5
+
+
+@contextlib.contextmanager
+def _restoring_grad(params: list):
+    """Make ``params`` trainable again on leaving, however the block ends."""
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 class TrainingMixin:
@@ -230,7 +241,18 @@ class TrainingMixin:
             callbacks.append(RunProgressBar())
         trainer_kwargs.setdefault("gradient_clip_val", 1.0)
         self.module.train()  # reading cells (predict, pretrain's end) leaves it in evaluation mode
-        with quiet_training():
+        # the heads of the other objectives get no gradient: frozen, they stay out of the optimiser (and out of
+        # DDP's check that every trainable parameter was used)
+        frozen = [
+            p
+            for name, objective in self.module.objectives.items()
+            if name != self.module.objective
+            for p in objective.parameters()
+            if p.requires_grad
+        ]
+        for p in frozen:
+            p.requires_grad_(False)
+        with quiet_training(), _restoring_grad(frozen):
             self._train_runner_cls(
                 self,
                 training_plan=plan,

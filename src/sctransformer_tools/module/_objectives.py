@@ -134,13 +134,24 @@ class CellTypeClassification(Objective):
 class MaskedExpression(Objective):
     """Self-supervised pretraining: hide the expression of some of a cell's gene tokens and predict it back.
 
-    Tokens are a cell's *expressed* panel genes (a zero is never a token), so the target is the
-    log-normalised expression ``log1p(count / library * 1e4)`` of an expressed gene, a positive number:
-    the model learns *how much* of a gene a cell expresses given which genes it expresses and how much of
-    the others. Zero inflation, which makes a count likelihood necessary for models that read every gene,
-    does not arise here; the loss is the mean squared error of a linear head on the masked tokens' final
-    states. A masked token keeps its gene identity; its value embedding is replaced by a learned
-    "masked value" vector.
+    Tokens are a cell's *expressed* panel genes (a zero is never a token). A masked token keeps its gene
+    identity; its value embedding is replaced by a learned "masked value" vector, and a head on its final
+    state predicts what was hidden, read as ``target``:
+
+    ``"log_expression"`` (default)
+        the log-normalised expression ``log1p(count / library * 1e4)``, by mean squared error. Zero
+        inflation, which makes a count likelihood necessary for models that read every gene, does not arise:
+        only expressed genes are tokens, so every target is a positive number.
+    ``"counts"``
+        the raw count, by a zero-truncated Poisson likelihood (a token's count is at least 1), with the
+        cell's library size as offset, as scVI models counts; the head predicts the log rate per 10^4 counts.
+    ``"bins"``
+        the token's bin among the cell's own expression values (``n_bins`` bins at the quantiles of the
+        cell's tokens, ties in one bin; scGPT's value binning), by cross-entropy.
+
+    Whatever the target, the logged ``mse`` is the squared error of the log-normalised expression implied
+    by the prediction (the rate for ``"counts"``, the expected bin mean for ``"bins"``), so that targets can
+    be compared in one unit; ``benchmarks/pretraining.py`` compares them on annotation after fine-tuning.
 
     Which tokens are masked (``mask_ratio`` of each cell's tokens, at least one):
 
@@ -153,7 +164,7 @@ class MaskedExpression(Objective):
         cell's tokens, from which positions are drawn without replacement (Gumbel top-k). Sampling is not
         differentiable; the policy is trained by a score-function (REINFORCE) estimator to *raise* the
         reconstruction error of what it masks (reward: a cell's mean squared error on its masked tokens,
-        minus a moving-average baseline), while the encoder learns to lower it: the masking seeks the
+        minus a moving-average baseline; the target's loss for other targets), while the encoder learns to lower it: the masking seeks the
         positions the encoder finds hardest. Collapse onto a few genes is prevented twice: the bounded logits
         keep every token's probability within ``exp(2 * max_logit)`` of any other's, and an entropy bonus
         (``entropy_weight``, on the entropy normalised by its maximum, ``log`` of the cell's token count)
@@ -175,6 +186,10 @@ class MaskedExpression(Objective):
         Weight of MAM's entropy bonus.
     baseline_momentum
         Momentum of the reward's moving-average baseline.
+    target
+        What is predicted of a masked token: ``"log_expression"``, ``"counts"`` or ``"bins"`` (see above).
+    n_bins
+        Bins of ``target="bins"``.
 
     Examples
     --------
@@ -189,6 +204,7 @@ class MaskedExpression(Objective):
     name = "masked_expression"
     progress_metric = "mse"
     MASKINGS = ("uniform", "mam")
+    TARGETS = ("log_expression", "counts", "bins")
 
     def __init__(
         self,
@@ -200,16 +216,23 @@ class MaskedExpression(Objective):
         max_logit: float = 3.0,
         entropy_weight: float = 0.1,
         baseline_momentum: float = 0.9,
+        target: str = "log_expression",
+        n_bins: int = 51,
     ):
         super().__init__()
         if masking not in self.MASKINGS:
             raise ValueError(f"masking must be one of {self.MASKINGS}, got {masking!r}.")
+        if target not in self.TARGETS:
+            raise ValueError(f"target must be one of {self.TARGETS}, got {target!r}.")
+        if target == "bins" and n_bins < 2:
+            raise ValueError(f"n_bins must be at least 2, got {n_bins}.")
+        self.target, self.n_bins = target, int(n_bins)
         if not 0 < mask_ratio < 1:
             raise ValueError(f"mask_ratio must be between 0 and 1 (exclusive), got {mask_ratio}.")
         self.masking, self.mask_ratio = masking, float(mask_ratio)
         self.max_logit, self.entropy_weight, self.baseline_momentum = max_logit, entropy_weight, baseline_momentum
         self.masked_value = nn.Parameter(torch.zeros(d_model))
-        self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, 1))
+        self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, self.n_bins if target == "bins" else 1))
         self.latents = self.query = self.key = None
         if masking == "mam":
             self.latents = nn.Parameter(torch.randn(n_latents, d_model) / d_model**0.5)
@@ -283,19 +306,35 @@ class MaskedExpression(Objective):
         return {"token_hook": hide, "return_hidden": True}
 
     def loss(self, module, tensors, outputs) -> LossOutput:
-        """Mean squared error on the masked tokens, plus MAM's policy loss (REINFORCE with an entropy bonus)."""
+        """The target's loss on the masked tokens, plus MAM's policy loss (REINFORCE with an entropy bonus)."""
         tokens, hidden = outputs["tokens"], outputs["hidden"]
         chosen = self._chosen["chosen"]
         if not chosen.any():  # no expressed gene in the minibatch: no signal, keep the graph
             zero = hidden.sum() * 0.0
-            return LossOutput(loss=zero, n_obs_minibatch=0, extra_metrics={"mse": zero.detach()})
-        predicted = self.head(hidden[chosen]).squeeze(-1).float()
-        error = (predicted - tokens.values[chosen].float()) ** 2
-        mse = error.mean()
-        loss = mse
+            return LossOutput(
+                loss=zero, n_obs_minibatch=0, extra_metrics={"mse": zero.detach(), "entropy": zero.detach()}
+            )
+        predicted = self.head(hidden[chosen]).float()
+        values = tokens.values[chosen].float()
+        if self.target == "log_expression":
+            implied = predicted[:, 0]
+            error = (implied - values) ** 2
+        elif self.target == "counts":
+            counts, scale = self._counts(module, tensors, tokens, chosen, values)
+            log_rate = predicted[:, 0] + torch.log(scale)
+            rate = torch.exp(log_rate)
+            # zero-truncated Poisson: -log[Poisson(k; rate) / (1 - exp(-rate))]
+            error = rate - counts * log_rate + torch.lgamma(counts + 1) + torch.log(-torch.expm1(-rate.clamp_min(1e-6)))
+            implied = F.softplus(predicted[:, 0])  # log1p(exp(.)): the log-normalised expression at the mean rate
+        else:
+            bins, centres = self._bins(tokens)
+            error = F.cross_entropy(predicted, bins[chosen], reduction="none")
+            implied = (predicted.softmax(-1) * centres[tokens.cell[chosen]]).sum(-1)
+        mse = ((implied.detach() - values) ** 2).mean()
+        loss = error.mean()
         cells = tokens.cell[chosen]
         n_cells = tokens.n_cells
-        per_cell = torch.zeros(n_cells, device=error.device).index_add_(0, cells, error.detach())
+        per_cell = torch.zeros(n_cells, device=error.device).index_add_(0, cells, error.detach().float())
         count = torch.bincount(cells, minlength=n_cells).float()
         has = count > 0
         reward = per_cell[has] / count[has]
@@ -313,6 +352,36 @@ class MaskedExpression(Objective):
             n_obs_minibatch=int(has.sum()),
             extra_metrics={"mse": mse.detach(), "entropy": self._chosen["entropy"][has].mean().detach()},
         )
+
+    @staticmethod
+    def _counts(module, tensors, tokens, chosen, values) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw counts of the chosen tokens (from their log-normalised values) and their cells' library / 10^4."""
+        tokenizer = module.tokenizer
+        if tokenizer.log_normalized:
+            raise ValueError("target='counts' needs raw counts; this model reads log-normalised data.")
+        inputs = module._get_inference_input(tensors)
+        library = inputs["library"]
+        library = inputs["x"].sum(1) if library is None else library.reshape(-1)
+        scale = library.float().clamp_min(1.0)[tokens.cell[chosen]] / tokenizer.target_sum
+        return torch.round(torch.expm1(values) * scale).clamp_min(1.0), scale
+
+    def _bins(self, tokens) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each token's bin among its cell's values (edges at the cell's quantiles), and each bin's mean value."""
+        values, cell, n_cells = tokens.values.float(), tokens.cell, tokens.n_cells
+        order = torch.argsort(values, stable=True)
+        order = order[torch.argsort(cell[order], stable=True)]  # cell-major, ascending within a cell
+        ranked = values[order]
+        per_cell = torch.bincount(cell, minlength=n_cells)
+        starts = torch.cumsum(per_cell, 0) - per_cell
+        q = torch.arange(1, self.n_bins, device=values.device, dtype=torch.float32) / self.n_bins
+        position = starts[:, None] + torch.floor(q[None, :] * (per_cell[:, None] - 1).clamp_min(0)).long()
+        edges = ranked[position.clamp(max=max(len(ranked) - 1, 0))]  # (cells, n_bins - 1)
+        bins = (values[:, None] > edges[cell]).sum(-1)  # ties share a bin
+        flat = cell * self.n_bins + bins
+        total = torch.zeros(n_cells * self.n_bins, device=values.device).index_add_(0, flat, values)
+        count = torch.zeros(n_cells * self.n_bins, device=values.device).index_add_(0, flat, torch.ones_like(values))
+        centres = (total / count.clamp_min(1)).reshape(n_cells, self.n_bins)
+        return bins, centres
 
     def metrics(self) -> dict[str, Metric]:
         """Reconstruction error of masked tokens, and the masking distribution's normalised entropy."""

@@ -1,4 +1,4 @@
-"""Analyses of a trained model: TF programs per group, attention vs TF activity, gene-embedding audit.
+"""Analyses of a trained model: TF programs per group, attention vs TF activity, gene-embedding audit, MAM's choice.
 
 Outputs follow one rule across the package, as in scanpy:
 
@@ -11,7 +11,8 @@ Outputs follow one rule across the package, as in scanpy:
 """
 
 from ._embedding_audit import gene_embedding_audit
+from ._masking import masking_preference_summary
 from ._tf_activity import compare_tf_activity
 from ._tf_programs import tf_programs
 
-__all__ = ["compare_tf_activity", "gene_embedding_audit", "tf_programs"]
+__all__ = ["compare_tf_activity", "gene_embedding_audit", "masking_preference_summary", "tf_programs"]

@@ -1,0 +1,295 @@
+"""The pretraining study's report (``docs/results/pretraining.md``), generated from its records only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+#: The scGPT spectral-geometry study's gene-embedding AUROCs for a pretrained model (the issue's anchors).
+SCGPT_ANCHORS = {"tf_target": 0.744, "markers": 0.851}
+ARM_NAMES = {
+    "none": "scTransformer, no pretraining",
+    "uniform": "scTransformer, uniform pretraining",
+    "mam": "scTransformer, MAM pretraining",
+    "logistic_regression": "logistic regression",
+    "celltypist": "CellTypist",
+    "scanvi": "scANVI (scVI pretrained on the corpus)",
+}
+COMPARISONS = (("uniform", "none"), ("mam", "none"), ("mam", "uniform"))
+
+
+def _frame(records: Sequence[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(list(records))
+    for col in ("fraction", "macro_f1", "accuracy", "rare_f1"):
+        if col not in frame:
+            frame[col] = np.nan
+    return frame
+
+
+def _ms(values: pd.Series, digits: int = 3) -> str:
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.{digits}f} (n=1)"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _variant(row: pd.Series) -> str:
+    return row["arm"] if row["method"] == "sctransformer" else row["method"]
+
+
+def label_efficiency_tables(frame: pd.DataFrame) -> str:
+    """Macro-F1 and rare-type F1 per method and label fraction (mean ± sd over seeds)."""
+    le = frame[(frame["experiment"] == "label_efficiency") & (frame["kind"] == "classifier")].copy()
+    if le.empty:
+        return "_No label-efficiency records yet._"
+    le["variant"] = le.apply(_variant, axis=1)
+    fractions = sorted(le["fraction"].dropna().unique())
+    out = []
+    for metric, title in (("macro_f1", "macro-F1"), ("rare_f1", "rare-type F1"), ("accuracy", "accuracy")):
+        rows = []
+        for variant in ARM_NAMES:
+            sub = le[le["variant"] == variant]
+            if sub.empty:
+                continue
+            row = [ARM_NAMES[variant]]
+            for f in fractions:
+                row.append(_ms(sub[sub["fraction"] == f][metric]))
+            row.append(str(sub["seed"].nunique()))
+            rows.append(row)
+        labelled = le[le["variant"] == "none"].groupby("fraction")["n_labelled"].mean()
+        header = ["method"] + [
+            f"{f:.0%} ({labelled.get(f, np.nan):.0f} cells)" if f in labelled else f"{f:.0%}" for f in fractions
+        ]
+        out.append(f"**{title}** (mean ± sd over seeds)\n\n" + _table(rows, header + ["seeds"]))
+    return "\n\n".join(out)
+
+
+def paired_table(frame: pd.DataFrame, experiment: str, metric: str = "macro_f1") -> str:
+    """Differences between arms of the same seed (and label fraction): mean, sd, range, wins."""
+    sub = frame[
+        (frame["experiment"] == experiment) & (frame["kind"] == "classifier") & (frame["method"] == "sctransformer")
+    ]
+    if sub.empty:
+        return "_No records yet._"
+    wide = sub.pivot_table(index=["fraction", "seed"], columns="arm", values=metric)
+    rows = []
+    arms = list(wide.columns)
+    pairs = [(a, b) for a, b in COMPARISONS if a in arms and b in arms]
+    pairs += [(a, "none") for a in arms if a not in ("none", "uniform", "mam") and "/" not in a and "none" in arms]
+    pairs += [(a, a.split("/")[0]) for a in arms if "/" in a and a.split("/")[0] in arms]
+    pairs += [
+        (a, "none/" + a.split("/")[1])
+        for a in arms
+        if "/" in a and "none/" + a.split("/")[1] in arms and a[:4] != "none"
+    ]
+    for fraction, block in wide.groupby(level="fraction"):
+        for a, b in pairs:
+            diff = (block[a] - block[b]).dropna()
+            if diff.empty:
+                continue
+            rows.append(
+                [
+                    f"{fraction:.0%}",
+                    f"{a} − {b}",
+                    f"{diff.mean():+.3f}",
+                    f"{diff.std(ddof=1):.3f}" if len(diff) > 1 else "–",
+                    f"{diff.min():+.3f} … {diff.max():+.3f}",
+                    f"{int((diff > 0).sum())} of {len(diff)}",
+                ]
+            )
+    return _table(rows, ["labels", "comparison", "mean Δ", "sd", "range", "better in"])
+
+
+def arms_table(frame: pd.DataFrame, experiment: str, recall: bool = False) -> str:
+    """Per arm: macro-F1, accuracy, rare-type F1 (and per-type recall) over seeds."""
+    sub = frame[(frame["experiment"] == experiment) & (frame["kind"] == "classifier")]
+    if sub.empty:
+        return "_No records yet._"
+    types = []
+    if recall:
+        types = sorted({t for r in sub["recall"].dropna() for t in r})
+    rows = []
+    for arm, block in sub.groupby("arm", sort=False):
+        row = [arm, _ms(block["macro_f1"]), _ms(block["accuracy"]), _ms(block["rare_f1"])]
+        for t in types:
+            row.append(_ms(block["recall"].map(lambda r, t=t: (r or {}).get(t, np.nan)), 2))
+        row.append(str(block["seed"].nunique()))
+        rows.append(row)
+    return _table(rows, ["arm", "macro-F1", "accuracy", "rare-type F1"] + [f"recall {t}" for t in types] + ["seeds"])
+
+
+def audit_table(frame: pd.DataFrame) -> str:
+    """Gene-embedding audit AUROCs of pretrained encoders and fine-tuned models, with the null and the anchors."""
+    if "audit_tf_target_auroc" not in frame:
+        return "_No audit records yet._"
+    sub = frame[frame["audit_tf_target_auroc"].notna()].copy()
+    sub = sub[(sub["kind"] == "backbone") | (sub["fraction"] == 1.0)]
+    rows = []
+    for (experiment, kind, arm), block in sub.groupby(["experiment", "kind", "arm"], sort=False):
+        what = "pretrained encoder" if kind == "backbone" else "fine-tuned on all labels"
+        rows.append(
+            [
+                experiment,
+                arm,
+                what,
+                _ms(block["audit_tf_target_auroc"]),
+                _ms(block["audit_tf_target_null_mean"]),
+                _ms(block.get("audit_markers_auroc", pd.Series(dtype=float))),
+                str(block["seed"].nunique()),
+            ]
+        )
+    rows.append(
+        [
+            "scGPT (anchor)",
+            "pretrained",
+            "—",
+            f"{SCGPT_ANCHORS['tf_target']:.3f}",
+            "0.500",
+            f"{SCGPT_ANCHORS['markers']:.3f}",
+            "—",
+        ]
+    )
+    return _table(rows, ["experiment", "arm", "model", "TF–target AUROC", "null", "marker AUROC", "seeds"])
+
+
+def masking_table(frame: pd.DataFrame) -> str:
+    """What MAM prefers to mask, per experiment (mean over seeds), and the genes it prefers in every seed."""
+    if "pref_spearman_mean_expression" not in frame:
+        return "_No MAM records yet._"
+    sub = frame[frame["pref_spearman_mean_expression"].notna()]
+    rows, tops = [], []
+    for (experiment, arm), block in sub.groupby(["experiment", "arm"], sort=False):
+        rows.append(
+            [
+                experiment,
+                arm,
+                _ms(block["pref_spearman_mean_expression"], 2),
+                _ms(block["pref_spearman_detection"], 2),
+                _ms(block["pref_median_tf"], 2) + " / " + _ms(block["pref_median_not_tf"], 2),
+                _ms(block["pref_median_target"], 2) + " / " + _ms(block["pref_median_not_target"], 2),
+                _ms(block["pref_median_hvg"], 2) + " / " + _ms(block["pref_median_not_hvg"], 2),
+                _ms(block["pref_top50_ribo_mito"], 1),
+                _ms(block["pref_max"], 2),
+                str(block["seed"].nunique()),
+            ]
+        )
+        sets = [{g for g, _ in top} for top in block["pref_top"].dropna()]
+        common = sorted(set.intersection(*sets)) if sets else []
+        first = block.sort_values("seed").iloc[0]
+        tops.append(
+            f"- **{experiment}, {arm}**: top 20 of seed {int(first['seed'])}: "
+            + ", ".join(f"{g} ({p:.1f})" for g, p in first["pref_top"])
+            + f". In the top 20 of every seed ({len(sets)}): {', '.join(common) if common else 'none'}."
+        )
+    header = [
+        "experiment",
+        "arm",
+        "Spearman vs mean expression",
+        "vs detection",
+        "median TF / non-TF",
+        "median target / non-target",
+        "median HVG / non-HVG",
+        "ribosomal/MT in top 50",
+        "max preference",
+        "seeds",
+    ]
+    return _table(rows, header) + "\n\n" + "\n".join(tops)
+
+
+def cost_table(frame: pd.DataFrame) -> str:
+    """Pretraining wall time and throughput, and fine-tuning time, per experiment and masking."""
+    sub = frame[frame["kind"] == "backbone"]
+    if sub.empty:
+        return "_No pretraining records yet._"
+    rows = []
+    for (experiment, arm), block in sub.groupby(["experiment", "arm"], sort=False):
+        rows.append(
+            [
+                experiment,
+                arm,
+                f"{block['pretrain_cells'].mean():,.0f}",
+                f"{block['pretrain_epochs'].mean():.0f}",
+                _ms(block["pretrain_s"], 0),
+                _ms(block["pretrain_cells_per_s"], 0),
+                ", ".join(sorted({f"{t} thread(s)" for t in block["threads"]})),
+            ]
+        )
+    table = _table(rows, ["experiment", "arm", "corpus cells", "epochs", "wall s", "cells/s (× epochs)", "threads"])
+    cpus = sorted(set(frame["machine"].dropna()))
+    return table + f"\n\nCPU: {', '.join(cpus)}. Wall times are of one process; see the threads column."
+
+
+def write_report(records: Sequence[dict], path: Path) -> None:
+    """Write the markdown report of ``records`` to ``path``."""
+    frame = _frame(records)
+    text = [
+        "# Pretraining: uniform vs MAM masking, and the peers",
+        "",
+        "Generated by `python benchmarks/pretraining.py --report-only` from `benchmarks/results/pretraining.jsonl`;",
+        "the experiments and their settings are described in `benchmarks/pretraining.py`. Do not edit by hand.",
+        "",
+    ]
+    if frame.empty:
+        path.write_text("\n".join(text + ["_No records yet._", ""]))
+        return
+    text += [
+        "## Label efficiency on pbmc3k",
+        "",
+        "The same held-out 20% for every fraction; the labelled cells are a stratified share of the training 80%",
+        "(at least 2 of every type). Pretraining corpus: the training cells (labels unused) and the four unlabelled",
+        "10x PBMC sets. Rare types: the third of pbmc3k's types with the fewest training cells.",
+        "",
+        label_efficiency_tables(frame),
+        "",
+        "**Paired by seed** (macro-F1; scTransformer arms of a seed share the split, labelled cells, panel and mask)",
+        "",
+        paired_table(frame, "label_efficiency"),
+        "",
+        "## Cross-study: pbmc3k → pbmc68k_reduced",
+        "",
+        "`mam+query`: the query's own cells are in the pretraining corpus (no query label is read). `/shuffled`:",
+        "the degree-preserving shuffle of the GRN mask. `/counts`, `/bins`: other reconstruction targets.",
+        "",
+        arms_table(frame, "cross_study", recall=True),
+        "",
+        paired_table(frame, "cross_study"),
+        "",
+        "## Darmanis 2015: held-out donor groups",
+        "",
+        "Corpus: Darmanis' own cells, the held-out donors' included (no other brain data with many genes is",
+        "available offline).",
+        "",
+        arms_table(frame, "darmanis"),
+        "",
+        paired_table(frame, "darmanis"),
+        "",
+        "## Gene embeddings",
+        "",
+        "`sct.tl.gene_embedding_audit` (spectral projection, 50 permutations; markers: pbmc3k's t-test top 25).",
+        "",
+        audit_table(frame),
+        "",
+        "## What MAM masks",
+        "",
+        "Preference: a gene's probability of being masked over a uniform choice, averaged over the cells",
+        "expressing it (`model.get_masking_preference`), for genes expressed in at least 2% of the cells.",
+        "",
+        masking_table(frame),
+        "",
+        "## Cost",
+        "",
+        cost_table(frame),
+        "",
+    ]
+    path.write_text("\n".join(text))
