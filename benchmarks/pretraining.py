@@ -240,7 +240,7 @@ def pretrain_backbone(
     epochs = max(1, round(PRETRAIN_STEPS[experiment] / steps_per_epoch))
     start = time.perf_counter()
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The query lacks", category=UserWarning)  # zero-filled genes
+        warnings.filterwarnings("ignore", message=r".* lacks [\d,]+ of the model's", category=UserWarning)  # counted
         model.pretrain(
             extra,
             masking=masking,

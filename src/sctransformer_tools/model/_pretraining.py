@@ -470,7 +470,7 @@ class PretrainingMixin:
             params = {"gene_symbols": None, "min_panel_match": 0.05, **params}
             matrix, obs, _, report, _ = _read_query(adata, var_names, panel_genes, self.registry_, params)
             if name != "reference":
-                _warn_about_match(report, None)
+                _warn_about_match(report, None, what=name)
             obs.index = f"{len(frames)}:" + obs.index.astype(str)
             if batch_key is not None and batch_key not in obs:
                 obs[batch_key] = np.nan  # read as the "unseen batch"

@@ -193,15 +193,22 @@ def _better_columns(adata: AnnData, panel: pd.Index) -> list[tuple[str, float]]:
     return sorted(found, key=lambda item: -item[1])
 
 
-def _warn_about_match(report: dict, previous: dict | None) -> None:
-    """The warnings a user should read about a query's genes, once per query (not again when unchanged)."""
+def _warn_about_match(report: dict, previous: dict | None, what: str | None = None) -> None:
+    """The warnings a user should read about a query's genes, once per query (not again when unchanged).
+
+    ``what`` names cells read for pretraining (e.g. ``"extra_adatas[0]"``); ``None``: a query to annotate.
+    """
     if not report.get("n_cells", 1):  # no cells, nothing to warn about
         return
     keys = ("panel_match_ratio", "n_zero_filled_genes", "n_matched_by_case_or_version", "library_size")
     if previous is not None and all(previous.get(k) == report.get(k) for k in keys):
         return
     if report["library_size"] != "row sums" and report["params"]["library_size_key"] is None:
-        logger.info("Library sizes of the query read from adata.%s (totals over all genes).", report["library_size"])
+        logger.info(
+            "Library sizes of %s read from adata.%s (totals over all genes).",
+            what or "the query",
+            report["library_size"],
+        )
     if report["n_matched_by_case_or_version"]:
         warnings.warn(
             f"{report['n_matched_by_case_or_version']:,} query genes match the model's only after ignoring case or "
@@ -211,11 +218,22 @@ def _warn_about_match(report: dict, previous: dict | None) -> None:
         )
     if report["n_zero_filled_genes"]:
         ratio = report["panel_match_ratio"]
+        lacks = (
+            f"{what or 'The query'} lacks {report['n_zero_filled_genes']:,} of the model's "
+            f"{report['n_model_genes']:,} genes, {report['n_zero_filled_panel_genes']:,} of them among its "
+            f"{report['n_panel_genes']:,} panel genes ({ratio:.0%} of the panel is measured). They are read as not "
+            "expressed, so they "
+        )
+        if what is not None:  # cells to pretrain on: nothing is predicted for them
+            warnings.warn(
+                lacks + "are never tokens of these cells: neither masked nor read as context.",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
+            return
         warnings.warn(
-            f"The query lacks {report['n_zero_filled_genes']:,} of the model's {report['n_model_genes']:,} genes, "
-            f"{report['n_zero_filled_panel_genes']:,} of them among its {report['n_panel_genes']:,} panel genes "
-            f"({ratio:.0%} of the panel is measured). They are read as not expressed, so they take no part in "
-            "attention; predictions rest on the genes the query has."
+            lacks
+            + "take no part in attention; predictions rest on the genes the query has."
             + (
                 " With under half of the panel measured, treat the calls as provisional: check them against marker "
                 "genes, and compare with a model trained on the genes both datasets share (`reference[:, shared]`)."
