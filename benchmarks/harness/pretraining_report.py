@@ -230,8 +230,51 @@ def cost_table(frame: pd.DataFrame) -> str:
     return table + f"\n\nCPU: {', '.join(cpus)}. Wall times are of one process; see the threads column."
 
 
+def label_efficiency_figure(frame: pd.DataFrame, path: Path) -> bool:
+    """Macro-F1 and rare-type F1 against the share of labelled cells, one line per method (mean ± sd over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    le = frame[(frame["experiment"] == "label_efficiency") & (frame["kind"] == "classifier")].copy()
+    if le.empty:
+        return False
+    le["variant"] = le.apply(_variant, axis=1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
+    styles = {"none": "-", "uniform": "-", "mam": "-", "logistic_regression": "--", "celltypist": "--", "scanvi": ":"}
+    for ax, metric, title in zip(axes, ("macro_f1", "rare_f1"), ("macro-F1", "rare-type F1"), strict=True):
+        for variant, name in ARM_NAMES.items():
+            sub = le[le["variant"] == variant]
+            if sub.empty:
+                continue
+            stats = sub.groupby("fraction")[metric].agg(["mean", "std"]).sort_index()
+            ax.errorbar(
+                stats.index * 100,
+                stats["mean"],
+                yerr=stats["std"].fillna(0),
+                label=name,
+                linestyle=styles[variant],
+                marker="o",
+                markersize=4,
+                capsize=3,
+            )
+        ax.set_xscale("log")
+        ax.set_xticks([1, 5, 20, 100], ["1%", "5%", "20%", "100%"])
+        ax.set_xlabel("training labels kept")
+        ax.set_title(f"pbmc3k held-out 20%: {title}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("score (mean ± sd over seeds)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_report(records: Sequence[dict], path: Path) -> None:
-    """Write the markdown report of ``records`` to ``path``."""
+    """Write the markdown report of ``records`` to ``path`` (and its figure beside it)."""
     frame = _frame(records)
     text = [
         "# Pretraining: uniform vs MAM masking, and the peers",
@@ -246,6 +289,11 @@ def write_report(records: Sequence[dict], path: Path) -> None:
     text += [
         "## Label efficiency on pbmc3k",
         "",
+        *(
+            [f"![label efficiency]({figure.name})", ""]
+            if label_efficiency_figure(frame, figure := path.with_name(path.stem + "_label_efficiency.png"))
+            else []
+        ),
         "The same held-out 20% for every fraction; the labelled cells are a stratified share of the training 80%",
         "(at least 2 of every type). Pretraining corpus: the training cells (labels unused) and the four unlabelled",
         "10x PBMC sets. Rare types: the third of pbmc3k's types with the fewest training cells.",

@@ -84,6 +84,13 @@ class PretrainingMixin:
         collapsing). Labels are never read. ``model.pretraining_history_`` holds the per-epoch losses
         (``train_mse``, ``validation_mse``, ``*_masking_entropy``), ``model.pretraining_`` what was done.
 
+        The reconstruction target is log-normalised expression by default; ``objective_kwargs={"target": "counts"}``
+        (a zero-truncated Poisson likelihood of the raw count) and ``{"target": "bins"}`` (per-cell quantile bins)
+        are the alternatives, compared in ``benchmarks/pretraining.py``. Backed AnnData (reference or extra data)
+        are read chunk by chunk into a sparse corpus of the model's genes; ``strategy="ddp"`` trains data-parallel
+        as :meth:`train` does (with unused-parameter detection: the CLS vector gets no gradient from reconstructing
+        gene tokens).
+
         Parameters
         ----------
         extra_adatas
@@ -108,8 +115,8 @@ class PretrainingMixin:
         precision, seed, enable_progress_bar, plan_kwargs, **trainer_kwargs
             As in :meth:`train`.
         objective_kwargs
-            Passed to :class:`~sctransformer_tools.module.MaskedExpression` (``n_latents``, ``max_logit``,
-            ``entropy_weight``).
+            Passed to :class:`~sctransformer_tools.module.MaskedExpression` (``target``, ``n_bins``, ``n_latents``,
+            ``max_logit``, ``entropy_weight``).
 
         Examples
         --------
