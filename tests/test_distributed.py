@@ -92,28 +92,21 @@ PRETRAIN_SCRIPT = textwrap.dedent(
 
 @pytest.mark.skipif(sys.platform != "linux", reason="DDP on CPU processes is exercised on Linux")
 def test_pretrain_runs_data_parallel(tmp_path):
-    """``pretrain`` goes through the same Lightning path as ``train``: with 2 DDP processes, as with 1, it learns.
-
-    (Each process validates on its own shard, so the two runs' validation errors are not compared value by value.)
-    """
+    """``pretrain`` goes through the same Lightning path as ``train``: with 2 DDP processes it learns."""
     script = tmp_path / "pretrain_ddp.py"
     script.write_text(PRETRAIN_SCRIPT)
-    results = {}
-    for devices in (1, 2):
-        out = tmp_path / f"pretrain_{devices}.json"
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        done = subprocess.run(
-            [sys.executable, str(script), str(devices), str(out)],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        results[devices] = json.loads(out.read_text())
-    for result in results.values():
-        mse = result["history"]["validation_mse"]
-        assert len(mse) == 4 and mse[-1] < 0.85 * mse[0], mse  # the reconstruction is learned
-        assert not result["trained"] and result["done"]["masking"] == "mam"
+    out = tmp_path / "pretrain_2.json"
+    done = subprocess.run(
+        [sys.executable, str(script), "2", str(out)],
+        cwd=tmp_path,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    mse = result["history"]["validation_mse"]
+    assert len(mse) == 4 and mse[-1] < 0.85 * mse[0], mse  # the reconstruction is learned
+    assert not result["trained"] and result["done"]["masking"] == "mam"
