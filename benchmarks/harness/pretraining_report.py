@@ -18,7 +18,9 @@ ARM_NAMES = {
     "celltypist": "CellTypist",
     "scanvi": "scANVI (scVI pretrained on the corpus)",
 }
-COMPARISONS = (("uniform", "none"), ("mam", "none"), ("mam", "uniform"))
+COMPARISONS = (("uniform", "none"), ("mam", "none"), ("mam", "uniform"), ("mam+query", "mam"))
+#: scTransformer against the peers, on the same split and labelled cells.
+PEER_COMPARISONS = (("none", "logistic_regression"), ("mam", "logistic_regression"), ("mam", "scanvi"))
 
 
 def _frame(records: Sequence[dict]) -> pd.DataFrame:
@@ -77,16 +79,17 @@ def label_efficiency_tables(frame: pd.DataFrame) -> str:
 
 def paired_table(frame: pd.DataFrame, experiment: str, metric: str = "macro_f1") -> str:
     """Differences between arms of the same seed (and label fraction): mean, sd, range, wins."""
-    sub = frame[
-        (frame["experiment"] == experiment) & (frame["kind"] == "classifier") & (frame["method"] == "sctransformer")
-    ]
+    sub = frame[(frame["experiment"] == experiment) & (frame["kind"] == "classifier")].copy()
     if sub.empty:
         return "_No records yet._"
-    wide = sub.pivot_table(index=["fraction", "seed"], columns="arm", values=metric)
+    sub["variant"] = sub.apply(_variant, axis=1)
+    wide = sub.pivot_table(index=["fraction", "seed"], columns="variant", values=metric)
     rows = []
     arms = list(wide.columns)
-    pairs = [(a, b) for a, b in COMPARISONS if a in arms and b in arms]
-    pairs += [(a, "none") for a in arms if a not in ("none", "uniform", "mam") and "/" not in a and "none" in arms]
+    pairs = [(a, b) for a, b in COMPARISONS + PEER_COMPARISONS if a in arms and b in arms]
+    pairs += [
+        (a, "none") for a in arms if a not in ("none", "uniform", "mam", *ARM_NAMES) and "/" not in a and "none" in arms
+    ]
     pairs += [(a, a.split("/")[0]) for a in arms if "/" in a and a.split("/")[0] in arms]
     pairs += [
         (a, "none/" + a.split("/")[1])
