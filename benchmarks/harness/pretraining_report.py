@@ -276,6 +276,48 @@ def label_efficiency_figure(frame: pd.DataFrame, path: Path) -> bool:
     return True
 
 
+def _pooled(frame: pd.DataFrame, experiment: str, a: str, b: str, metric: str = "macro_f1") -> str | None:
+    """``a − b`` pooled over every (label fraction, seed) pair both have: mean, sd and wins, as a phrase."""
+    sub = frame[(frame["experiment"] == experiment) & (frame["kind"] == "classifier")].copy()
+    if sub.empty:
+        return None
+    sub["variant"] = sub.apply(_variant, axis=1)
+    wide = sub.pivot_table(index=["fraction", "seed"], columns="variant", values=metric)
+    if a not in wide or b not in wide:
+        return None
+    diff = (wide[a] - wide[b]).dropna()
+    if diff.empty:
+        return None
+    sd = f", sd {diff.std(ddof=1):.3f}" if len(diff) > 1 else ""
+    return f"{diff.mean():+.3f}{sd}; higher in {int((diff > 0).sum())} of {len(diff)} pairs"
+
+
+def reading(frame: pd.DataFrame) -> str:
+    """Sentences generated from the paired differences (macro-F1), pooled over label fractions and seeds."""
+    lines = []
+    checks = [
+        ("label_efficiency", "uniform", "none", "uniform pretraining − no pretraining (pbmc3k, all label fractions)"),
+        ("label_efficiency", "mam", "none", "MAM pretraining − no pretraining (pbmc3k, all label fractions)"),
+        ("label_efficiency", "mam", "uniform", "MAM − uniform masking (pbmc3k, all label fractions)"),
+        ("label_efficiency", "mam", "logistic_regression", "MAM-pretrained scTransformer − logistic regression"),
+        ("label_efficiency", "mam", "scanvi", "MAM-pretrained scTransformer − scANVI"),
+        ("cross_study", "mam", "none", "cross-study: MAM pretraining on pbmc3k + the four sets − none"),
+        ("cross_study", "mam+query", "none", "cross-study: MAM pretraining with the query's cells − none"),
+        ("cross_study", "mam+query", "mam", "cross-study: adding the query's cells to the corpus"),
+        ("cross_study", "mam+query/shuffled", "mam+query", "cross-study, MAM-pretrained: shuffled − GRN mask"),
+        ("cross_study", "none/shuffled", "none", "cross-study, no pretraining: shuffled − GRN mask"),
+        ("cross_study", "mam+query/counts", "mam+query", "cross-study: count-likelihood − log-expression target"),
+        ("cross_study", "mam+query/bins", "mam+query", "cross-study: binned − log-expression target"),
+        ("darmanis", "mam", "none", "Darmanis held-out donors: MAM pretraining on its own cells − none"),
+        ("darmanis", "uniform", "none", "Darmanis held-out donors: uniform pretraining − none"),
+    ]
+    for experiment, a, b, what in checks:
+        phrase = _pooled(frame, experiment, a, b)
+        if phrase is not None:
+            lines.append(f"- {what}: macro-F1 {phrase}.")
+    return "\n".join(lines) if lines else "_No paired records yet._"
+
+
 def write_report(records: Sequence[dict], path: Path) -> None:
     """Write the markdown report of ``records`` to ``path`` (and its figure beside it)."""
     frame = _frame(records)
@@ -290,6 +332,13 @@ def write_report(records: Sequence[dict], path: Path) -> None:
         path.write_text("\n".join(text + ["_No records yet._", ""]))
         return
     text += [
+        "## Reading (generated from the paired records)",
+        "",
+        "Differences in macro-F1 between two arms of the same split, seed and labelled cells, pooled over the",
+        "label fractions and seeds both have (a pair: one fraction of one seed).",
+        "",
+        reading(frame),
+        "",
         "## Label efficiency on pbmc3k",
         "",
         *(
