@@ -448,6 +448,29 @@ def cross_study(seeds, threads: int, resume: bool, arms=None) -> None:
             print(json.dumps({k: rec[k] for k in ("arm", "seed", "macro_f1", "accuracy")}), flush=True)
 
 
+def peers_on_split(
+    experiment: str, dataset: str, split_name: str, seeds, threads: int, resume: bool, names=None
+) -> None:
+    """Logistic regression and CellTypist (or those of ``names``) on a fixed split, all labels, per-type recall."""
+    from sctransformer_tools.bm.peers import celltypist, logistic_regression
+
+    for seed in seeds:
+        split = load_split(split_name, seed=seed, data_dir=SCRNA)
+        train, test = split.train, split.test
+        labels = train.obs[LABELS_KEY].astype(str).to_numpy()
+        for name, fit in (("logistic_regression", logistic_regression), ("celltypist", celltypist)):
+            if (names and name not in names) or (resume and done(experiment, "classifier", name, name, 1.0, seed)):
+                continue
+            start = time.perf_counter()
+            with celltypist_compat():
+                fitted = fit(train.copy(), LABELS_KEY, library_size_key=LIBRARY_KEY, seed=seed)
+                train_s = time.perf_counter() - start
+                pred = fitted.predict(query_of(test))
+            rec = common(experiment, seed, threads) | {"dataset": dataset, "kind": "classifier", "method": name}
+            rec |= {"arm": name, "fraction": 1.0, "n_labelled": train.n_obs, "train_s": train_s}
+            append(rec | scores(test.obs[LABELS_KEY], pred, labels))
+
+
 def darmanis(seeds, threads: int, resume: bool, arms=None) -> None:
     model_kwargs = {"max_tokens": 1024}  # as in the evaluation
     for seed in seeds:
@@ -484,6 +507,7 @@ def main() -> None:
     parser.add_argument("--experiments", nargs="+", default=["label_efficiency", "cross_study", "darmanis"])
     parser.add_argument("--methods", choices=["all", "sctransformer", "peers"], default="all")
     parser.add_argument("--arms", nargs="+", default=None, help="cross-study or Darmanis arms (default: all)")
+    parser.add_argument("--peers", nargs="+", default=None, help="peers on the cross-study and Darmanis splits")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
@@ -512,9 +536,19 @@ def main() -> None:
                 if args.methods in ("all", "peers"):
                     label_efficiency_peers(args.seeds, threads, args.resume)
             elif experiment == "cross_study":
-                cross_study(args.seeds, threads, args.resume, args.arms)
+                if args.methods in ("all", "sctransformer"):
+                    cross_study(args.seeds, threads, args.resume, args.arms)
+                if args.methods in ("all", "peers"):
+                    peers_on_split(
+                        "cross_study", "pbmc3k_to_pbmc68k", "pbmc3k_to_pbmc68k", args.seeds, threads, args.resume
+                    )
             elif experiment == "darmanis":
-                darmanis(args.seeds, threads, args.resume, args.arms)
+                if args.methods in ("all", "sctransformer"):
+                    darmanis(args.seeds, threads, args.resume, args.arms)
+                if args.methods in ("all", "peers"):
+                    peers_on_split(
+                        "darmanis", "darmanis2015", "darmanis2015", args.seeds, threads, args.resume, args.peers
+                    )
             else:
                 raise SystemExit(f"unknown experiment {experiment!r}")
     try:

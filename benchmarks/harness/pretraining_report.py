@@ -308,7 +308,14 @@ def reading(frame: pd.DataFrame) -> str:
         ("cross_study", "none/shuffled", "none", "cross-study, no pretraining: shuffled − GRN mask"),
         ("cross_study", "mam+query/counts", "mam+query", "cross-study: count-likelihood − log-expression target"),
         ("cross_study", "mam+query/bins", "mam+query", "cross-study: binned − log-expression target"),
+        (
+            "cross_study",
+            "mam+query",
+            "logistic_regression",
+            "cross-study: MAM with the query's cells − logistic regression",
+        ),
         ("darmanis", "mam", "none", "Darmanis held-out donors: MAM pretraining on its own cells − none"),
+        ("darmanis", "mam", "logistic_regression", "Darmanis held-out donors: MAM-pretrained − logistic regression"),
         ("darmanis", "uniform", "none", "Darmanis held-out donors: uniform pretraining − none"),
     ]
     for experiment, a, b, what in checks:
