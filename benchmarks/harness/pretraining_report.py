@@ -228,7 +228,16 @@ def cost_table(frame: pd.DataFrame) -> str:
                 ", ".join(sorted({f"{t} thread(s)" for t in block["threads"]})),
             ]
         )
-    table = _table(rows, ["experiment", "arm", "corpus cells", "epochs", "wall s", "cells/s (× epochs)", "threads"])
+    table = _table(rows, ["experiment", "arm", "corpus cells", "epochs", "wall s", "cells read / s", "threads"])
+    tuned = frame[(frame["kind"] == "classifier") & (frame["method"] == "sctransformer") & (frame["fraction"] == 1.0)]
+    if not tuned.empty:
+        rows = [
+            [experiment, arm, f"{block['n_labelled'].mean():,.0f}", _ms(block["train_s"], 0), str(len(block))]
+            for (experiment, arm), block in tuned.groupby(["experiment", "arm"], sort=False)
+        ]
+        table += "\n\nFine-tuning on all labels (`train()` defaults), the same processes:\n\n" + _table(
+            rows, ["experiment", "arm", "labelled cells", "train s", "runs"]
+        )
     cpus = sorted(set(frame["machine"].dropna()))
     return table + f"\n\nCPU: {', '.join(cpus)}. Wall times are of one process; see the threads column."
 
