@@ -60,6 +60,7 @@ import pandas as pd  # noqa: E402
 from annotation_speed import machine  # noqa: E402
 from harness.celltypist_compat import celltypist_compat  # noqa: E402
 from harness.datasets import LABELS_KEY, LIBRARY_KEY, load_split  # noqa: E402
+from harness.records import _clean  # noqa: E402
 
 import sctransformer_tools as sct  # noqa: E402
 from sctransformer_tools.bm.metrics import score  # noqa: E402
@@ -94,18 +95,6 @@ def append(record: dict) -> None:
     RECORDS.parent.mkdir(parents=True, exist_ok=True)
     with RECORDS.open("a") as fh:
         fh.write(json.dumps(_clean(record)) + "\n")
-
-
-def _clean(value):
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return None if not math.isfinite(value) else round(value, 4)
-    return value
 
 
 def load_records() -> list[dict]:

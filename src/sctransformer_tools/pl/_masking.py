@@ -66,14 +66,9 @@ def masking_preference(
     import matplotlib.pyplot as plt
     from scipy.stats import spearmanr
 
-    if isinstance(data, pd.DataFrame):
-        genes = data
-    else:
-        if key not in data.uns or "genes" not in data.uns[key]:
-            raise KeyError(
-                f"adata.uns[{key!r}] not found: run model.get_masking_preference(adata) first (or pass its table)."
-            )
-        genes = data.uns[key]["genes"]
+    from sctransformer_tools.tl._masking import preference_table
+
+    genes = preference_table(data, key)
     if x not in ("mean_expression", "detection"):
         raise ValueError(f"x must be 'mean_expression' or 'detection', got {x!r}.")
     genes = genes.dropna(subset=["preference", x])

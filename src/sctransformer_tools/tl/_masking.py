@@ -17,6 +17,17 @@ CLASSES = (
 )
 
 
+def preference_table(data: AnnData | pd.DataFrame, key: str = "sctransformer_masking") -> pd.DataFrame:
+    """The table of :meth:`~sctransformer_tools.SCTransformer.get_masking_preference`: ``data`` itself, or ``uns[key]``."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if key not in data.uns or "genes" not in data.uns[key]:
+        raise KeyError(
+            f"adata.uns[{key!r}] not found: run model.get_masking_preference(adata) first (or pass its table)."
+        )
+    return data.uns[key]["genes"]
+
+
 def masking_preference_summary(
     data: AnnData | pd.DataFrame,
     *,
@@ -68,14 +79,7 @@ def masking_preference_summary(
     """
     from scipy.stats import spearmanr
 
-    if isinstance(data, pd.DataFrame):
-        genes = data
-    else:
-        if key not in data.uns or "genes" not in data.uns[key]:
-            raise KeyError(
-                f"adata.uns[{key!r}] not found: run model.get_masking_preference(adata) first (or pass its table)."
-            )
-        genes = data.uns[key]["genes"]
+    genes = preference_table(data, key)
     missing = {"preference", "detection", "mean_expression", "symbol"} - set(genes.columns)
     if missing:
         raise ValueError(f"Not a masking-preference table: it lacks {sorted(missing)}.")
