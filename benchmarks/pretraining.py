@@ -34,7 +34,10 @@ Usage (from the project root; shared data in ``../shared/data``)::
     python benchmarks/pretraining.py --report-only
 
 ``--threads 1`` runs each process on one core, so that two invocations can share a two-core machine.
-``--resume`` skips runs already recorded.
+``--resume`` skips runs already recorded. ``--refresh-masking`` pretrains the MAM backbones of the chosen
+experiments and seeds again (nothing is fine-tuned) and rewrites only their masking-preference fields, for records
+written before the summary came from :func:`sctransformer_tools.tl.masking_preference_summary`; each refreshed
+record keeps the validation MSE of the re-run (``pref_rerun_validation_mse``) to show it reproduced the backbone.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ PRETRAIN_STEPS = {"label_efficiency": 480, "cross_study": 480, "darmanis": 200}
 METRICS = ("accuracy", "macro_f1", "rare_f1")
 #: ``--smoke``: one epoch everywhere, records to a scratch file (checks the whole path in minutes).
 SMOKE_TRAIN: dict = {}
+#: ``--refresh-masking``: re-pretrain the MAM backbones and rewrite only their masking-preference fields.
+REFRESH_MASKING = False
 #: Arms of the cross-study experiment: (masking, transductive, mask, target).
 CROSS_STUDY_ARMS = {
     "none": (None, False, "grn", None),
@@ -181,35 +186,61 @@ def audit(model, markers: ad.AnnData, seed: int) -> dict:
     }
 
 
+#: How the masking-preference fields of a record were computed (records without it predate the tl function).
+MASKING_SUMMARY = "tl.masking_preference_summary(min_detection=0.02, n_top=50)"
+#: Record field -> the class of :func:`sctransformer_tools.tl.masking_preference_summary`.
+MASKING_CLASSES = {
+    "tf": "TF",
+    "target": "regulon target",
+    "hvg": "highly variable",
+    "ribo_mito": "ribosomal / mitochondrial",
+}
+
+
 def masking_summary(model, adata: ad.AnnData) -> dict:
-    """What MAM prefers to mask on ``adata``: correlations with expression, by gene class, and the top genes."""
-    from scipy.stats import spearmanr
-
-    from sctransformer_tools._data import highly_variable_genes
-
+    """What MAM prefers to mask on ``adata`` (``sct.tl.masking_preference_summary``), as flat record fields."""
     genes = model.get_masking_preference(adata, inplace=False, library_size_key=LIBRARY_KEY)
-    genes = genes[genes["n_cells"] >= max(10, 0.02 * adata.n_obs)].copy()  # genes seen in enough cells
-    hvg = set(highly_variable_genes(adata, 2000))
-    genes["is_hvg"] = genes["symbol"].isin(hvg)
-    symbol = genes["symbol"].astype(str)
-    genes["is_ribo_mito"] = symbol.str.match(r"^(RPL|RPS|MT-)")
-    top = genes.sort_values("preference", ascending=False)
+    summary = sct.tl.masking_preference_summary(genes, min_detection=0.02, n_top=50)
+    classes, top = summary["classes"], summary["top"]
     out = {
-        "pref_genes": len(genes),
-        "pref_spearman_mean_expression": float(spearmanr(genes["preference"], genes["mean_expression"])[0]),
-        "pref_spearman_detection": float(spearmanr(genes["preference"], genes["detection"])[0]),
-        "pref_top50_ribo_mito": int(top["is_ribo_mito"].head(50).sum()),
-        "pref_top50_tf": int(top["is_tf"].head(50).sum()),
+        "pref_summary": MASKING_SUMMARY,
+        "pref_genes": int(classes.loc["all", "n_genes"]),
+        "pref_top50_ribo_mito": int(classes.loc[MASKING_CLASSES["ribo_mito"], "n_in_top"]),
+        "pref_top50_tf": int(classes.loc[MASKING_CLASSES["tf"], "n_in_top"]),
         "pref_top": [
             [s, round(float(p), 3)] for s, p in zip(top["symbol"].head(20), top["preference"].head(20), strict=True)
         ],
         "pref_max": float(top["preference"].iloc[0]),
     }
-    for name in ("is_tf", "is_target", "is_hvg", "is_ribo_mito"):
-        inside = genes[genes[name]]
-        out[f"pref_median_{name[3:]}"] = float(inside["preference"].median()) if len(inside) else None
-        out[f"pref_median_not_{name[3:]}"] = float(genes[~genes[name]]["preference"].median())
+    out |= {f"pref_spearman_{name}": float(rho) for name, rho in summary["correlation"].items()}
+    for field, name in MASKING_CLASSES.items():
+        out[f"pref_median_{field}"] = float(classes.loc[name, "median_preference"])
+        out[f"pref_median_not_{field}"] = float(classes.loc[f"not {name}", "median_preference"])
     return out
+
+
+def record_backbone(rec: dict) -> None:
+    """Append a backbone's record; with ``--refresh-masking``, its recorded run with new masking fields only."""
+    if not REFRESH_MASKING:
+        append(rec)
+        return
+    old = next((r for r in load_records() if identity(r) == identity(rec)), None)
+    if old is None:
+        print(f"not recorded, nothing to refresh: {identity(rec)}", flush=True)
+        return
+    fresh = {k: v for k, v in rec.items() if k.startswith("pref_")}
+    append(old | fresh | {"pref_rerun_validation_mse": rec["pretrain_validation_mse"]})
+    print(
+        f"refreshed {identity(rec)}: validation MSE {old['pretrain_validation_mse']:.5f} recorded, "
+        f"{rec['pretrain_validation_mse']:.5f} re-run",
+        flush=True,
+    )
+
+
+def refreshed(experiment: str, arm: str, seed: int) -> bool:
+    """Whether that MAM backbone's record already has masking fields from :data:`MASKING_SUMMARY`."""
+    key = identity({"experiment": experiment, "kind": "backbone", "arm": arm, "fraction": None, "seed": seed})
+    return any(identity(r) == key and r.get("pref_summary") == MASKING_SUMMARY for r in load_records())
 
 
 def pretrain_backbone(
@@ -301,7 +332,12 @@ def label_efficiency_sctransformer(seeds, threads: int, resume: bool) -> None:
         ref = setup(train)
         panel = None
         for arm in ("none", "uniform", "mam"):
-            if resume and all(done("label_efficiency", "classifier", "sctransformer", arm, f, seed) for f in FRACTIONS):
+            if REFRESH_MASKING:
+                if arm != "mam" or (resume and refreshed("label_efficiency", arm, seed)):
+                    continue
+            elif resume and all(
+                done("label_efficiency", "classifier", "sctransformer", arm, f, seed) for f in FRACTIONS
+            ):
                 continue
             base = common("label_efficiency", seed, threads) | {"dataset": "pbmc3k", "method": "sctransformer"}
             backbone = None
@@ -310,10 +346,13 @@ def label_efficiency_sctransformer(seeds, threads: int, resume: bool) -> None:
             else:
                 backbone, rec = pretrain_backbone("label_efficiency", ref, extra, arm, seed)
                 model = backbone
-                rec |= audit(backbone, train, seed)
+                if not REFRESH_MASKING:
+                    rec |= audit(backbone, train, seed)
                 if arm == "mam":
                     rec |= masking_summary(backbone, train)
-                append(base | rec | {"arm": arm, "fraction": None})
+                record_backbone(base | rec | {"arm": arm, "fraction": None})
+                if REFRESH_MASKING:
+                    continue
             panel = panel_of(model)
             for fraction in FRACTIONS:
                 if resume and done("label_efficiency", "classifier", "sctransformer", arm, fraction, seed):
@@ -414,9 +453,12 @@ def cross_study(seeds, threads: int, resume: bool, arms=None) -> None:
     ref = setup(train)
     for seed in seeds:
         for arm in arms or CROSS_STUDY_ARMS:
-            if resume and done("cross_study", "classifier", "sctransformer", arm, 1.0, seed):
-                continue
             masking, transductive, mask, target = CROSS_STUDY_ARMS[arm]
+            if REFRESH_MASKING:
+                if masking != "mam" or (resume and refreshed("cross_study", arm, seed)):
+                    continue
+            elif resume and done("cross_study", "classifier", "sctransformer", arm, 1.0, seed):
+                continue
             base = common("cross_study", seed, threads) | {"dataset": "pbmc3k_to_pbmc68k", "method": "sctransformer"}
             base |= {"arm": arm, "mask": mask}
             backbone = None
@@ -425,10 +467,13 @@ def cross_study(seeds, threads: int, resume: bool, arms=None) -> None:
             else:
                 corpus = extra + ([query_of(test)] if transductive else [])
                 backbone, rec = pretrain_backbone("cross_study", ref, corpus, masking, seed, mask=mask, target=target)
-                rec |= audit(backbone, train, seed)
+                if not REFRESH_MASKING:
+                    rec |= audit(backbone, train, seed)
                 if masking == "mam":
                     rec |= masking_summary(backbone, train)
-                append(base | rec | {"fraction": None})
+                record_backbone(base | rec | {"fraction": None})
+                if REFRESH_MASKING:
+                    continue
                 panel = panel_of(backbone)
             fitted, train_s = fine_tune(train, backbone, panel, mask, seed)
             rec = base | {"kind": "classifier", "fraction": 1.0, "n_labelled": train.n_obs, "train_s": train_s}
@@ -468,7 +513,10 @@ def darmanis(seeds, threads: int, resume: bool, arms=None) -> None:
         labels = train.obs[LABELS_KEY].astype(str).to_numpy()
         ref = setup(train)
         for arm in arms or ("none", "uniform", "mam"):
-            if resume and done("darmanis", "classifier", "sctransformer", arm, 1.0, seed):
+            if REFRESH_MASKING:
+                if arm != "mam" or (resume and refreshed("darmanis", arm, seed)):
+                    continue
+            elif resume and done("darmanis", "classifier", "sctransformer", arm, 1.0, seed):
                 continue
             base = common("darmanis", seed, threads) | {"dataset": "darmanis2015", "method": "sctransformer"}
             base |= {"arm": arm, "held_out": split.info.get("held_out_donors")}
@@ -481,7 +529,9 @@ def darmanis(seeds, threads: int, resume: bool, arms=None) -> None:
                 )
                 if arm == "mam":
                     rec |= masking_summary(backbone, train)
-                append(base | rec | {"fraction": None})
+                record_backbone(base | rec | {"fraction": None})
+                if REFRESH_MASKING:
+                    continue
                 panel = panel_of(backbone)
             fitted, train_s = fine_tune(train, backbone, panel, "grn", seed, model_kwargs)
             rec = base | {"kind": "classifier", "fraction": 1.0, "n_labelled": train.n_obs, "train_s": train_s}
@@ -502,7 +552,13 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="one epoch per fit, records to a scratch file")
+    parser.add_argument(
+        "--refresh-masking", action="store_true", help="re-pretrain MAM backbones, rewrite their masking fields only"
+    )
     args = parser.parse_args()
+    if args.refresh_masking:
+        global REFRESH_MASKING
+        REFRESH_MASKING = True
     if args.smoke:
         global RECORDS, REPORT
         import tempfile

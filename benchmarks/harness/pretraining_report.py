@@ -179,6 +179,7 @@ def masking_table(frame: pd.DataFrame) -> str:
                 arm,
                 _ms(block["pref_spearman_mean_expression"], 2),
                 _ms(block["pref_spearman_detection"], 2),
+                _ms(block.get("pref_spearman_dispersion", pd.Series(dtype=float)), 2),
                 _ms(block["pref_median_tf"], 2) + " / " + _ms(block["pref_median_not_tf"], 2),
                 _ms(block["pref_median_target"], 2) + " / " + _ms(block["pref_median_not_target"], 2),
                 _ms(block["pref_median_hvg"], 2) + " / " + _ms(block["pref_median_not_hvg"], 2),
@@ -200,6 +201,7 @@ def masking_table(frame: pd.DataFrame) -> str:
         "arm",
         "Spearman vs mean expression",
         "vs detection",
+        "vs dispersion",
         "median TF / non-TF",
         "median target / non-target",
         "median HVG / non-HVG",
@@ -207,7 +209,14 @@ def masking_table(frame: pd.DataFrame) -> str:
         "max preference",
         "seeds",
     ]
-    return _table(rows, header) + "\n\n" + "\n".join(tops)
+    stale = int(sub["pref_summary"].isna().sum()) if "pref_summary" in sub else len(sub)
+    note = (
+        f"\n\n_{stale} of these {len(sub)} records predate `sct.tl.masking_preference_summary` (another HVG"
+        " definition): `python benchmarks/pretraining.py --refresh-masking --resume` rewrites them._"
+        if stale
+        else ""
+    )
+    return _table(rows, header) + note + "\n\n" + "\n".join(tops)
 
 
 def cost_table(frame: pd.DataFrame) -> str:
@@ -399,7 +408,9 @@ def write_report(records: Sequence[dict], path: Path) -> None:
         "## What MAM masks",
         "",
         "Preference: a gene's probability of being masked over a uniform choice, averaged over the cells",
-        "expressing it (`model.get_masking_preference`), for genes expressed in at least 2% of the cells.",
+        "expressing it (`model.get_masking_preference` on the training cells), for genes expressed in at least 2%",
+        "of them; summarised by `sct.tl.masking_preference_summary` (HVG: the 2,000 panel genes of highest",
+        "Seurat-normalised dispersion among these cells).",
         "",
         masking_table(frame),
         "",

@@ -211,8 +211,8 @@ def _warn_about_match(report: dict, previous: dict | None, what: str | None = No
         )
     if report["n_matched_by_case_or_version"]:
         warnings.warn(
-            f"{report['n_matched_by_case_or_version']:,} query genes match the model's only after ignoring case or "
-            "an Ensembl version suffix; they are read as the model's genes.",
+            f"{report['n_matched_by_case_or_version']:,} genes of {what or 'the query'} match the model's only after "
+            "ignoring case or an Ensembl version suffix; they are read as the model's genes.",
             UserWarning,
             stacklevel=user_stacklevel(),
         )
