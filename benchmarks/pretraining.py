@@ -368,8 +368,12 @@ def label_efficiency_sctransformer(seeds, threads: int, resume: bool) -> None:
                 print(json.dumps({k: rec[k] for k in ("arm", "fraction", "seed", "macro_f1", "rare_f1")}), flush=True)
 
 
-def scanvi_semi_supervised(train, test, extra, fractions, seed, scvi_epochs=60, scanvi_epochs=10):
-    """scVI pretrained on train + the unlabelled sets (batch = source), then scANVI per label fraction."""
+def scanvi_semi_supervised(train, test, extra, fractions, seed, scvi_epochs=60, scanvi_epochs=10, transductive=False):
+    """scVI pretrained on train + the unlabelled sets (batch = source), then scANVI per label fraction.
+
+    ``transductive``: the test cells join the corpus, unlabelled, as a batch of their own (another study: their
+    cells are seen without labels, as scArches surgery would see them); else they are read as ``train``'s batch.
+    """
     import scvi
 
     from sctransformer_tools._data import align_genes, highly_variable_genes
@@ -380,6 +384,9 @@ def scanvi_semi_supervised(train, test, extra, fractions, seed, scvi_epochs=60, 
     genes = pd.Index([g for g in hvg if g in measured])
     parts = [align_genes(train, genes)] + [align_genes(a, genes) for a in extra]
     sources = ["pbmc3k"] + [str(a.obs["batch"].iloc[0]) for a in extra]
+    if transductive:
+        parts.append(align_genes(test, genes))
+        sources.append("query")
     for part, source in zip(parts, sources, strict=True):
         part.obs = pd.DataFrame({"source": source}, index=part.obs_names.astype(str))
     corpus = ad.concat(parts, index_unique="-")
@@ -394,7 +401,9 @@ def scanvi_semi_supervised(train, test, extra, fractions, seed, scvi_epochs=60, 
         vae.train(max_epochs=scvi_epochs, **quiet)
     scvi_s = time.perf_counter() - start
     query = align_genes(test, genes)
-    query.obs = pd.DataFrame({"source": "pbmc3k", "label": "__unlabeled__"}, index=test.obs_names.astype(str))
+    query.obs = pd.DataFrame(
+        {"source": "query" if transductive else "pbmc3k", "label": "__unlabeled__"}, index=test.obs_names.astype(str)
+    )
     out = {}
     for fraction in fractions:
         idx = labelled_subset(labels, fraction, seed)
@@ -505,6 +514,25 @@ def peers_on_split(
             append(rec | scores(test.obs[LABELS_KEY], pred, labels))
 
 
+def cross_study_scanvi(seeds, threads: int, resume: bool) -> None:
+    """scANVI on the cross-study split: scVI on pbmc3k + the four sets (and the query's cells: ``scanvi+query``)."""
+    extra = unlabelled()
+    split = load_split("pbmc3k_to_pbmc68k", data_dir=SCRNA)
+    train, test = split.train, split.test
+    labels = train.obs[LABELS_KEY].astype(str).to_numpy()
+    for seed in seeds:
+        for arm, transductive in (("scanvi", False), ("scanvi+query", True)):
+            if resume and done("cross_study", "classifier", "scanvi", arm, 1.0, seed):
+                continue
+            fitted = scanvi_semi_supervised(train, test, extra, (1.0,), seed, transductive=transductive)
+            pred, n, scvi_s, scanvi_s, n_genes = fitted[1.0]
+            rec = common("cross_study", seed, threads) | {"dataset": "pbmc3k_to_pbmc68k", "kind": "classifier"}
+            rec |= {"method": "scanvi", "arm": arm, "fraction": 1.0, "n_labelled": n, "train_s": scvi_s + scanvi_s}
+            rec |= {"scvi_s": scvi_s, "scanvi_s": scanvi_s, "n_features": n_genes}
+            append(rec | scores(test.obs[LABELS_KEY], pred, labels))
+            print(json.dumps({"arm": arm, "seed": seed, "macro_f1": rec.get("macro_f1")}), flush=True)
+
+
 def darmanis(seeds, threads: int, resume: bool, arms=None) -> None:
     model_kwargs = {"max_tokens": 1024}  # as in the evaluation
     for seed in seeds:
@@ -546,7 +574,9 @@ def main() -> None:
     parser.add_argument("--experiments", nargs="+", default=["label_efficiency", "cross_study", "darmanis"])
     parser.add_argument("--methods", choices=["all", "sctransformer", "peers"], default="all")
     parser.add_argument("--arms", nargs="+", default=None, help="cross-study or Darmanis arms (default: all)")
-    parser.add_argument("--peers", nargs="+", default=None, help="peers on the cross-study and Darmanis splits")
+    parser.add_argument(
+        "--peers", nargs="+", default=None, help="peers on the cross-study and Darmanis splits (scanvi: cross-study)"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
@@ -585,8 +615,16 @@ def main() -> None:
                     cross_study(args.seeds, threads, args.resume, args.arms)
                 if args.methods in ("all", "peers"):
                     peers_on_split(
-                        "cross_study", "pbmc3k_to_pbmc68k", "pbmc3k_to_pbmc68k", args.seeds, threads, args.resume
+                        "cross_study",
+                        "pbmc3k_to_pbmc68k",
+                        "pbmc3k_to_pbmc68k",
+                        args.seeds,
+                        threads,
+                        args.resume,
+                        args.peers,
                     )
+                    if not args.peers or "scanvi" in args.peers:
+                        cross_study_scanvi(args.seeds, threads, args.resume)
             elif experiment == "darmanis":
                 if args.methods in ("all", "sctransformer"):
                     darmanis(args.seeds, threads, args.resume, args.arms)

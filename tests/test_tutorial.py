@@ -24,6 +24,7 @@ NOTEBOOKS = {
     ),
     "does_the_grn_help.ipynb": (False, ["logistic_regression", "shuffled", "This notebook ran in"]),
     "attention_as_tf_programs.ipynb": (True, ["top TFs by specificity", "overlap_pvalue", "This notebook ran in"]),
+    "pretraining.ipynb": (True, ["Spearman correlation of the preference", "matched_genes", "This notebook ran in"]),
 }
 #: An import of a private module of the package (``sctransformer_tools.model._calibration`` and the like).
 PRIVATE = re.compile(r"sctransformer_tools\.\w+\._")

@@ -20,7 +20,12 @@ ARM_NAMES = {
 }
 COMPARISONS = (("uniform", "none"), ("mam", "none"), ("mam", "uniform"), ("mam+query", "mam"))
 #: scTransformer against the peers, on the same split and labelled cells.
-PEER_COMPARISONS = (("none", "logistic_regression"), ("mam", "logistic_regression"), ("mam", "scanvi"))
+PEER_COMPARISONS = (
+    ("none", "logistic_regression"),
+    ("mam", "logistic_regression"),
+    ("mam", "scanvi"),
+    ("mam+query", "scanvi+query"),
+)
 
 
 def _frame(records: Sequence[dict]) -> pd.DataFrame:
@@ -47,7 +52,10 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _variant(row: pd.Series) -> str:
-    return row["arm"] if row["method"] == "sctransformer" else row["method"]
+    """The arm of an scTransformer or peer run (a peer with one arm per split is named by its method)."""
+    return (
+        row["arm"] if row["method"] == "sctransformer" or row["arm"] not in ("peer", row["method"]) else row["method"]
+    )
 
 
 def label_efficiency_tables(frame: pd.DataFrame) -> str:
@@ -86,10 +94,9 @@ def paired_table(frame: pd.DataFrame, experiment: str, metric: str = "macro_f1")
     wide = sub.pivot_table(index=["fraction", "seed"], columns="variant", values=metric)
     rows = []
     arms = list(wide.columns)
+    ours = list(dict.fromkeys(sub.loc[sub["method"] == "sctransformer", "variant"]))  # in record order
     pairs = [(a, b) for a, b in COMPARISONS + PEER_COMPARISONS if a in arms and b in arms]
-    pairs += [
-        (a, "none") for a in arms if a not in ("none", "uniform", "mam", *ARM_NAMES) and "/" not in a and "none" in arms
-    ]
+    pairs += [(a, "none") for a in ours if a not in ARM_NAMES and "/" not in a and "none" in arms]
     pairs += [(a, a.split("/")[0]) for a in arms if "/" in a and a.split("/")[0] in arms]
     pairs += [
         (a, "none/" + a.split("/")[1])
