@@ -7,8 +7,9 @@ and ``docs/results/pretraining.md`` is regenerated from all records):
     pbmc3k, the evaluation's stratified 80/20 split (``random_state=seed``). 1%, 5%, 20% and 100% of the
     training cells keep their labels (stratified, at least :data:`MIN_PER_TYPE` cells of every type); all are
     tested on the same held-out 20%. scTransformer: no pretraining, pretrained with uniform masking, pretrained
-    with MAM. The pretraining corpus is every training cell (labels unused) plus the four unlabelled 10x PBMC
-    sets (5,798 cells, four chemistries); one backbone per seed and masking serves all four label fractions.
+    with MAM, and with MAM and the count target (``mam/counts``). The pretraining corpus is every training cell
+    (labels unused) plus the four unlabelled 10x PBMC sets (5,798 cells, four chemistries); one backbone per seed
+    and arm serves all four label fractions.
     Every scTransformer arm of a seed shares the backbone's gene panel and mask, so arms are paired. Peers:
     logistic regression and CellTypist on the labelled cells; scANVI from an scVI pretrained on the same
     corpus (the same cells, batch = source), then trained with the unlabelled cells as unlabelled.
@@ -323,7 +324,16 @@ def setup(train: ad.AnnData) -> ad.AnnData:
 
 
 # ------------------------------------------------------------------------------------------------ experiments
-def label_efficiency_sctransformer(seeds, threads: int, resume: bool) -> None:
+#: Arms of the label-efficiency experiment: (masking, reconstruction target).
+LABEL_EFFICIENCY_ARMS = {
+    "none": (None, None),
+    "uniform": ("uniform", "log_expression"),
+    "mam": ("mam", "log_expression"),
+    "mam/counts": ("mam", "counts"),
+}
+
+
+def label_efficiency_sctransformer(seeds, threads: int, resume: bool, arms=None) -> None:
     extra = unlabelled()
     for seed in seeds:
         split = load_split("pbmc3k", seed=seed, data_dir=SCRNA)
@@ -331,9 +341,10 @@ def label_efficiency_sctransformer(seeds, threads: int, resume: bool) -> None:
         labels = train.obs[LABELS_KEY].astype(str).to_numpy()
         ref = setup(train)
         panel = None
-        for arm in ("none", "uniform", "mam"):
+        for arm in arms or LABEL_EFFICIENCY_ARMS:
+            masking, target = LABEL_EFFICIENCY_ARMS[arm]
             if REFRESH_MASKING:
-                if arm != "mam" or (resume and refreshed("label_efficiency", arm, seed)):
+                if masking != "mam" or (resume and refreshed("label_efficiency", arm, seed)):
                     continue
             elif resume and all(
                 done("label_efficiency", "classifier", "sctransformer", arm, f, seed) for f in FRACTIONS
@@ -341,14 +352,14 @@ def label_efficiency_sctransformer(seeds, threads: int, resume: bool) -> None:
                 continue
             base = common("label_efficiency", seed, threads) | {"dataset": "pbmc3k", "method": "sctransformer"}
             backbone = None
-            if arm == "none":
+            if masking is None:
                 model = sct.SCTransformer(ref, seed=seed)
             else:
-                backbone, rec = pretrain_backbone("label_efficiency", ref, extra, arm, seed)
+                backbone, rec = pretrain_backbone("label_efficiency", ref, extra, masking, seed, target=target)
                 model = backbone
                 if not REFRESH_MASKING:
                     rec |= audit(backbone, train, seed)
-                if arm == "mam":
+                if masking == "mam":
                     rec |= masking_summary(backbone, train)
                 record_backbone(base | rec | {"arm": arm, "fraction": None})
                 if REFRESH_MASKING:
@@ -573,7 +584,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--experiments", nargs="+", default=["label_efficiency", "cross_study", "darmanis"])
     parser.add_argument("--methods", choices=["all", "sctransformer", "peers"], default="all")
-    parser.add_argument("--arms", nargs="+", default=None, help="cross-study or Darmanis arms (default: all)")
+    parser.add_argument("--arms", nargs="+", default=None, help="scTransformer arms of the experiments (default: all)")
     parser.add_argument(
         "--peers", nargs="+", default=None, help="peers on the cross-study and Darmanis splits (scanvi: cross-study)"
     )
@@ -607,7 +618,7 @@ def main() -> None:
         for experiment in args.experiments:
             if experiment == "label_efficiency":
                 if args.methods in ("all", "sctransformer"):
-                    label_efficiency_sctransformer(args.seeds, threads, args.resume)
+                    label_efficiency_sctransformer(args.seeds, threads, args.resume, args.arms)
                 if args.methods in ("all", "peers"):
                     label_efficiency_peers(args.seeds, threads, args.resume)
             elif experiment == "cross_study":

@@ -14,6 +14,7 @@ ARM_NAMES = {
     "none": "scTransformer, no pretraining",
     "uniform": "scTransformer, uniform pretraining",
     "mam": "scTransformer, MAM pretraining",
+    "mam/counts": "scTransformer, MAM pretraining, count target",
     "logistic_regression": "logistic regression",
     "celltypist": "CellTypist",
     "scanvi": "scANVI (scVI pretrained on the corpus)",
