@@ -268,7 +268,7 @@ def pretrain_backbone(
             max_epochs=epochs,
             seed=seed,
             enable_progress_bar=False,
-            objective_kwargs=None if target == "log_expression" else {"target": target},
+            objective_kwargs={"target": target},
         )
     seconds = time.perf_counter() - start
     info = model.pretraining_

@@ -182,9 +182,30 @@ def test_bins_are_the_cells_own_quantiles():
         MaskedExpression(4, target="mse")
 
 
-@pytest.mark.parametrize("target", ["counts", "bins"])
+def test_default_target_is_the_count_likelihood_when_counts_are_read(pbmc68k):
+    """Counts in, the count likelihood by default; a model of log-normalised data predicts log expression."""
+    import scanpy as sc
+
+    sct.SCTransformer.setup_anndata(pbmc68k, labels_key="bulk_labels")
+    model = sct.SCTransformer(pbmc68k, **TINY)
+    model.pretrain(max_epochs=1, enable_progress_bar=False)
+    assert model.module.objectives["masked_expression"].target == "counts"
+    assert model.pretraining_["objective_kwargs"] == {"target": "counts"}
+
+    logged = pbmc68k.copy()
+    sc.pp.normalize_total(logged, target_sum=1e4)
+    sc.pp.log1p(logged)
+    sct.SCTransformer.setup_anndata(logged, labels_key="bulk_labels", log_normalized=True)
+    model = sct.SCTransformer(logged, **TINY)
+    model.pretrain(max_epochs=1, enable_progress_bar=False)
+    assert model.module.objectives["masked_expression"].target == "log_expression"
+    with pytest.raises(ValueError, match="needs raw counts"):
+        model.pretrain(max_epochs=1, enable_progress_bar=False, objective_kwargs={"target": "counts"})
+
+
+@pytest.mark.parametrize("target", ["log_expression", "bins"])
 def test_every_reconstruction_target_learns(pbmc68k, target):
-    """The count likelihood and the bins are learned: their loss falls, and the implied expression is finite."""
+    """Log-normalised expression and the bins are learned: their loss falls, and the implied expression is finite."""
     sct.SCTransformer.setup_anndata(pbmc68k, labels_key="bulk_labels")
     model = sct.SCTransformer(pbmc68k, **TINY)
     model.pretrain(max_epochs=4, enable_progress_bar=False, objective_kwargs={"target": target})

@@ -19,7 +19,13 @@ ARM_NAMES = {
     "celltypist": "CellTypist",
     "scanvi": "scANVI (scVI pretrained on the corpus)",
 }
-COMPARISONS = (("uniform", "none"), ("mam", "none"), ("mam", "uniform"), ("mam+query", "mam"))
+COMPARISONS = (
+    ("uniform", "none"),
+    ("mam", "none"),
+    ("mam", "uniform"),
+    ("mam+query", "mam"),
+    ("mam/counts", "none"),
+)
 #: scTransformer against the peers, on the same split and labelled cells.
 PEER_COMPARISONS = (
     ("none", "logistic_regression"),
@@ -271,7 +277,7 @@ def label_efficiency_figure(frame: pd.DataFrame, path: Path) -> bool:
         return False
     le["variant"] = le.apply(_variant, axis=1)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
-    styles = {"none": "-", "uniform": "-", "mam": "-", "logistic_regression": "--", "celltypist": "--", "scanvi": ":"}
+    styles = {"logistic_regression": "--", "celltypist": "--", "scanvi": ":"}  # scTransformer arms: solid
     for ax, metric, title in zip(axes, ("macro_f1", "rare_f1"), ("macro-F1", "rare-type F1"), strict=True):
         for variant, name in ARM_NAMES.items():
             sub = le[le["variant"] == variant]
@@ -283,7 +289,7 @@ def label_efficiency_figure(frame: pd.DataFrame, path: Path) -> bool:
                 stats["mean"],
                 yerr=stats["std"].fillna(0),
                 label=name,
-                linestyle=styles[variant],
+                linestyle=styles.get(variant, "-"),
                 marker="o",
                 markersize=4,
                 capsize=3,
@@ -325,9 +331,13 @@ def reading(frame: pd.DataFrame) -> str:
         ("label_efficiency", "uniform", "none", "uniform pretraining − no pretraining (pbmc3k, all label fractions)"),
         ("label_efficiency", "mam", "none", "MAM pretraining − no pretraining (pbmc3k, all label fractions)"),
         ("label_efficiency", "mam", "uniform", "MAM − uniform masking (pbmc3k, all label fractions)"),
+        ("label_efficiency", "mam/counts", "mam", "MAM: count-likelihood − log-expression target (pbmc3k)"),
+        ("label_efficiency", "mam/counts", "none", "MAM with the count target − no pretraining (pbmc3k)"),
         ("label_efficiency", "mam", "logistic_regression", "MAM-pretrained scTransformer − logistic regression"),
         ("label_efficiency", "mam", "scanvi", "MAM-pretrained scTransformer − scANVI"),
         ("cross_study", "mam", "none", "cross-study: MAM pretraining on pbmc3k + the four sets − none"),
+        ("cross_study", "uniform", "none", "cross-study: uniform pretraining on pbmc3k + the four sets − none"),
+        ("cross_study", "mam", "uniform", "cross-study: MAM − uniform masking"),
         ("cross_study", "mam+query", "none", "cross-study: MAM pretraining with the query's cells − none"),
         ("cross_study", "mam+query", "mam", "cross-study: adding the query's cells to the corpus"),
         ("cross_study", "mam+query/shuffled", "mam+query", "cross-study, MAM-pretrained: shuffled − GRN mask"),
@@ -343,6 +353,9 @@ def reading(frame: pd.DataFrame) -> str:
         ("darmanis", "mam", "none", "Darmanis held-out donors: MAM pretraining on its own cells − none"),
         ("darmanis", "mam", "logistic_regression", "Darmanis held-out donors: MAM-pretrained − logistic regression"),
         ("darmanis", "uniform", "none", "Darmanis held-out donors: uniform pretraining − none"),
+        ("darmanis", "mam", "uniform", "Darmanis held-out donors: MAM − uniform masking"),
+        ("cross_study", "mam+query", "scanvi+query", "cross-study: MAM with the query's cells − scANVI with them"),
+        ("cross_study", "none", "scanvi", "cross-study: no pretraining − scANVI (scVI on pbmc3k + the four sets)"),
     ]
     for experiment, a, b, what in checks:
         phrase = _pooled(frame, experiment, a, b)

@@ -138,7 +138,8 @@ class MaskedExpression(Objective):
     identity; its value embedding is replaced by a learned "masked value" vector, and a head on its final
     state predicts what was hidden, read as ``target``:
 
-    ``"log_expression"`` (default)
+    ``"log_expression"`` (the default here; :meth:`~sctransformer_tools.SCTransformer.pretrain` uses ``"counts"``
+    when the model reads counts)
         the log-normalised expression ``log1p(count / library * 1e4)``, by mean squared error. Zero
         inflation, which makes a count likelihood necessary for models that read every gene, does not arise:
         only expressed genes are tokens, so every target is a positive number.
