@@ -12,9 +12,9 @@ import pandas as pd
 SCGPT_ANCHORS = {"tf_target": 0.744, "markers": 0.851}
 ARM_NAMES = {
     "none": "scTransformer, no pretraining",
-    "uniform": "scTransformer, uniform pretraining",
-    "mam": "scTransformer, MAM pretraining",
-    "mam/counts": "scTransformer, MAM pretraining, count target",
+    "uniform": "scTransformer, uniform pretraining (log-expression target)",
+    "mam": "scTransformer, MAM pretraining (log-expression target)",
+    "mam/counts": "scTransformer, MAM pretraining (count target, the default)",
     "logistic_regression": "logistic regression",
     "celltypist": "CellTypist",
     "scanvi": "scANVI (scVI pretrained on the corpus)",
@@ -284,7 +284,7 @@ def label_efficiency_figure(frame: pd.DataFrame, path: Path) -> bool:
     if le.empty:
         return False
     le["variant"] = le.apply(_variant, axis=1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.2), sharey=True)
     styles = {"logistic_regression": "--", "celltypist": "--", "scanvi": ":"}  # scTransformer arms: solid
     for ax, metric, title in zip(axes, ("macro_f1", "rare_f1"), ("macro-F1", "rare-type F1"), strict=True):
         for variant, name in ARM_NAMES.items():
@@ -309,8 +309,8 @@ def label_efficiency_figure(frame: pd.DataFrame, path: Path) -> bool:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score (mean ± sd over seeds)")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
