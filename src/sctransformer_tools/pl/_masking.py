@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ._utils import DOC_AX, DOC_SHOW_SAVE, doc_params, finish
+from ._utils import DOC_AX, DOC_SHOW_SAVE, doc_params, finish, new_axes
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -63,7 +63,6 @@ def masking_preference(
     >>> _ = model.get_masking_preference(adata)
     >>> ax = sct.pl.masking_preference(adata, show=False)
     """
-    import matplotlib.pyplot as plt
     from scipy.stats import spearmanr
 
     from sctransformer_tools.tl._masking import preference_table
@@ -73,8 +72,8 @@ def masking_preference(
         raise ValueError(f"x must be 'mean_expression' or 'detection', got {x!r}.")
     genes = genes.dropna(subset=["preference", x])
     kind = np.where(genes["is_tf"], "TF", np.where(genes["is_target"], "regulon target", "other panel gene"))
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.2, 4.0))
+    created = ax is None
+    fig, ax = new_axes(ax, (5.2, 4.0))
     for name, color in reversed(_KINDS.items()):
         sel = kind == name
         if sel.any():
@@ -97,4 +96,6 @@ def masking_preference(
     ax.set_ylabel("masking preference (1 = uniform)")
     ax.set_title(f"MAM masking vs {x.replace('_', ' ')} (Spearman {rho:.2f})")
     ax.legend(frameon=False, fontsize=8)
-    return finish(ax, ax.figure, "masking_preference", show, save)
+    if created:  # keep the title and axis labels inside the figure at scanpy's larger font sizes
+        fig.tight_layout()
+    return finish(ax, fig, "masking_preference", show, save)
