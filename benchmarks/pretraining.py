@@ -551,22 +551,23 @@ def darmanis(seeds, threads: int, resume: bool, arms=None) -> None:
         train, test = split.train, split.test
         labels = train.obs[LABELS_KEY].astype(str).to_numpy()
         ref = setup(train)
-        for arm in arms or ("none", "uniform", "mam"):
+        for arm in arms or LABEL_EFFICIENCY_ARMS:
+            masking, target = LABEL_EFFICIENCY_ARMS[arm]  # the same arms: none, uniform, mam, mam/counts
             if REFRESH_MASKING:
-                if arm != "mam" or (resume and refreshed("darmanis", arm, seed)):
+                if masking != "mam" or (resume and refreshed("darmanis", arm, seed)):
                     continue
             elif resume and done("darmanis", "classifier", "sctransformer", arm, 1.0, seed):
                 continue
             base = common("darmanis", seed, threads) | {"dataset": "darmanis2015", "method": "sctransformer"}
             base |= {"arm": arm, "held_out": split.info.get("held_out_donors")}
             backbone = None
-            if arm == "none":
+            if masking is None:
                 panel = panel_of(sct.SCTransformer(ref, seed=seed, **model_kwargs))
             else:
                 backbone, rec = pretrain_backbone(
-                    "darmanis", ref, [query_of(test)], arm, seed, model_kwargs=model_kwargs
+                    "darmanis", ref, [query_of(test)], masking, seed, target=target, model_kwargs=model_kwargs
                 )
-                if arm == "mam":
+                if masking == "mam":
                     rec |= masking_summary(backbone, train)
                 record_backbone(base | rec | {"fraction": None})
                 if REFRESH_MASKING:

@@ -362,6 +362,8 @@ def reading(frame: pd.DataFrame) -> str:
         ("darmanis", "mam", "logistic_regression", "Darmanis held-out donors: MAM-pretrained − logistic regression"),
         ("darmanis", "uniform", "none", "Darmanis held-out donors: uniform pretraining − none"),
         ("darmanis", "mam", "uniform", "Darmanis held-out donors: MAM − uniform masking"),
+        ("darmanis", "mam/counts", "none", "Darmanis held-out donors: MAM with the count target − none"),
+        ("darmanis", "mam/counts", "mam", "Darmanis held-out donors: count-likelihood − log-expression target"),
         ("cross_study", "mam+query", "scanvi+query", "cross-study: MAM with the query's cells − scANVI with them"),
         ("cross_study", "none", "scanvi", "cross-study: no pretraining − scANVI (scVI on pbmc3k + the four sets)"),
     ]
