@@ -73,7 +73,7 @@ def masking_preference(
     genes = genes.dropna(subset=["preference", x])
     kind = np.where(genes["is_tf"], "TF", np.where(genes["is_target"], "regulon target", "other panel gene"))
     created = ax is None
-    fig, ax = new_axes(ax, (5.2, 4.0))
+    fig, ax = new_axes(ax, (5.2, 4.6))
     for name, color in reversed(_KINDS.items()):
         sel = kind == name
         if sel.any():
@@ -92,9 +92,11 @@ def masking_preference(
             str(row["symbol"]), (row[x], row["preference"]), fontsize=7, xytext=(2, 2), textcoords="offset points"
         )
     rho = spearmanr(genes[x], genes["preference"]).statistic if len(genes) > 2 else float("nan")
-    ax.set_xlabel("mean log-normalised expression (expressing cells)" if x == "mean_expression" else "detection rate")
-    ax.set_ylabel("masking preference (1 = uniform)")
-    ax.set_title(f"MAM masking vs {x.replace('_', ' ')} (Spearman {rho:.2f})")
+    ax.set_xlabel(
+        "log-normalised expression\n(mean over expressing cells)" if x == "mean_expression" else "detection rate"
+    )
+    ax.set_ylabel("masking preference\n(1 = uniform)")
+    ax.set_title(f"MAM's masking preference\n(Spearman with {x.replace('_', ' ')}: {rho:.2f})")
     ax.legend(frameon=False, fontsize=8)
     if created:  # keep the title and axis labels inside the figure at scanpy's larger font sizes
         fig.tight_layout()
