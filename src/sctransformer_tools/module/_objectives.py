@@ -138,14 +138,14 @@ class MaskedExpression(Objective):
     identity; its value embedding is replaced by a learned "masked value" vector, and a head on its final
     state predicts what was hidden, read as ``target``:
 
-    ``"log_expression"`` (the default here; :meth:`~sctransformer_tools.SCTransformer.pretrain` uses ``"counts"``
-    when the model reads counts)
+    ``"log_expression"`` (this class's default)
         the log-normalised expression ``log1p(count / library * 1e4)``, by mean squared error. Zero
         inflation, which makes a count likelihood necessary for models that read every gene, does not arise:
         only expressed genes are tokens, so every target is a positive number.
     ``"counts"``
         the raw count, by a zero-truncated Poisson likelihood (a token's count is at least 1), with the
         cell's library size as offset, as scVI models counts; the head predicts the log rate per 10^4 counts.
+        :meth:`~sctransformer_tools.SCTransformer.pretrain` uses it by default when the model reads counts.
     ``"bins"``
         the token's bin among the cell's own expression values (``n_bins`` bins at the quantiles of the
         cell's tokens, ties in one bin; scGPT's value binning), by cross-entropy.
