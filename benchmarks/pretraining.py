@@ -238,9 +238,31 @@ def record_backbone(rec: dict) -> None:
     )
 
 
+def skip(experiment: str, arm: str, masking: str | None, seed: int, resume: bool, fractions=(1.0,)) -> bool:
+    """Whether to skip an arm: with ``--refresh-masking``, all but MAM's not yet refreshed; else recorded ones."""
+    if REFRESH_MASKING:
+        return masking != "mam" or (resume and refreshed(experiment, arm, seed))
+    return resume and all(done(experiment, "classifier", "sctransformer", arm, f, seed) for f in fractions)
+
+
+def backbone_fields(backbone, train: ad.AnnData, seed: int, masking: str, with_audit: bool = True) -> dict:
+    """A pretrained backbone's gene-embedding audit (not when refreshing) and, for MAM, what it masks."""
+    out = audit(backbone, train, seed) if with_audit and not REFRESH_MASKING else {}
+    return out | (masking_summary(backbone, train) if masking == "mam" else {})
+
+
 def refreshed(experiment: str, arm: str, seed: int) -> bool:
     """Whether that MAM backbone's record already has masking fields from :data:`MASKING_SUMMARY`."""
-    key = identity({"experiment": experiment, "kind": "backbone", "arm": arm, "fraction": None, "seed": seed})
+    key = identity(
+        {
+            "experiment": experiment,
+            "kind": "backbone",
+            "method": "sctransformer",
+            "arm": arm,
+            "fraction": None,
+            "seed": seed,
+        }
+    )
     return any(identity(r) == key and r.get("pref_summary") == MASKING_SUMMARY for r in load_records())
 
 
@@ -343,12 +365,7 @@ def label_efficiency_sctransformer(seeds, threads: int, resume: bool, arms=None)
         panel = None
         for arm in arms or LABEL_EFFICIENCY_ARMS:
             masking, target = LABEL_EFFICIENCY_ARMS[arm]
-            if REFRESH_MASKING:
-                if masking != "mam" or (resume and refreshed("label_efficiency", arm, seed)):
-                    continue
-            elif resume and all(
-                done("label_efficiency", "classifier", "sctransformer", arm, f, seed) for f in FRACTIONS
-            ):
+            if skip("label_efficiency", arm, masking, seed, resume, FRACTIONS):
                 continue
             base = common("label_efficiency", seed, threads) | {"dataset": "pbmc3k", "method": "sctransformer"}
             backbone = None
@@ -357,10 +374,7 @@ def label_efficiency_sctransformer(seeds, threads: int, resume: bool, arms=None)
             else:
                 backbone, rec = pretrain_backbone("label_efficiency", ref, extra, masking, seed, target=target)
                 model = backbone
-                if not REFRESH_MASKING:
-                    rec |= audit(backbone, train, seed)
-                if masking == "mam":
-                    rec |= masking_summary(backbone, train)
+                rec |= backbone_fields(backbone, train, seed, masking)
                 record_backbone(base | rec | {"arm": arm, "fraction": None})
                 if REFRESH_MASKING:
                     continue
@@ -474,10 +488,7 @@ def cross_study(seeds, threads: int, resume: bool, arms=None) -> None:
     for seed in seeds:
         for arm in arms or CROSS_STUDY_ARMS:
             masking, transductive, mask, target = CROSS_STUDY_ARMS[arm]
-            if REFRESH_MASKING:
-                if masking != "mam" or (resume and refreshed("cross_study", arm, seed)):
-                    continue
-            elif resume and done("cross_study", "classifier", "sctransformer", arm, 1.0, seed):
+            if skip("cross_study", arm, masking, seed, resume):
                 continue
             base = common("cross_study", seed, threads) | {"dataset": "pbmc3k_to_pbmc68k", "method": "sctransformer"}
             base |= {"arm": arm, "mask": mask}
@@ -487,10 +498,7 @@ def cross_study(seeds, threads: int, resume: bool, arms=None) -> None:
             else:
                 corpus = extra + ([query_of(test)] if transductive else [])
                 backbone, rec = pretrain_backbone("cross_study", ref, corpus, masking, seed, mask=mask, target=target)
-                if not REFRESH_MASKING:
-                    rec |= audit(backbone, train, seed)
-                if masking == "mam":
-                    rec |= masking_summary(backbone, train)
+                rec |= backbone_fields(backbone, train, seed, masking)
                 record_backbone(base | rec | {"fraction": None})
                 if REFRESH_MASKING:
                     continue
@@ -553,10 +561,7 @@ def darmanis(seeds, threads: int, resume: bool, arms=None) -> None:
         ref = setup(train)
         for arm in arms or LABEL_EFFICIENCY_ARMS:
             masking, target = LABEL_EFFICIENCY_ARMS[arm]  # the same arms: none, uniform, mam, mam/counts
-            if REFRESH_MASKING:
-                if masking != "mam" or (resume and refreshed("darmanis", arm, seed)):
-                    continue
-            elif resume and done("darmanis", "classifier", "sctransformer", arm, 1.0, seed):
+            if skip("darmanis", arm, masking, seed, resume):
                 continue
             base = common("darmanis", seed, threads) | {"dataset": "darmanis2015", "method": "sctransformer"}
             base |= {"arm": arm, "held_out": split.info.get("held_out_donors")}
@@ -567,8 +572,7 @@ def darmanis(seeds, threads: int, resume: bool, arms=None) -> None:
                 backbone, rec = pretrain_backbone(
                     "darmanis", ref, [query_of(test)], masking, seed, target=target, model_kwargs=model_kwargs
                 )
-                if masking == "mam":
-                    rec |= masking_summary(backbone, train)
+                rec |= backbone_fields(backbone, train, seed, masking, with_audit=False)  # as recorded before
                 record_backbone(base | rec | {"fraction": None})
                 if REFRESH_MASKING:
                     continue
