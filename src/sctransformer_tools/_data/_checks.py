@@ -80,8 +80,14 @@ def check_var_names(adata: AnnData) -> None:
         )
 
 
-def check_labels(adata: AnnData, labels_key: str | None) -> None:
-    """The labels column exists and holds at least two cell types."""
+def check_labels(adata: AnnData, labels_key: str | None, unlabeled_category: str | None = None) -> int:
+    """The labels column exists and holds at least two cell types; returns the number of labelled cells.
+
+    Missing values, the strings of :data:`~sctransformer_tools._data._fields.MISSING_STRINGS` and
+    ``unlabeled_category`` mark unlabelled cells.
+    """
+    from ._fields import MISSING_STRINGS
+
     if labels_key is None:
         raise ValueError(
             "labels_key is required: scTransformer learns to classify the cell types in adata.obs[labels_key]. "
@@ -93,9 +99,21 @@ def check_labels(adata: AnnData, labels_key: str | None) -> None:
             f"Labels column {labels_key!r} not found in adata.obs (columns: {list(adata.obs.columns)[:20]})."
         )
     labels = adata.obs[labels_key]
-    n_types = pd.unique(labels.dropna()).size
+    text = labels.astype(str)
+    labelled = labels.notna() & ~text.isin(MISSING_STRINGS)
+    if unlabeled_category is not None:
+        labelled &= text != str(unlabeled_category)
+        if not (text == str(unlabeled_category)).any():
+            warnings.warn(
+                f"unlabeled_category={unlabeled_category!r} does not occur in adata.obs[{labels_key!r}] "
+                f"(values: {sorted(pd.unique(text))[:8]}): every cell with a label is read as labelled.",
+                UserWarning,
+                stacklevel=4,
+            )
+    n_types = pd.unique(text[labelled]).size
     if n_types < 2:
         raise ValueError(
             f"adata.obs[{labels_key!r}] holds {n_types} cell type(s) among labelled cells; a classifier needs at "
             "least two. Check the column, or add reference cells of other types."
         )
+    return int(labelled.sum())

@@ -1,11 +1,13 @@
-"""The AnnData-facing model (composed from mixins), its training plan, query reading and safe saving."""
+"""The AnnData-facing model (composed from mixins), its spec, reader, training plan and safe saving."""
 
 from sctransformer_tools._deprecated import deprecated_names as _deprecated_names
 
 from ._model import SCTransformer
+from ._reader import CellReader
+from ._spec import ModelSpec
 from ._trainingplan import RestoreBestWeights, SCTransformerTrainingPlan
 
-__all__ = ["RestoreBestWeights", "SCTransformer", "SCTransformerTrainingPlan"]
+__all__ = ["CellReader", "ModelSpec", "RestoreBestWeights", "SCTransformer", "SCTransformerTrainingPlan"]
 
 __getattr__ = _deprecated_names(
     __name__, {"TolerantCategoricalObsField": "sctransformer_tools._data:TolerantCategoricalObsField"}

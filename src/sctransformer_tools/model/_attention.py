@@ -7,7 +7,6 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from sctransformer_tools import grn
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
 
 from ._mudata import reads_mudata
@@ -79,7 +78,7 @@ class AttentionMixin:
         >>> sorted(adata.uns["sctransformer_attention"])
         ['cls_attention', 'coverage', 'edges', 'mask', 'params', 'scores', 'tf_scores']
         """
-        self._check_trained()
+        self.require_trained()
         target = self.adata if adata is None else adata
         if target is None:
             raise ValueError("This model was loaded without data: pass the AnnData to read (adata=...).")
@@ -114,7 +113,7 @@ class AttentionMixin:
         coverage = pd.DataFrame(cover.T, index=edge_index, columns=names)
         tf_scores = scores.groupby(edges["source"].to_numpy()).sum()
         tf_scores.index.name = "tf"
-        cls_attention = pd.DataFrame(cls.T, index=self.panel_["symbol"].to_numpy(), columns=names)
+        cls_attention = pd.DataFrame(cls.T, index=self.spec_.panel["symbol"].to_numpy(), columns=names)
         long = scores.reset_index(drop=True).assign(
             source=edges["source"], target=edges["target"], weight=edges["weight"]
         )
@@ -174,7 +173,7 @@ class AttentionMixin:
         of its cells where both genes are tokens), ``cls`` (``groups x panel genes``: mean attention of the CLS
         token), ``sizes`` (cells per group) and ``groups`` (the group names).
         """
-        self._check_trained()
+        self.require_trained()
         target = self.adata if adata is None else adata
         n_cells = 0 if target is None else target.n_obs
         groups = pd.Categorical(np.repeat("all", n_cells) if groups is None else np.asarray(groups).astype(str))
@@ -183,7 +182,7 @@ class AttentionMixin:
         if layer is not None and not 0 <= layer < self.module.n_layers:
             raise ValueError(f"layer must be in 0..{self.module.n_layers - 1}, got {layer}.")
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        n_genes = len(self.panel_)
+        n_genes = len(self.spec_.panel)
         codes = pairs[:, 0] * n_genes + pairs[:, 1]
         unique, inverse = np.unique(codes, return_inverse=True)
         pair_codes = torch.as_tensor(unique, device=self.device)
@@ -195,11 +194,9 @@ class AttentionMixin:
         cls = torch.zeros(n_groups, n_genes, dtype=torch.float64)
         start = 0
 
-        def accumulate(tensors):
+        def accumulate(batch):
             nonlocal start
-            inputs = self.module._get_inference_input(tensors)
-            inputs = {k: (v.to(self.device) if v is not None else None) for k, v in inputs.items()}
-            out = self.module.pair_attention(**inputs, pair_codes=pair_codes, layers=layers)
+            out = self.module.pair_attention(batch, pair_codes=pair_codes, layers=layers)
             n = out["cls"].shape[0]
             onehot = torch.nn.functional.one_hot(group_codes[start : start + n], n_groups).double().T
             score.add_(onehot @ out["pairs"].double().cpu())
@@ -207,10 +204,10 @@ class AttentionMixin:
             cls.add_(onehot @ out["cls"].double().cpu())
             start += n
 
-        with self._reading(
+        with self.reader.read(
             adata, layer=counts_layer, gene_symbols=gene_symbols, library_size_key=library_size_key
         ) as data:
-            self._batches(data.adata, None, batch_size, accumulate)
+            self.reader.map_batches(data.adata, accumulate, None, batch_size)
         sizes = np.bincount(groups.codes, minlength=n_groups)
         scale = 1.0 / np.maximum(sizes, 1)[:, None]
         return {
@@ -220,28 +217,3 @@ class AttentionMixin:
             "sizes": sizes,
             "groups": [str(c) for c in groups.categories],
         }
-
-    def regulon_edges(self) -> pd.DataFrame:
-        """The regulon edges (TF -> target) with both genes in the model's panel.
-
-        Returns
-        -------
-        ``source``, ``target`` (gene symbols), ``weight`` (regulon sign / confidence weight), ``source_idx``,
-        ``target_idx`` (panel positions). The prior the GRN mask is built from (with ``min_targets``
-        applied), whatever the model's ``mask``.
-        """
-        net = self.init_params_["non_kwargs"]["regulons"]
-        edges = grn.regulon_edges_in(self.panel_.index, net, min_targets=self.init_params_["non_kwargs"]["min_targets"])
-        symbol = self.panel_["symbol"].to_numpy()
-        return edges.assign(source=symbol[edges["source_idx"]], target=symbol[edges["target_idx"]])
-
-    def mask_summary(self) -> dict:
-        """Genes, TFs, edges, density and every mask choice of this model.
-
-        Returns
-        -------
-        A flat dict: panel size, TFs, allowed pairs (``edges``), the GRN reference count, ``density``
-        (allowed pairs between distinct genes / all such pairs), direction, self-loops, CLS access,
-        heads/layers left dense and how edge weights are used.
-        """
-        return dict(self.mask_)

@@ -71,16 +71,17 @@ class EmbeddingMixin:
         >>> model.get_latent_representation(adata).shape, adata.obsm["X_sctransformer"].shape
         ((700, 16), (700, 16))
         """
-        self._check_trained()
+        self.require_trained()
         if inplace and indices is not None:
             raise ValueError("indices can only be used with inplace=False (obsm covers every cell).")
         target = self.adata if adata is None else adata
 
-        def embed(tensors):
-            return self.module.inference(**self.module._get_inference_input(tensors))["embedding"].float().cpu()
+        def embed(batch):
+            return self.module.encode(batch).embedding.float().cpu()
 
-        with self._reading(adata, layer=layer, gene_symbols=gene_symbols, library_size_key=library_size_key) as data:
-            chunks = self._batches(data.adata, indices, batch_size, embed)
+        reading = {"layer": layer, "gene_symbols": gene_symbols, "library_size_key": library_size_key}
+        with self.reader.read(adata, **reading) as data:
+            chunks = self.reader.map_batches(data.adata, embed, indices, batch_size)
         width = self.module.cls.shape[-1]
         latent = torch.cat(chunks).numpy() if chunks else np.zeros((0, width), dtype=np.float32)
         if inplace:

@@ -32,7 +32,7 @@ def _device_type(accelerator: str) -> str:
 def _time_pass(module, tensors: dict[str, torch.Tensor], device: str, bf16: bool) -> float:
     start = time.perf_counter()
     with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-        _, _, out = module(tensors)
+        out = module(tensors)["classification"]
     out.loss.float().backward()
     if device == "cuda":
         torch.cuda.synchronize()

@@ -11,6 +11,7 @@ import torch
 from anndata import AnnData
 
 from sctransformer_tools._constants import ADATA_KEYS, AUTO, UNKNOWN
+from sctransformer_tools.module import CellBatch
 
 from ._calibration import fit_temperature
 from ._mudata import reads_mudata
@@ -19,41 +20,40 @@ from ._novelty import MAX_FIT_CELLS, fit_novelty, novelty_percentile, restrict_n
 logger = logging.getLogger(__name__)
 
 
+def fit_confidence_and_novelty(model, train_idx: np.ndarray, val_idx: np.ndarray, codes: np.ndarray, seed: int):
+    """After training: temperature scaling on the validation cells, the novelty model on the labelled cells."""
+    model.calibration_ = None
+    reader = model.reader
+    with reader.read(None) as data:
+        if len(val_idx):  # validation cells were never seen by the optimiser
+            logits = torch.cat(reader.map_batches(data.adata, lambda b: _logits(model, b), val_idx)).float()
+            model.calibration_ = fit_temperature(logits, torch.as_tensor(codes[val_idx], dtype=torch.long))
+        labelled = np.concatenate([train_idx, val_idx])
+        if len(labelled) > MAX_FIT_CELLS:
+            labelled = np.random.default_rng(seed).choice(labelled, MAX_FIT_CELLS, replace=False)
+        labelled = np.sort(labelled)
+        expression = torch.cat(reader.map_batches(data.adata, lambda b: _expression(model, b).cpu(), labelled))
+    model.novelty_ = fit_novelty(expression.numpy(), codes[labelled], model.summary_stats.n_labels, seed=seed)
+
+
+def _expression(model, batch: CellBatch) -> torch.Tensor:
+    """Log-normalised panel expression of a minibatch, as the model's tokenizer sees it."""
+    return model.module.tokenizer.normalize(batch.x, batch.library).float()
+
+
+def _logits(model, batch: CellBatch) -> torch.Tensor:
+    module = model.module
+    return module.classify(module.encode(batch).embedding).float().cpu()
+
+
 class PredictionMixin:
     """``predict`` and what it rests on: the temperature and the novelty model fitted after training."""
-
-    # ------------------------------------------------------------- after train
-    def _fit_confidence_and_novelty(self, train_idx: np.ndarray, val_idx: np.ndarray, codes: np.ndarray, seed: int):
-        """Temperature scaling on the validation cells, and the novelty model on the labelled cells."""
-        self.calibration_ = None
-        reference = self._reading(None)
-        with reference as data:
-            if len(val_idx):  # validation cells were never seen by the optimiser
-                logits = torch.cat(self._batches(data.adata, val_idx, 256, self._logits)).float()
-                self.calibration_ = fit_temperature(logits, torch.as_tensor(codes[val_idx], dtype=torch.long))
-            labelled = np.concatenate([train_idx, val_idx])
-            if len(labelled) > MAX_FIT_CELLS:
-                labelled = np.random.default_rng(seed).choice(labelled, MAX_FIT_CELLS, replace=False)
-            labelled = np.sort(labelled)
-            expression = torch.cat(self._batches(data.adata, labelled, 256, lambda t: self._expression(t).cpu()))
-        self.novelty_ = fit_novelty(expression.numpy(), codes[labelled], self.summary_stats.n_labels, seed=seed)
 
     @property
     def temperature(self) -> float:
         """Temperature that divides the logits in :meth:`predict` (1.0 when none was fitted)."""
         calibration = getattr(self, "calibration_", None)
         return 1.0 if not calibration else float(calibration["temperature"])
-
-    def _expression(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Log-normalised panel expression of a minibatch, as the model's tokenizer sees it."""
-        inputs = self.module._get_inference_input(tensors)
-        library = inputs["library"]
-        return self.module.tokenizer.normalize(
-            inputs["x"].to(self.device), None if library is None else library.to(self.device)
-        ).float()
-
-    def _logits(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.module.inference(**self.module._get_inference_input(tensors))["logits"].float().cpu()
 
     def _novelty_for(self, measured: np.ndarray) -> dict | None:
         """The novelty model for data measuring the panel genes ``measured`` (refitted on them if needed)."""
@@ -77,7 +77,7 @@ class PredictionMixin:
         """The model's colour of each cell type (``label_colors_``); "Unknown" light grey."""
         from sctransformer_tools.pl import label_colors
 
-        known = dict(getattr(self, "label_colors_", None) or {})
+        known = self.cell_type_colors
         fallback = label_colors(list(categories))
         return [known.get(str(c), fallback[str(c)]) if str(c) != UNKNOWN else fallback[UNKNOWN] for c in categories]
 
@@ -180,7 +180,7 @@ class PredictionMixin:
         >>> adata.obs["sctransformer_prediction"].cat.categories[-1]
         'Unknown'
         """
-        self._check_trained()
+        self.require_trained()
         if inplace and indices is not None:
             raise ValueError("indices can only be used with inplace=False (obs columns cover every cell).")
         if over_clustering is not None and not inplace:
@@ -190,25 +190,26 @@ class PredictionMixin:
         for name, value in (("unknown_threshold", unknown_threshold), ("novelty_threshold", novelty_threshold)):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a probability between 0 and 1, got {value}.")
-        categories = self._label_categories()
+        categories = self.cell_types
         if (unknown_threshold is not None or novelty_threshold is not None) and UNKNOWN in categories:
             raise ValueError(
                 f"The reference already has a cell type called {UNKNOWN!r}; rename it to call cells Unknown."
             )
         target = self.adata if adata is None else adata
-        with self._reading(adata, layer=layer, gene_symbols=gene_symbols, library_size_key=library_size_key) as data:
+        reading = {"layer": layer, "gene_symbols": gene_symbols, "library_size_key": library_size_key}
+        with self.reader.read(adata, **reading) as data:
             fit = self._novelty_for(data.measured)
             if novelty_threshold is not None and fit is None:
                 raise ValueError("This model has no novelty model: train it (or retrain it) to use novelty_threshold.")
 
-            def logits_and_novelty(tensors):
-                logits = self._logits(tensors)
+            def logits_and_novelty(batch: CellBatch):
+                logits = _logits(self, batch)
                 if fit is None:
                     return logits, torch.full((len(logits),), float("nan"))
-                expression = self._expression(tensors).cpu().numpy()
+                expression = _expression(self, batch).cpu().numpy()
                 return logits, torch.as_tensor(novelty_percentile(fit, expression))
 
-            chunks = self._batches(data.adata, indices, batch_size, logits_and_novelty)
+            chunks = self.reader.map_batches(data.adata, logits_and_novelty, indices, batch_size)
             report = data.report
         n_labels = len(categories)
         logits = torch.cat([c[0] for c in chunks]) if chunks else torch.zeros(0, n_labels)

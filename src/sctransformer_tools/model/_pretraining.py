@@ -21,34 +21,43 @@ from anndata import AnnData
 from scvi.data._constants import _SETUP_ARGS_KEY
 
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
-from sctransformer_tools.module import CellTypeClassification, MaskedExpression
+from sctransformer_tools.module import CellBatch, MaskedExpression
 
 from ._mudata import counts_layer, expression_view, is_mudata, reads_mudata, rna_modality
-from ._query import _read_query, _warn_about_match
-from ._training import DEFAULT_BATCH_SIZE, default_max_epochs
+from ._reader import read_query, warn_about_match
+from ._spec import ARCHITECTURE
+from ._training import DEFAULT_BATCH_SIZE, add_objective, default_max_epochs, fit
 
 logger = logging.getLogger(__name__)
 
 #: ``adata.uns`` key of :meth:`PretrainingMixin.get_masking_preference`.
 MASKING_KEY = "sctransformer_masking"
 
-#: Settings of the encoder a model started from a pretrained one must share with it.
-ARCHITECTURE = (
-    "d_model",
-    "n_layers",
-    "n_heads",
-    "direction",
-    "self_loops",
-    "genes_attend_cls",
-    "dense_heads",
-    "masked_layers",
-    "edge_bias",
-    "max_tokens",
-)
 #: Tensors with one row per panel gene: copied gene by gene (matched by symbol), new genes initialised fresh.
 GENE_ROWS = ("gene_embedding.weight", "gene_value.weight")
 #: Tensors tied to the pretrained data (its panel, mask, batches and cell types): never copied.
-DATA_BOUND = ("tokenizer.panel_index", "mask_pairs", "mask_pair_weight", "has_mask", "batch_embedding.weight")
+DATA_BOUND = (
+    "tokenizer.panel_index",
+    "mask_pairs",
+    "mask_pair_weight",
+    "has_mask",
+    "batch_embedding.weight",
+    "profile.genes",
+    "profile.center",
+    "profile.scale",
+    "profile.components",
+    "profile.linear.weight",
+    "profile.linear.bias",
+)
+
+
+def _transferable(key: str) -> bool:
+    """Whether a pretrained tensor is copied as it is: not gene rows (matched by symbol), not data-bound, and of
+    the objectives only the masked-expression head and policy (the classifier is the new data's).
+    """
+    if key in GENE_ROWS or key in DATA_BOUND:
+        return False
+    return not key.startswith("objectives.") or key.startswith(f"objectives.{MaskedExpression.name}.")
 
 
 class PretrainingMixin:
@@ -139,7 +148,7 @@ class PretrainingMixin:
             raise ValueError("Nothing to pretrain on: pass extra_adatas or include_reference=True.")
         if self.adata is None and include_reference:
             raise ValueError("This model holds no reference data: pass the cells to pretrain on as extra_adatas.")
-        seed = self.init_params_["non_kwargs"].get("seed", 0) if seed is None else seed
+        seed = self.spec_.settings["seed"] if seed is None else seed
         start = time.perf_counter()
         matrix, obs, sources = self._pretraining_corpus(extra_adatas or [], include_reference, layer)
         n_cells = matrix.shape[0]
@@ -160,18 +169,18 @@ class PretrainingMixin:
                 "target='counts' needs raw counts; this model reads log-normalised data (set up with "
                 "log_normalized=True). Use target='log_expression' or 'bins', or set the model up on counts."
             )
-        objective = MaskedExpression(
-            self.module.cls.numel(), masking=masking, mask_ratio=mask_ratio, **objective_kwargs
-        )
-        self.module.add_objective(objective)
+        if MaskedExpression.name in self.module.objectives:  # a new policy and head for a new run
+            del self.module.objectives[MaskedExpression.name]
+        add_objective(self, MaskedExpression.name, masking=masking, mask_ratio=mask_ratio, **objective_kwargs)
         trained, history = self.is_trained_, getattr(self, "history_", None)
-        self.module.objective = MaskedExpression.name
+        self.is_trained_, self.history_ = False, None  # a history of its own, not appended to train()'s
         try:
-            with self._registered_copy(matrix, obs) as corpus:
-                self._fit_objective(
+            with self.reader.registered(matrix, obs) as corpus:
+                fit(
+                    self,
+                    {MaskedExpression.name: 1.0},
                     train_idx,
                     val_idx,
-                    np.array([], dtype=int),
                     adata=corpus,
                     max_epochs=max_epochs,
                     lr=lr,
@@ -189,8 +198,7 @@ class PretrainingMixin:
                     **trainer_kwargs,
                 )
             self.pretraining_history_ = self.history_
-        finally:  # the classifier is what the model is for: it stays the objective, untrained until train()
-            self.module.objective = CellTypeClassification.name
+        finally:  # the classifier is what the model is for: it stays untrained until train()
             self.is_trained_, self.history_ = trained, history
         seconds = time.perf_counter() - start
         last = {k: float(np.asarray(v).ravel()[-1]) for k, v in self.pretraining_history_.items() if len(v)}
@@ -200,7 +208,7 @@ class PretrainingMixin:
             "objective_kwargs": objective_kwargs,
             "n_cells": int(n_cells),
             "n_validation_cells": int(n_val),
-            "sources": sources,
+            "sources": pd.DataFrame(sources),
             "max_epochs": int(max_epochs),
             "seconds": round(seconds, 1),
             "precision": self.precision_.get("precision"),
@@ -267,19 +275,17 @@ class PretrainingMixin:
         import torch
 
         if isinstance(pretrained, PretrainingMixin):
-            non_kwargs = pretrained.init_params_["non_kwargs"]
-            module_kwargs = pretrained.init_params_["kwargs"].get("module_kwargs", {})
+            spec, source = pretrained.spec_, "a model"
             state = {k: v.detach().cpu() for k, v in pretrained.module.state_dict().items()}
-            panel, done, source = pretrained.panel_, getattr(pretrained, "pretraining_", None), "a model"
+            attributes = vars(pretrained)
         else:
             from ._save import read_model_folder
 
             saved = read_model_folder(pretrained, cls.__name__, allow_pickle=allow_pickle)
-            init_params = saved.attributes["init_params_"]
-            non_kwargs, module_kwargs = init_params["non_kwargs"], init_params["kwargs"].get("module_kwargs", {})
-            state, panel = saved.state_dict, saved.attributes["panel_"]
-            done, source = saved.attributes.get("pretraining_"), str(pretrained)
-        fixed = {k: non_kwargs[k] for k in ARCHITECTURE if k in non_kwargs}
+            spec, state, attributes, source = saved.spec, saved.state_dict, saved.attributes, str(pretrained)
+        done = attributes.get("pretraining_")
+        panel = spec.panel
+        fixed = {k: spec.settings[k] for k in ARCHITECTURE}
         clash = {k: (kwargs[k], v) for k, v in fixed.items() if k in kwargs and kwargs[k] != v}
         if clash:
             raise ValueError(
@@ -287,20 +293,20 @@ class PretrainingMixin:
                 + ", ".join(f"{k}={new!r} differs from its {k}={old!r}" for k, (new, old) in clash.items())
                 + ". Drop these arguments."
             )
-        model = cls(
-            adata, mask=non_kwargs.get("mask", "grn") if mask is None else mask, **{**fixed, **kwargs}, **module_kwargs
-        )
-        if done:
+        module_kwargs = spec.settings.get("module_kwargs", {})
+        model = cls(adata, mask=spec.mask if mask is None else mask, **{**fixed, **kwargs}, **module_kwargs)
+        recorded = attributes.get("objectives_") or {}
+        if done and MaskedExpression.name in recorded:
             model.pretraining_ = dict(done)
-            model._restore_pretraining_objective()
+            add_objective(model, MaskedExpression.name, **recorded[MaskedExpression.name])
         new_state = model.module.state_dict()
         for key, value in state.items():
-            if key in GENE_ROWS or key in DATA_BOUND or key.startswith("objectives.classification."):
+            if not _transferable(key):
                 continue
             if key in new_state and tuple(new_state[key].shape) == tuple(value.shape):
                 new_state[key] = torch.as_tensor(value)
         old = pd.Index(pd.Series(panel["symbol"]).astype(str).str.upper())
-        new = pd.Index(model.panel_["symbol"].astype(str).str.upper())
+        new = pd.Index(model.spec_.panel["symbol"].astype(str).str.upper())
         old_pos = old.get_indexer(new)
         matched = old_pos >= 0
         for key in GENE_ROWS:
@@ -400,27 +406,21 @@ class PretrainingMixin:
                 "masked at the same rate. Pretrain with masking='mam' to learn one."
             )
         objective = self.module.objectives[MaskedExpression.name]
-        n_genes = len(self.panel_)
+        n_genes = len(self.spec_.panel)
         totals = {name: np.zeros(n_genes) for name in ("preference", "n_cells", "expression", "squares")}
 
-        def read(tensors):
-            inputs = self.module._get_inference_input(tensors)
-            library = inputs["library"]
-            x = inputs["x"].to(self.device)
-            states, tokens = self.module.embed_tokens(
-                x,
-                None if library is None else library.to(self.device),
-                None if inputs["batch_index"] is None else inputs["batch_index"].to(self.device),
-            )
-            logits = objective.logits(states[tokens.n_cells :]).float()
+        def read(batch: CellBatch):
+            _, identity, value, tokens = self.module.embed_tokens(batch)
+            logits = objective.logits(identity + value).float()
             cell = tokens.cell
             per_cell = torch.bincount(cell, minlength=tokens.n_cells).float()
             ratio = objective.log_probabilities(logits, cell, tokens.n_cells).exp() * per_cell[cell]
             return tokens.gene_ids.cpu().numpy(), ratio.cpu().numpy(), tokens.values.float().cpu().numpy()
 
-        with self._reading(adata, layer=layer, gene_symbols=gene_symbols, library_size_key=library_size_key) as data:
+        reading = {"layer": layer, "gene_symbols": gene_symbols, "library_size_key": library_size_key}
+        with self.reader.read(adata, **reading) as data:
             n_cells = data.adata.n_obs
-            for genes, ratio, values in self._batches(data.adata, None, batch_size, read):
+            for genes, ratio, values in self.reader.map_batches(data.adata, read, None, batch_size):
                 np.add.at(totals["preference"], genes, ratio)
                 np.add.at(totals["n_cells"], genes, 1)
                 np.add.at(totals["expression"], genes, values)
@@ -433,18 +433,18 @@ class PretrainingMixin:
         with np.errstate(invalid="ignore", divide="ignore"):
             frame = pd.DataFrame(
                 {
-                    "symbol": self.panel_["symbol"].to_numpy(),
+                    "symbol": self.spec_.panel["symbol"].to_numpy(),
                     "preference": totals["preference"] / expressing,
                     "n_cells": expressing.astype(int),
                     "detection": expressing / max(n_cells, 1),
                     "mean_expression": totals["expression"] / expressing,
                     "dispersion": dispersion,
                     "is_highly_variable": highly_variable,
-                    "is_tf": self.panel_["is_tf"].to_numpy(),
+                    "is_tf": self.spec_.panel["is_tf"].to_numpy(),
                     "is_target": np.isin(np.arange(n_genes), self.regulon_edges()["target_idx"].to_numpy()),
-                    "is_regulon_gene": self.panel_["is_regulon_gene"].to_numpy(),
+                    "is_regulon_gene": self.spec_.panel["is_regulon_gene"].to_numpy(),
                 },
-                index=self.panel_.index,
+                index=self.spec_.panel.index,
             )
         target = self.adata if adata is None else adata
         if inplace and target is not None:
@@ -452,23 +452,10 @@ class PretrainingMixin:
             target.uns[key_added] = {"genes": frame, "params": params}
         return frame
 
-    def _restore_pretraining_objective(self) -> None:
-        """Rebuild the masked-expression head and masking policy of a pretrained model (before loading weights)."""
-        done = getattr(self, "pretraining_", None)
-        if done and MaskedExpression.name not in self.module.objectives:
-            self.module.add_objective(
-                MaskedExpression(
-                    self.module.cls.numel(),
-                    masking=done["masking"],
-                    mask_ratio=done["mask_ratio"],
-                    **done.get("objective_kwargs", {}),
-                )
-            )
-
     def _pretraining_corpus(self, extra_adatas: Sequence, include_reference: bool, layer: str | None):
         """Counts of every corpus cell on the model's genes (CSR), their ``obs`` and a description per source."""
         var_names = pd.Index(self.get_var_names())
-        panel_genes = pd.Index(self.panel_.index)
+        panel_genes = pd.Index(self.spec_.panel.index)
         setup = self.registry_[_SETUP_ARGS_KEY]
         inputs = []
         if include_reference:
@@ -487,9 +474,9 @@ class PretrainingMixin:
         batch_key = setup.get("batch_key")
         for name, adata, params in inputs:
             params = {"gene_symbols": None, "min_panel_match": 0.05, **params}
-            matrix, obs, _, report, _ = _read_query(adata, var_names, panel_genes, self.registry_, params)
+            matrix, obs, _, report, _ = read_query(adata, var_names, panel_genes, self.registry_, params)
             if name != "reference":
-                _warn_about_match(report, None, what=name)
+                warn_about_match(report, None, what=name)
             obs.index = f"{len(frames)}:" + obs.index.astype(str)
             if batch_key is not None and batch_key not in obs:
                 obs[batch_key] = np.nan  # read as the "unseen batch"

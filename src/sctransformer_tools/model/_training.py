@@ -1,4 +1,10 @@
-"""Training: a stratified validation split, Lightning through scvi-tools, one line of summary."""
+"""Training: a stratified validation split, every cell learned from, Lightning through scvi-tools, one line of summary.
+
+:func:`fit` is the one way the package runs Lightning over a model (``train``, ``pretrain`` and reference
+mapping all go through it): it composes the objectives to train with their weights
+(:class:`~sctransformer_tools.model.SCTransformerTrainingPlan`), picks the precision, and keeps the heads of the
+other objectives frozen.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,25 @@ import contextlib
 import logging
 import time
 import warnings
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scvi import REGISTRY_KEYS
 from scvi.model._utils import use_distributed_sampler  # the rule scvi-tools' Trainer applies too
 
 from sctransformer_tools._data import stratified_split
-from sctransformer_tools.module import CellTypeClassification
+from sctransformer_tools.module import CellTypeClassification, Consistency, MaskedExpression, PseudoLabels
 
 from ._precision import choose_precision
+from ._prediction import fit_confidence_and_novelty
 from ._progress import RunProgressBar
 from ._quiet import quiet_training
+from ._splitter import SemiSupervisedSplitter
 from ._trainingplan import RestoreBestWeights
+
+if TYPE_CHECKING:
+    from ._model import SCTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +41,9 @@ MIN_STEPS = 600
 MAX_AUTO_EPOCHS = 50
 #: Cells per minibatch of ``train``.
 DEFAULT_BATCH_SIZE = 32
+#: What ``train`` adds to the classifier's loss when the reference has unlabelled cells: objectives that read
+#: every cell, with their weights (chosen by ``benchmarks/semi_supervised.py``).
+SEMI_SUPERVISED: dict[str, float] = {PseudoLabels.name: 1.0}
 
 
 def default_max_epochs(n_train_cells: int, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
@@ -52,8 +68,10 @@ POOR_MACRO_F1 = 0.5
 
 
 @contextlib.contextmanager
-def _restoring_grad(params: list):
-    """Make ``params`` trainable again on leaving, however the block ends."""
+def _frozen(params: list):
+    """Freeze ``params`` for the block; make them trainable again on leaving, however the block ends."""
+    for p in params:
+        p.requires_grad_(False)
     try:
         yield
     finally:
@@ -61,8 +79,156 @@ def _restoring_grad(params: list):
             p.requires_grad_(True)
 
 
+def add_objective(model: SCTransformer, name: str, **kwargs) -> None:
+    """Add an objective to ``model``'s module by name, and record how it was built (``model.objectives_``, which
+    :meth:`~sctransformer_tools.SCTransformer.load` replays): ``"pseudo_labels"``, ``"consistency"`` or
+    ``"masked_expression"``, with its keyword arguments.
+    """
+    module = model.module
+    n_labels = model.summary_stats.n_labels
+    if name == PseudoLabels.name:
+        objective = PseudoLabels(n_labels, **kwargs)
+    elif name == Consistency.name:
+        objective = Consistency(n_labels, **kwargs)
+    elif name == MaskedExpression.name:
+        log_normalized = module.tokenizer.log_normalized
+        kwargs.setdefault("target", "log_expression" if log_normalized else "counts")
+        objective = MaskedExpression(
+            module.cls.numel(), log_normalized=log_normalized, target_sum=module.tokenizer.target_sum, **kwargs
+        )
+    else:
+        raise ValueError(
+            f"Unknown objective {name!r}: choose among {[PseudoLabels.name, Consistency.name, MaskedExpression.name]}."
+        )
+    module.add_objective(objective)
+    model.objectives_ = {**getattr(model, "objectives_", {}), name: dict(kwargs)}
+
+
+def restore_objectives(model: SCTransformer) -> None:
+    """Rebuild the objectives recorded in ``model.objectives_`` (before loading saved weights into them)."""
+    for name, kwargs in dict(getattr(model, "objectives_", None) or {}).items():
+        if name not in model.module.objectives:
+            add_objective(model, name, **kwargs)
+
+
+def fit(
+    model: SCTransformer,
+    objectives: Mapping[str, float],
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    *,
+    labelled_idx: np.ndarray | None = None,
+    adata=None,
+    max_epochs: int,
+    lr: float,
+    batch_size: int,
+    weight_averaging: bool,
+    early_stopping: bool,
+    early_stopping_patience: int,
+    accelerator: str,
+    devices,
+    precision: str | None,
+    seed: int,
+    enable_progress_bar: bool,
+    plan_kwargs: dict | None,
+    datasplitter_kwargs: dict | None,
+    trainable=None,
+    **trainer_kwargs,
+) -> None:
+    """Train ``objectives`` (``{name: weight}``, the first validating the run) of ``model`` through scvi-tools.
+
+    Parameters
+    ----------
+    model
+        The model.
+    objectives
+        Objectives of ``model.module`` to train and their weights.
+    train_idx, val_idx
+        Training and validation cells of ``adata``.
+    labelled_idx
+        Labelled training cells: each step then also reads a minibatch of them
+        (:class:`~sctransformer_tools.model._splitter.SemiSupervisedSplitter`).
+    adata
+        A registered AnnData to train on instead of the model's (e.g. a pretraining corpus or a query).
+    trainable
+        Parameters to train (default: all but the heads of objectives not trained).
+    **kwargs
+        As in :meth:`~sctransformer_tools.SCTransformer.train`.
+    """
+    import lightning.pytorch as pl
+
+    pl.seed_everything(seed, verbose=False)
+    data = model.adata if adata is None else adata
+    has_val = len(val_idx) > 0
+    if precision == "auto":
+        probe = next(iter(model._make_data_loader(data, indices=train_idx[:batch_size], batch_size=batch_size)))
+        model.precision_ = choose_precision(model.module, probe, accelerator)
+        precision = model.precision_["precision"]
+    else:
+        model.precision_ = {"precision": precision}
+    plan = model._training_plan_cls(model.module, objectives=objectives, lr=lr, **(plan_kwargs or {}))
+    # several devices/machines (strategy="ddp", ...): every process reads its own share of cells
+    distributed = use_distributed_sampler(trainer_kwargs.get("strategy"))
+    every = np.arange(data.n_obs)
+    unused = np.setdiff1d(every, np.concatenate([train_idx, val_idx]))  # scvi-tools wants every cell placed
+    splitter = SemiSupervisedSplitter(
+        model.get_anndata_manager(data, required=True),
+        labelled=np.array([], dtype=int) if labelled_idx is None else labelled_idx,
+        batch_size=batch_size,
+        distributed_sampler=distributed,
+        external_indexing=[train_idx, val_idx, unused],
+        **(datasplitter_kwargs or {}),
+    )
+    callbacks: list[pl.Callback] = list(trainer_kwargs.pop("callbacks", []))
+    early_stopping = early_stopping and has_val
+    if early_stopping:
+        callbacks.append(RestoreBestWeights("validation_loss", "min"))
+    elif weight_averaging:
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        callbacks.append(EMAWeightAveraging(decay=0.99, update_starting_at_epoch=max_epochs // 6))
+    if enable_progress_bar and not any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks):
+        callbacks.append(RunProgressBar())
+    trainer_kwargs.setdefault("gradient_clip_val", 1.0)
+    module = model.module
+    module.train()  # reading cells (predict, pretrain's end) leaves it in evaluation mode
+    # parameters that get no gradient are frozen: out of the optimiser, and out of DDP's check that every
+    # trainable parameter was used
+    if trainable is None:
+        frozen = [
+            p
+            for name, objective in module.objectives.items()
+            if name not in objectives
+            for p in objective.parameters()
+            if p.requires_grad
+        ]
+    else:
+        keep = {id(p) for p in trainable}
+        frozen = [p for p in module.parameters() if p.requires_grad and id(p) not in keep]
+    with quiet_training(), _frozen(frozen):
+        model._train_runner_cls(
+            model,
+            training_plan=plan,
+            data_splitter=splitter,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            early_stopping=early_stopping,
+            early_stopping_monitor="validation_loss",
+            early_stopping_patience=early_stopping_patience,
+            check_val_every_n_epoch=1 if has_val else None,
+            callbacks=callbacks,
+            precision=precision,
+            enable_progress_bar=enable_progress_bar,
+            simple_progress_bar=False,
+            **trainer_kwargs,
+        )()
+    if isinstance(model.history_, dict):  # logged tensors -> plain floats
+        model.history_ = {k: v.astype(float) for k, v in model.history_.items()}
+
+
 class TrainingMixin:
-    """``train``: fit the module's classification objective on the labelled cells."""
+    """``train``: fit the cell-type classifier on the labelled cells, and learn from the unlabelled ones."""
 
     def train(
         self,
@@ -71,6 +237,8 @@ class TrainingMixin:
         lr: float = 2e-3,
         batch_size: int = DEFAULT_BATCH_SIZE,
         train_size: float = 0.9,
+        semi_supervised: bool | None = None,
+        objectives: Mapping[str, float] | None = None,
         weight_averaging: bool = True,
         early_stopping: bool = False,
         early_stopping_patience: int = 8,
@@ -85,7 +253,11 @@ class TrainingMixin:
     ) -> None:
         """Train the cell-type classifier, with a progress bar, validation metrics and weight averaging.
 
-        A stratified share ``1 - train_size`` of the labelled cells of every cell type is held out for
+        When the reference has unlabelled cells (a missing label, or ``unlabeled_category`` of
+        :meth:`setup_anndata`), the model learns from them too, as scANVI does: every step reads a minibatch of
+        all training cells and one of labelled cells, and objectives that need no label
+        (:data:`SEMI_SUPERVISED`) are added to the classifier's loss. ``model.training_`` records what was
+        trained on. A stratified share ``1 - train_size`` of the labelled cells of every cell type is held out for
         validation (each type with >= 2 cells gets at least one). The learning rate warms up, then follows
         a cosine decay over ``max_epochs``. By default the model keeps an exponential moving average of its
         weights (from epoch ``max_epochs // 6``), validates with it and ends with it. With
@@ -107,6 +279,13 @@ class TrainingMixin:
         train_size
             Fraction of labelled cells used for training; the rest validates. ``1.0``: no validation
             (no early stopping, no calibration).
+        semi_supervised
+            Learn from the unlabelled cells too; ``None``: when there are any.
+        objectives
+            ``{objective: weight}`` trained beside the classifier, instead of :data:`SEMI_SUPERVISED`:
+            ``"pseudo_labels"`` (:class:`~sctransformer_tools.module.PseudoLabels`), ``"consistency"``
+            (:class:`~sctransformer_tools.module.Consistency`), ``"masked_expression"``
+            (:class:`~sctransformer_tools.module.MaskedExpression`); e.g. ``{}`` for the classifier alone.
         weight_averaging
             Keep and end with an exponential moving average of the weights (decay 0.99 per step,
             :class:`lightning.pytorch.callbacks.EMAWeightAveraging`). Off when ``early_stopping``.
@@ -136,6 +315,12 @@ class TrainingMixin:
         **trainer_kwargs
             Passed to the Lightning trainer (:class:`scvi.train.Trainer`); ``gradient_clip_val`` defaults to 1.
 
+        Sets the following fields
+        -------------------------
+        ``model.history``, ``model.training_``, ``model.calibration_``, ``model.novelty_``, ``model.precision_``
+            Per-epoch metrics, what was trained on (objectives and weights, cells), the fitted temperature
+            and novelty model, the precision used.
+
         Examples
         --------
         >>> import sctransformer_tools as sct
@@ -146,7 +331,7 @@ class TrainingMixin:
         >>> sorted(model.history)[:3]
         ['train_accuracy', 'train_f1_macro', 'train_loss']
         """
-        seed = self.init_params_["non_kwargs"].get("seed", 0) if seed is None else seed
+        seed = self.spec_.settings["seed"] if seed is None else seed
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()
         n_labels = self.summary_stats.n_labels
         train_idx, val_idx = stratified_split(codes, train_size, seed, n_labels=n_labels)
@@ -154,15 +339,31 @@ class TrainingMixin:
             raise ValueError("No labelled cells to train on: every value of the labels column is missing.")
         if len(np.unique(codes[train_idx])) < 2:
             raise ValueError("Training needs labelled cells of at least two cell types.")
-        if max_epochs is None:
-            max_epochs = default_max_epochs(len(train_idx), batch_size)
-        start = time.perf_counter()
-        self.module.objective = CellTypeClassification.name
         unlabelled = np.flatnonzero(codes >= n_labels)
-        self._fit_objective(
-            train_idx,
+        use_unlabelled = len(unlabelled) > 0 if semi_supervised is None else bool(semi_supervised)
+        if use_unlabelled and len(unlabelled) == 0:
+            raise ValueError(
+                "semi_supervised=True, but every cell has a label: mark the cells to learn from without labels with "
+                "a missing value (or unlabeled_category= in setup_anndata)."
+            )
+        weights = {CellTypeClassification.name: 1.0}
+        if objectives is not None:
+            weights |= dict(objectives)
+        elif use_unlabelled:
+            weights |= SEMI_SUPERVISED
+        for name in weights:
+            if name not in self.module.objectives:
+                add_objective(self, name)
+        fitted_idx = np.sort(np.concatenate([train_idx, unlabelled])) if use_unlabelled else train_idx
+        if max_epochs is None:
+            max_epochs = default_max_epochs(len(fitted_idx), batch_size)
+        start = time.perf_counter()
+        fit(
+            self,
+            weights,
+            fitted_idx,
             val_idx,
-            unlabelled,
+            labelled_idx=train_idx if use_unlabelled else None,
             max_epochs=max_epochs,
             lr=lr,
             batch_size=batch_size,
@@ -178,102 +379,18 @@ class TrainingMixin:
             datasplitter_kwargs=datasplitter_kwargs,
             **trainer_kwargs,
         )
-        self._fit_confidence_and_novelty(train_idx, val_idx, codes, seed)
-        self._report_training(len(train_idx), len(val_idx), time.perf_counter() - start)
+        self.training_ = {
+            "objectives": weights,
+            "n_labelled": len(train_idx),
+            "n_validation": len(val_idx),
+            "n_unlabelled": len(unlabelled) if use_unlabelled else 0,
+            "max_epochs": int(max_epochs),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        fit_confidence_and_novelty(self, train_idx, val_idx, codes, seed)
+        self._report_training(len(train_idx), len(val_idx), time.perf_counter() - start, self.training_["n_unlabelled"])
 
-    def _fit_objective(
-        self,
-        train_idx: np.ndarray,
-        val_idx: np.ndarray,
-        unused_idx: np.ndarray,
-        *,
-        max_epochs: int,
-        lr: float,
-        batch_size: int,
-        weight_averaging: bool,
-        early_stopping: bool,
-        early_stopping_patience: int,
-        accelerator: str,
-        devices,
-        precision: str | None,
-        seed: int,
-        enable_progress_bar: bool,
-        plan_kwargs: dict | None,
-        datasplitter_kwargs: dict | None,
-        adata=None,
-        **trainer_kwargs,
-    ) -> None:
-        """Train ``self.module.objective`` on ``train_idx`` (validating on ``val_idx``) through scvi-tools.
-
-        ``adata``: a registered AnnData to train on instead of the reference (e.g. a pretraining corpus).
-        """
-        import lightning.pytorch as pl
-
-        pl.seed_everything(seed, verbose=False)
-        data = self.adata if adata is None else adata
-        has_val = len(val_idx) > 0
-        if precision == "auto":
-            probe = next(iter(self._make_data_loader(data, indices=train_idx[:batch_size], batch_size=batch_size)))
-            self.precision_ = choose_precision(self.module, probe, accelerator)
-            precision = self.precision_["precision"]
-        else:
-            self.precision_ = {"precision": precision}
-        plan = self._training_plan_cls(self.module, lr=lr, **(plan_kwargs or {}))
-        # several devices/machines (strategy="ddp", ...): every process reads its own share of cells
-        distributed = use_distributed_sampler(trainer_kwargs.get("strategy"))
-        splitter = self._data_splitter_cls(
-            self.get_anndata_manager(data, required=True),
-            batch_size=batch_size,
-            distributed_sampler=distributed,
-            # cells outside both splits (unlabelled) sit in the unused test split: scvi-tools wants every cell
-            external_indexing=[train_idx, val_idx, unused_idx],
-            **(datasplitter_kwargs or {}),
-        )
-        callbacks: list[pl.Callback] = list(trainer_kwargs.pop("callbacks", []))
-        early_stopping = early_stopping and has_val
-        if early_stopping:
-            callbacks.append(RestoreBestWeights("validation_loss", "min"))
-        elif weight_averaging:
-            from lightning.pytorch.callbacks import EMAWeightAveraging
-
-            callbacks.append(EMAWeightAveraging(decay=0.99, update_starting_at_epoch=max_epochs // 6))
-        if enable_progress_bar and not any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks):
-            callbacks.append(RunProgressBar())
-        trainer_kwargs.setdefault("gradient_clip_val", 1.0)
-        self.module.train()  # reading cells (predict, pretrain's end) leaves it in evaluation mode
-        # the heads of the other objectives get no gradient: frozen, they stay out of the optimiser (and out of
-        # DDP's check that every trainable parameter was used)
-        frozen = [
-            p
-            for name, objective in self.module.objectives.items()
-            if name != self.module.objective
-            for p in objective.parameters()
-            if p.requires_grad
-        ]
-        for p in frozen:
-            p.requires_grad_(False)
-        with quiet_training(), _restoring_grad(frozen):
-            self._train_runner_cls(
-                self,
-                training_plan=plan,
-                data_splitter=splitter,
-                max_epochs=max_epochs,
-                accelerator=accelerator,
-                devices=devices,
-                early_stopping=early_stopping,
-                early_stopping_monitor="validation_loss",
-                early_stopping_patience=early_stopping_patience,
-                check_val_every_n_epoch=1 if has_val else None,
-                callbacks=callbacks,
-                precision=precision,
-                enable_progress_bar=enable_progress_bar,
-                simple_progress_bar=False,
-                **trainer_kwargs,
-            )()
-        if isinstance(self.history_, dict):  # logged tensors -> plain floats
-            self.history_ = {k: v.astype(float) for k, v in self.history_.items()}
-
-    def _report_training(self, n_train: int, n_val: int, seconds: float) -> None:
+    def _report_training(self, n_train: int, n_val: int, seconds: float, n_unlabelled: int = 0) -> None:
         """One line on what was trained and how it validates; a warning when the validation is poor."""
         history = self.history or {}
         epochs = len(history["train_loss"]) if "train_loss" in history else 0
@@ -285,7 +402,9 @@ class TrainingMixin:
         summary = self.mask_summary()
         line = (
             f"Trained SCTransformer ({summary['mask']} mask, {summary['genes']:,} genes, "
-            f"{self.summary_stats.n_labels} cell types) for {epochs} epochs on {n_train:,} cells in {seconds:.0f} s "
+            f"{self.summary_stats.n_labels} cell types) for {epochs} epochs on {n_train:,} labelled cells"
+            + (f" and {n_unlabelled:,} unlabelled" if n_unlabelled else "")
+            + f" in {seconds:.0f} s "
             f"({self.precision_.get('precision')})"
         )
         if f1 is not None:

@@ -1,31 +1,44 @@
-"""Lightning training of the module's current objective: scvi-tools' training plan with the objective's metrics."""
+"""Lightning training of several objectives at once: scvi-tools' training plan, the objectives' weighted sum."""
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 
 import lightning.pytorch as pl
 import torch
-from scvi.module.base import BaseModuleClass, LossOutput
+from scvi.module.base import BaseModuleClass
 from scvi.train import TrainingPlan
 from torch import nn
+
+from sctransformer_tools.module import CellBatch
 
 
 class SCTransformerTrainingPlan(TrainingPlan):
     """scvi-tools' :class:`~scvi.train.TrainingPlan` for an :class:`~sctransformer_tools.module.SCTransformerModule`.
 
-    The steps, loss logging (``train_loss``, ``validation_loss``) and optimizer plumbing are scvi-tools';
-    this plan logs the metrics of the objective being trained (``module.objective``; for classification
-    ``{train,validation}_accuracy`` and ``_f1_macro``, into ``model.history``) instead of the ELBO terms of
-    a VAE, and schedules the learning rate per step: a linear warm-up (:class:`torch.optim.lr_scheduler.LinearLR`)
-    then a cosine decay (:class:`~torch.optim.lr_scheduler.CosineAnnealingLR`), chained by
+    A step asks the module for the losses of ``objectives`` (:class:`~sctransformer_tools.module.Objective`s,
+    sharing the encoder's readings of the minibatch) and trains their weighted sum (``train_loss``). The first
+    objective is the primary one: ``validation_loss`` is its loss on the validation cells (what early stopping
+    watches), and its metrics are logged by their own names (for classification
+    ``{train,validation}_accuracy`` and ``_f1_macro``, into ``model.history``); the others' metrics and losses
+    are logged with the objective's name in front (``train_pseudo_labels_loss``, ...). The optimizer plumbing is
+    scvi-tools'; the learning rate follows a per-step schedule: a linear warm-up
+    (:class:`torch.optim.lr_scheduler.LinearLR`) then a cosine decay
+    (:class:`~torch.optim.lr_scheduler.CosineAnnealingLR`), chained by
     :class:`~torch.optim.lr_scheduler.SequentialLR`. Gradient clipping is the Trainer's ``gradient_clip_val``.
+
+    A minibatch may be a list of minibatches read together (e.g. every training cell and the labelled ones,
+    :class:`~scvi.dataloaders.ConcatDataLoader`): they are joined cell-wise.
 
     Parameters
     ----------
     module
         The network.
+    objectives
+        ``{objective name: weight}`` of the objectives to train (keys of ``module.objectives``); default:
+        classification alone.
     lr
         Peak learning rate of AdamW.
     weight_decay
@@ -42,6 +55,7 @@ class SCTransformerTrainingPlan(TrainingPlan):
         self,
         module: BaseModuleClass,
         *,
+        objectives: Mapping[str, float] | None = None,
         lr: float = 2e-3,
         weight_decay: float = 0.05,
         warmup_fraction: float = 0.05,
@@ -49,36 +63,65 @@ class SCTransformerTrainingPlan(TrainingPlan):
         **kwargs,
     ):
         self.warmup_fraction, self.min_lr_ratio = warmup_fraction, min_lr_ratio
+        self.objective_weights = dict(objectives or {"classification": 1.0})
+        unknown = set(self.objective_weights) - set(module.objectives)
+        if unknown:
+            raise ValueError(f"The module has no objective(s) {sorted(unknown)}; it has {list(module.objectives)}.")
         super().__init__(
             module, optimizer="Custom", optimizer_creator=self._adamw, lr=lr, weight_decay=weight_decay, **kwargs
         )
 
-    # ---------------------------------------------------------------- metrics
+    # ---------------------------------------------------------------- steps
     @property
-    def _objective(self):
-        return self.module.objectives[self.module.objective]
+    def primary(self) -> str:
+        """The objective whose loss validates the run."""
+        return next(iter(self.objective_weights))
+
+    def _prefix(self, objective: str) -> str:
+        return "" if objective == self.primary else f"{objective}_"
+
+    def _step(self, batch, mode: str) -> torch.Tensor:
+        cells = CellBatch.from_tensors(batch).n_cells
+        losses = self.module(batch, objectives=list(self.objective_weights))
+        total = sum(self.objective_weights[name] * out.loss for name, out in losses.items())
+        kwargs = {"on_step": False, "on_epoch": True, "batch_size": cells, "sync_dist": self.use_sync_dist}
+        self.log(f"{mode}_loss", total if mode == "train" else losses[self.primary].loss, prog_bar=True, **kwargs)
+        metrics = self.train_metrics if mode == "train" else self.val_metrics
+        for name, out in losses.items():
+            if name != self.primary and not out.n_obs_minibatch:
+                continue  # nothing for this objective here (e.g. no unlabelled cell among validation cells)
+            if len(losses) > 1:
+                self.log(f"{mode}_{name}_loss", out.loss, **kwargs)
+            objective = self.module.objectives[name]
+            own = metrics[name]
+            with torch.inference_mode():
+                objective.update_metrics(own, out)
+            for metric_name, metric in own.items():
+                shown = name == self.primary and metric_name == objective.progress_metric
+                self.log(f"{mode}_{self._prefix(name)}{metric_name}", metric, prog_bar=shown, **kwargs)
+        return total
+
+    def training_step(self, batch, batch_idx):
+        """The weighted sum of the objectives' losses on a training minibatch."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        """The objectives' losses and metrics on a validation minibatch."""
+        self._step(batch, "validation")
+
+    # ---------------------------------------------------------------- metrics
+    def _metrics(self) -> nn.ModuleDict:
+        return nn.ModuleDict(
+            {name: nn.ModuleDict(self.module.objectives[name].metrics()) for name in self.objective_weights}
+        )
 
     def initialize_train_metrics(self):
-        """The objective's metrics for the training split."""
-        self.train_metrics = nn.ModuleDict(self._objective.metrics())
+        """The objectives' metrics for the training split."""
+        self.train_metrics = self._metrics()
 
     def initialize_val_metrics(self):
-        """The objective's metrics for the validation split."""
-        self.val_metrics = nn.ModuleDict(self._objective.metrics())
-
-    @torch.inference_mode()
-    def compute_and_log_metrics(self, loss_output: LossOutput, metrics: nn.ModuleDict, mode: str):
-        """Update and log the objective's metrics (``{mode}_{name}``, per epoch)."""
-        self._objective.update_metrics(metrics, loss_output)
-        for name, metric in metrics.items():
-            self.log(
-                f"{mode}_{name}",
-                metric,
-                on_step=False,
-                on_epoch=True,
-                prog_bar=name == self._objective.progress_metric,
-                sync_dist=self.use_sync_dist,
-            )
+        """The objectives' metrics for the validation split."""
+        self.val_metrics = self._metrics()
 
     # ------------------------------------------------------------- optimiser
     def _adamw(self, params) -> torch.optim.Optimizer:

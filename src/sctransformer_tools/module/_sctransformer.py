@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from scvi import REGISTRY_KEYS
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.module.base import BaseModuleClass, LossOutput
 from torch import nn
 
-from sctransformer_tools._constants import SCT_REGISTRY_KEYS
 from sctransformer_tools.nn import TokenPairs, TransformerBlock
 
-from ._objectives import CellTypeClassification, Objective
+from ._batch import CellBatch
+from ._classification import CellTypeClassification
+from ._objective import EncoderOutput, EncoderViews, Objective, TokenHook
+from ._profile import ExpressionProfile
 from ._tokenizer import ExpressedGeneTokenizer, GeneTokens
 
 
@@ -62,9 +63,11 @@ class SCTransformerModule(BaseModuleClass):
     get the "unseen batch" embedding that query cells of new batches use) is prepended. Gene tokens
     attend along the mask's allowed pairs (and to themselves when ``self_loops``); the CLS token
     attends to every gene, genes attend to the CLS token only when ``genes_attend_cls``. The final CLS state,
-    layer-normalised, is the cell embedding. What the encoder is trained for is an objective
-    (:class:`~sctransformer_tools.module.Objective`): ``objectives`` holds them, ``objective`` names the one
-    :meth:`loss` trains; cell-type classification (a linear classifier on the embedding) is built in.
+    layer-normalised, is the cell embedding. With ``profile_genes``, the CLS token starts from the cell's whole
+    expression profile (:class:`~sctransformer_tools.module.ExpressionProfile`). What the encoder is trained for
+    are objectives (:class:`~sctransformer_tools.module.Objective`, in ``objectives``): each owns its head and
+    loss, and :meth:`forward` returns the losses of those a training step asks for; cell-type classification (a
+    linear classifier on the embedding) is built in. The encoder computes nothing task-specific (:meth:`encode`).
 
     Parameters
     ----------
@@ -117,6 +120,12 @@ class SCTransformerModule(BaseModuleClass):
         Initial standard deviation of the gene embeddings. Gene identity must be visible next to the
         value embedding from the start: with BERT's 0.02 the model first sees only expression values and
         learns several times slower (held-out macro-F1 on pbmc3k 0.73 vs 0.87 at the same budget).
+    profile_genes
+        Positions, among the panel genes, of the genes of the expression profile added to the CLS token;
+        ``None`` for no profile.
+    profile_components
+        Principal components of the profile (its projection is installed with
+        ``module.profile.set_projection``).
     """
 
     def __init__(
@@ -145,6 +154,8 @@ class SCTransformerModule(BaseModuleClass):
         class_weights: Sequence[float] | None = None,
         gene_value: bool = True,
         embedding_std: float = 1.0,
+        profile_genes: Sequence[int] | np.ndarray | None = None,
+        profile_components: int = 50,
     ):
         super().__init__()
         self.n_input, self.n_labels, self.n_batch = n_input, n_labels, n_batch
@@ -163,6 +174,9 @@ class SCTransformerModule(BaseModuleClass):
         if self.gene_value is not None:
             nn.init.normal_(self.gene_value.weight, std=embedding_std)
         self.value_encoder = ValueEncoder(d_model)
+        self.profile = None
+        if profile_genes is not None and len(profile_genes) and profile_components > 0:
+            self.profile = ExpressionProfile(np.asarray(profile_genes), profile_components, d_model)
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
         self.batch_embedding = nn.Embedding(n_batch + 1, d_model) if n_batch > 1 else None
         self.blocks = nn.ModuleList(
@@ -176,8 +190,6 @@ class SCTransformerModule(BaseModuleClass):
                 )
             }
         )
-        #: The objective that :meth:`loss` trains (a key of ``objectives``).
-        self.objective = CellTypeClassification.name
         self.edge_bias = edge_bias
         if attention not in ("auto", "sparse", "dense"):
             raise ValueError(f"attention must be 'auto', 'sparse' or 'dense', got {attention!r}.")
@@ -297,72 +309,70 @@ class SCTransformerModule(BaseModuleClass):
             allowed[:, diag, diag] = False
         return allowed
 
-    # ------------------------------------------------------------ scvi hooks
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
-        return {
-            "x": tensors[REGISTRY_KEYS.X_KEY],
-            "library": tensors.get(SCT_REGISTRY_KEYS.LIBRARY_KEY),
-            "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
-        }
-
-    def _get_generative_input(self, tensors, inference_outputs) -> dict:
-        return {}
-
+    # ------------------------------------------------------------ the encoder
     def embed_tokens(
-        self, x: torch.Tensor, library: torch.Tensor | None = None, batch_index: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, GeneTokens]:
-        """Packed token embeddings ``(cells + gene tokens, d_model)``: CLS tokens first, then genes."""
-        drop = self.token_dropout if self.training else 0.0
-        tokens = self.tokenizer(x, None if library is None else library.reshape(-1), drop_prob=drop)
-        genes = self.gene_embedding(tokens.gene_ids) + self.value_encoder(tokens.values)
+        self, batch: CellBatch, token_dropout: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, GeneTokens]:
+        """The inputs of the first block: CLS tokens ``(cells, d_model)``, and per gene token its identity
+        embedding and its value embedding (``(gene tokens, d_model)`` each; the token is their sum).
+        """
+        tokens = self.tokenizer(batch.x, batch.library, drop_prob=token_dropout)
+        identity = self.gene_embedding(tokens.gene_ids)
+        value = self.value_encoder(tokens.values)
         if self.gene_value is not None:
-            genes = genes + tokens.values.unsqueeze(-1) * self.gene_value(tokens.gene_ids)
-        cls = self.cls.reshape(1, -1).expand(x.shape[0], -1)
+            value = value + tokens.values.unsqueeze(-1) * self.gene_value(tokens.gene_ids)
+        n_cells = batch.n_cells
+        cls = self.cls.reshape(1, -1).expand(n_cells, -1)
+        if self.profile is not None:
+            cls = cls + self.profile(tokens.expression).to(cls.dtype)
         if self.batch_embedding is not None:
-            if batch_index is None:
-                idx = torch.full((x.shape[0],), self.n_batch, dtype=torch.long, device=x.device)
+            if batch.batch_index is None:
+                idx = torch.full((n_cells,), self.n_batch, dtype=torch.long, device=batch.x.device)
             else:
-                idx = batch_index.reshape(-1).long().clamp(max=self.n_batch)
+                idx = batch.batch_index.long().clamp(max=self.n_batch)
                 if self.training:  # teach the "unseen batch" embedding what a query from a new batch needs
                     unseen = torch.rand(idx.shape, device=idx.device) < 0.1
                     idx = idx.masked_fill(unseen, self.n_batch)
             cls = cls + self.batch_embedding(idx)
-        return torch.cat([cls, genes], dim=0), tokens
+        return cls, identity, value, tokens
 
-    @auto_move_data
-    def inference(
+    def encode(
         self,
-        x: torch.Tensor,
-        library: torch.Tensor | None = None,
-        batch_index: torch.Tensor | None = None,
-        need_weights: bool = False,
-        token_hook: Callable[[torch.Tensor, GeneTokens], torch.Tensor] | None = None,
+        batch: CellBatch,
+        *,
+        token_dropout: float = 0.0,
+        token_hook: TokenHook | None = None,
         return_hidden: bool = False,
-    ) -> dict:
-        """Run the encoder.
+        return_layers: bool = False,
+        need_weights: bool = False,
+    ) -> EncoderOutput:
+        """Read a minibatch: cell embeddings, and on request the gene tokens' states and the attention.
 
         Parameters
         ----------
-        x, library, batch_index
-            A minibatch: counts, library sizes, batch codes.
-        need_weights
-            Also return the attention weights.
+        batch
+            The cells (:class:`~sctransformer_tools.module.CellBatch`).
+        token_dropout
+            Share of each cell's expressed genes dropped at random (an augmentation while training).
         token_hook
-            ``hook(gene_token_embeddings, tokens) -> gene_token_embeddings``, applied before the first block:
-            where an objective changes what the encoder sees (e.g. hides some tokens' expression values).
+            ``hook(identity, value, tokens) -> gene token inputs``, applied before the first block: where an
+            objective changes what the encoder reads (e.g. hides some tokens' expression values).
         return_hidden
             Also return the final state of every gene token (``hidden``, packed like ``tokens``).
+        return_layers
+            Also return every token's state after each block (``layers``; CLS tokens first, then genes).
+        need_weights
+            Also return the attention weights: per layer, ``(pairs, weights)`` with ``weights`` of shape
+            ``(n_pairs, heads)`` on the sparse path, or ``(None, weights)`` with ``(batch, heads, 1 + tokens,
+            1 + tokens)`` weights on the dense path.
 
         Returns
         -------
-        ``embedding`` (``(batch, d_model)``, the normalised final CLS state), ``logits`` (of the
-        classification objective), ``tokens``; with ``return_hidden`` also ``hidden``; with ``need_weights`` also ``attention``: per layer, ``(pairs, weights)`` with ``weights`` of shape
-        ``(n_pairs, heads)`` on the sparse path, or ``(None, weights)`` with ``(batch, heads, 1 + tokens,
-        1 + tokens)`` weights on the dense path.
+        The :class:`~sctransformer_tools.module.EncoderOutput`.
         """
-        h, tokens = self.embed_tokens(x, library, batch_index)
-        if token_hook is not None:
-            h = torch.cat([h[: tokens.n_cells], token_hook(h[tokens.n_cells :], tokens)])
+        cls, identity, value, tokens = self.embed_tokens(batch.to(self.cls.device), token_dropout)
+        genes = identity + value if token_hook is None else token_hook(identity, value, tokens)
+        h = torch.cat([cls.to(genes.dtype), genes], dim=0)
         layout = tokens.layout
         sparse = self.attention_path != "dense" and bool(self.has_mask)
         pairs = pair_weight = grn_allowed = None
@@ -375,7 +385,7 @@ class SCTransformerModule(BaseModuleClass):
         dense_allowed = None
         if not sparse or len(self.masked_layers) < self.n_layers or not bool(self.has_mask):
             dense_allowed = self.dense_allowed(tokens, use_mask=False)
-        attention = []
+        attention, layers = [], []
         for layer, block in enumerate(self.blocks):
             masked = layer in self.masked_layers and bool(self.has_mask)
             bias = None
@@ -396,15 +406,51 @@ class SCTransformerModule(BaseModuleClass):
                 allowed = grn_allowed if masked else dense_allowed
                 h, weights = block(h, allowed, layout=layout, bias=bias, need_weights=need_weights)
                 attention.append((None, weights))
-        embedding = self.norm(h[: tokens.n_cells])
-        out = {"embedding": embedding, "tokens": tokens}
-        if CellTypeClassification.name in self.objectives:
-            out["logits"] = self.objectives[CellTypeClassification.name](embedding)
-        if return_hidden:
-            out["hidden"] = h[tokens.n_cells :]
-        if need_weights:
-            out["attention"] = attention
-        return out
+            if return_layers:
+                layers.append(h)
+        return EncoderOutput(
+            embedding=self.norm(h[: tokens.n_cells]),
+            tokens=tokens,
+            hidden=h[tokens.n_cells :] if return_hidden else None,
+            attention=attention if need_weights else None,
+            layers=layers if return_layers else None,
+        )
+
+    def views(self, batch: CellBatch) -> EncoderViews:
+        """The readings of ``batch`` that a training step's objectives share."""
+        classifier = self.objectives[CellTypeClassification.name] if self.has_classifier else None
+        return EncoderViews(
+            self.encode,
+            batch,
+            self.token_dropout if self.training else 0.0,
+            classify=None if classifier is None else classifier.logits,
+        )
+
+    @property
+    def has_classifier(self) -> bool:
+        """Whether the module holds the cell-type classifier."""
+        return CellTypeClassification.name in self.objectives
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        """The cell-type classifier's logits on cell embeddings."""
+        return self.objectives[CellTypeClassification.name].logits(embedding)
+
+    def gene_embeddings(self) -> torch.Tensor:
+        """``(panel genes, d_model)`` gene identity embeddings (one row per panel gene)."""
+        return self.gene_embedding.weight
+
+    # ------------------------------------------------------------ scvi hooks
+    def _get_inference_input(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, CellBatch]:
+        return {"batch": CellBatch.from_tensors(tensors)}
+
+    def _get_generative_input(self, tensors, inference_outputs) -> dict:
+        return {}
+
+    def inference(self, batch: CellBatch, **encode_kwargs) -> dict:
+        """scvi-tools' inference step: :meth:`encode` (with the training token dropout while training), as a dict."""
+        encode_kwargs.setdefault("token_dropout", self.token_dropout if self.training else 0.0)
+        out = self.encode(batch, **encode_kwargs)
+        return {"embedding": out.embedding, "tokens": out.tokens, "encoded": out}
 
     def gene_weight_dense(self) -> torch.Tensor:
         """``(n_genes, n_genes)`` regulon weight of each allowed pair (0 elsewhere)."""
@@ -418,20 +464,23 @@ class SCTransformerModule(BaseModuleClass):
         return {}
 
     def add_objective(self, objective: Objective) -> None:
-        """Add a training objective (a head with its loss); ``module.objective = objective.name`` trains it."""
+        """Add a training objective (its head and loss); training steps name the objectives they train."""
         if not objective.name:
             raise ValueError("An objective needs a name.")
         self.objectives[objective.name] = objective.to(self.cls.device)
 
-    def forward(self, tensors, *args, inference_kwargs: dict | None = None, **kwargs):
-        """scvi-tools' forward pass, with the extra inference arguments the current objective asks for."""
-        objective = self.objectives[self.objective]
-        inference_kwargs = {**objective.inference_kwargs(self, tensors), **(inference_kwargs or {})}
-        return super().forward(tensors, *args, inference_kwargs=inference_kwargs, **kwargs)
+    def forward(self, tensors, objectives: Sequence[str] = (CellTypeClassification.name,)) -> dict[str, LossOutput]:
+        """The losses of ``objectives`` on a minibatch (scvi-tools tensors, or a list of them read together).
 
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """The loss of the current objective (``self.objective``)."""
-        return self.objectives[self.objective].loss(self, tensors, inference_outputs)
+        The objectives share the encoder's readings of the minibatch (:class:`EncoderViews`).
+        """
+        batch = CellBatch.from_tensors(tensors).to(self.cls.device)
+        views = self.views(batch)
+        return {name: self.objectives[name].loss(views, batch) for name in objectives}
+
+    def loss(self, tensors, inference_outputs=None, generative_outputs=None) -> LossOutput:
+        """scvi-tools' loss hook: the cell-type classification loss of a minibatch."""
+        return self.forward(tensors)[CellTypeClassification.name]
 
     def sample(self, *args, **kwargs):
         """Not available: scTransformer classifies cells, it does not generate them."""
@@ -441,9 +490,7 @@ class SCTransformerModule(BaseModuleClass):
     @torch.inference_mode()
     def pair_attention(
         self,
-        x: torch.Tensor,
-        library: torch.Tensor | None,
-        batch_index: torch.Tensor | None,
+        batch: CellBatch,
         pair_codes: torch.Tensor,
         layers: Sequence[int] | None = None,
     ) -> dict[str, torch.Tensor]:
@@ -453,8 +500,8 @@ class SCTransformerModule(BaseModuleClass):
 
         Parameters
         ----------
-        x, library, batch_index
-            A minibatch as for :meth:`inference`.
+        batch
+            A minibatch.
         pair_codes
             Sorted ``query_gene * n_genes + key_gene`` codes of the pairs to read (e.g. target * G + TF).
         layers
@@ -465,21 +512,21 @@ class SCTransformerModule(BaseModuleClass):
         ``pairs`` ``(batch, n_pairs)``: attention weight of the query gene on the key gene in each cell (0
         where either gene is not a token or the pair is not allowed); ``present`` ``(batch, n_pairs)``:
         both genes are tokens; ``cls`` ``(batch, n_genes)``: attention of the CLS token on each gene
-        (mean over heads and layers); ``logits``.
+        (mean over heads and layers).
         """
-        out = self.inference(x, library, batch_index, need_weights=True)
-        tokens: GeneTokens = out["tokens"]
+        out = self.encode(batch, need_weights=True)
+        tokens: GeneTokens = out.tokens
         layout = tokens.layout
         layers = list(range(self.n_layers)) if layers is None else list(layers)
         b, n_genes, n_pairs = tokens.n_cells, self.tokenizer.n_genes, len(pair_codes)
-        device = x.device
+        device = out.embedding.device
         gene_of = torch.cat([torch.full((b,), -1, device=device), tokens.gene_ids])  # packed: -1 for CLS
         cell_of = layout.cell
-        dtype = out["embedding"].dtype
+        dtype = out.embedding.dtype
         pairs = torch.zeros(b * max(n_pairs, 1), device=device, dtype=dtype)
         cls = torch.zeros(b * n_genes, device=device, dtype=dtype)
         for layer in layers:
-            token_pairs, weights = out["attention"][layer]
+            token_pairs, weights = out.attention[layer]
             if token_pairs is None:  # dense path: (b, h, slots, slots); read the masked heads, as the sparse path
                 masked = layer in self.masked_layers and bool(self.has_mask)
                 n_read = self.n_heads - self.blocks[layer].attn.dense_heads if masked else self.n_heads
@@ -510,5 +557,4 @@ class SCTransformerModule(BaseModuleClass):
             "pairs": (pairs * scale).view(b, -1)[:, :n_pairs],
             "present": present[:, :n_pairs],
             "cls": (cls * scale).view(b, n_genes),
-            "logits": out["logits"],
         }

@@ -26,6 +26,9 @@ class GeneTokens(NamedTuple):
     layout
         :class:`~sctransformer_tools.nn.TokenLayout` of the full sequence: one CLS token per cell first
         (positions ``0 .. n_cells - 1``), then the gene tokens (positions ``n_cells + i``).
+    expression
+        ``(cells, panel genes)`` log-normalised expression as the tokens read it (0 for genes dropped or
+        beyond ``max_tokens``).
     """
 
     cell: torch.Tensor
@@ -33,6 +36,7 @@ class GeneTokens(NamedTuple):
     values: torch.Tensor
     n_cells: int
     layout: TokenLayout
+    expression: torch.Tensor | None = None
 
 
 class ExpressedGeneTokenizer(nn.Module):
@@ -121,4 +125,4 @@ class ExpressedGeneTokenizer(nn.Module):
         cell, gene = expressed.nonzero(as_tuple=True)
         per_cell = torch.bincount(cell, minlength=n_cells)
         layout = TokenLayout.from_counts(per_cell)
-        return GeneTokens(cell, gene, values[cell, gene], n_cells, layout)
+        return GeneTokens(cell, gene, values[cell, gene], n_cells, layout, values * expressed)

@@ -86,7 +86,7 @@ def label_umap(
     key
         ``obs`` column of cell types (labels or ``"sctransformer_prediction"``).
     model
-        A trained :class:`~sctransformer_tools.SCTransformer`: its ``label_colors_`` colour the types.
+        A trained :class:`~sctransformer_tools.SCTransformer`: its ``cell_type_colors`` colour the types.
     colors
         Cell type -> colour, instead of (or on top of) the model's.
     basis
@@ -119,7 +119,7 @@ def label_umap(
         raise KeyError(
             f"adata.obsm['X_{basis}'] not found: run `sc.pp.neighbors(adata, ...)` and `sc.tl.{basis}(adata)`."
         )
-    reference = dict(getattr(model, "label_colors_", None) or {}) | dict(colors or {})
+    reference = dict(getattr(model, "cell_type_colors", None) or {}) | dict(colors or {})
     ordered, palette = colors_for(adata.obs[key], reference)
     column = pd.Categorical(adata.obs[key].astype(str).where(adata.obs[key].notna(), None), categories=ordered)
     tmp = AnnData(

@@ -1,134 +1,16 @@
-"""What the encoder is trained to do: a head on its outputs, a loss and the metrics to log.
-
-:class:`~sctransformer_tools.module.SCTransformerModule` holds its objectives in ``module.objectives`` and trains
-the one named by ``module.objective``; the training plan logs that objective's metrics. Cell-type
-classification is one objective; a self-supervised one (masked expression) is another subclass of
-:class:`Objective` added to ``module.objectives``, with no change to the classification code.
-"""
+"""Self-supervised masked expression: hide some of a cell's gene tokens' values and predict them back."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
-
 import torch
 import torch.nn.functional as F
-from scvi import REGISTRY_KEYS
 from scvi.module.base import LossOutput
 from torch import nn
-from torchmetrics import Metric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics import MeanMetric, Metric
 
-if TYPE_CHECKING:
-    from ._sctransformer import SCTransformerModule
-
-
-class Objective(nn.Module):
-    """A training objective of the encoder.
-
-    Subclasses set :attr:`name` and implement :meth:`loss`; they may ask the encoder for more than the
-    cell embedding (:meth:`inference_kwargs`, e.g. to hide some tokens' values and return the gene-token
-    states) and name metrics to log per split (:meth:`metrics`, :meth:`update_metrics`).
-    """
-
-    #: Key of the objective in ``module.objectives``.
-    name: ClassVar[str] = ""
-    #: Logged metric shown on the progress bar (without the ``train_`` / ``validation_`` prefix).
-    progress_metric: ClassVar[str | None] = None
-
-    def inference_kwargs(self, module: SCTransformerModule, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Extra keyword arguments of :meth:`SCTransformerModule.inference` while this objective trains."""
-        return {}
-
-    def loss(
-        self, module: SCTransformerModule, tensors: dict[str, torch.Tensor], outputs: dict[str, Any]
-    ) -> LossOutput:
-        """The loss of a minibatch from the encoder's ``outputs``."""
-        raise NotImplementedError
-
-    def metrics(self) -> dict[str, Metric]:
-        """Fresh metrics for one split (logged as ``{split}_{name}``)."""
-        return {}
-
-    def update_metrics(self, metrics: nn.ModuleDict, loss_output: LossOutput) -> None:
-        """Update ``metrics`` (made by :meth:`metrics`) with a minibatch."""
-
-
-class CellTypeClassification(Objective):
-    """Cross-entropy of a linear classifier on the cell embedding, over labelled cells.
-
-    Label code ``n_labels`` marks unlabelled cells: they take no part in the loss or the metrics.
-
-    Parameters
-    ----------
-    d_model
-        Width of the cell embedding.
-    n_labels
-        Number of cell types.
-    label_smoothing
-        Label smoothing of the cross-entropy.
-    class_weights
-        Optional per-class loss weights.
-    """
-
-    name = "classification"
-    progress_metric = "f1_macro"
-
-    def __init__(
-        self,
-        d_model: int,
-        n_labels: int,
-        *,
-        label_smoothing: float = 0.1,
-        class_weights: Sequence[float] | None = None,
-    ):
-        super().__init__()
-        self.n_labels = n_labels
-        self.label_smoothing = label_smoothing
-        self.linear = nn.Linear(d_model, n_labels)
-        weights = torch.ones(n_labels) if class_weights is None else torch.as_tensor(class_weights)
-        self.register_buffer("class_weights", weights.to(torch.float32))  # ones: the plain cross-entropy
-
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Logits ``(cells, n_labels)`` of cell embeddings."""
-        return self.linear(embedding)
-
-    def loss(self, module, tensors, outputs) -> LossOutput:
-        """Cross-entropy over labelled cells (a minibatch of unlabelled cells only gives a zero loss)."""
-        logits = outputs["logits"]
-        labels = tensors[REGISTRY_KEYS.LABELS_KEY].reshape(-1).long()
-        labelled = labels < self.n_labels
-        if labelled.any():
-            loss = F.cross_entropy(
-                logits,
-                labels.clamp(max=self.n_labels - 1).masked_fill(~labelled, -100),
-                weight=self.class_weights,
-                ignore_index=-100,
-                label_smoothing=self.label_smoothing,
-            )
-        else:  # no signal, but keep the graph
-            loss = logits.sum() * 0.0
-        return LossOutput(
-            loss=loss,
-            n_obs_minibatch=int(labelled.sum()),
-            classification_loss=loss,
-            logits=logits,
-            true_labels=labels,
-        )
-
-    def metrics(self) -> dict[str, Metric]:
-        """Accuracy and macro-F1 over labelled cells."""
-        n = self.n_labels
-        return {
-            "accuracy": MulticlassAccuracy(n, average="micro", ignore_index=n),
-            "f1_macro": MulticlassF1Score(n, average="macro", ignore_index=n),
-        }
-
-    def update_metrics(self, metrics: nn.ModuleDict, loss_output: LossOutput) -> None:
-        """Update with the minibatch's predictions."""
-        preds = loss_output.logits.argmax(-1)
-        for metric in metrics.values():
-            metric.update(preds, loss_output.true_labels)
+from ._batch import CellBatch
+from ._objective import EncoderViews, Objective
+from ._tokenizer import GeneTokens
 
 
 class MaskedExpression(Objective):
@@ -191,6 +73,10 @@ class MaskedExpression(Objective):
         What is predicted of a masked token: ``"log_expression"``, ``"counts"`` or ``"bins"`` (see above).
     n_bins
         Bins of ``target="bins"``.
+    log_normalized
+        The model reads log-normalised values (no counts to predict).
+    target_sum
+        The tokenizer's counts per cell after normalisation (to turn values back into counts).
 
     Examples
     --------
@@ -219,8 +105,13 @@ class MaskedExpression(Objective):
         baseline_momentum: float = 0.9,
         target: str = "log_expression",
         n_bins: int = 51,
+        log_normalized: bool = False,
+        target_sum: float = 1e4,
     ):
         super().__init__()
+        if target == "counts" and log_normalized:
+            raise ValueError("target='counts' needs raw counts; this model reads log-normalised data.")
+        self.log_normalized, self.target_sum = bool(log_normalized), float(target_sum)
         if masking not in self.MASKINGS:
             raise ValueError(f"masking must be one of {self.MASKINGS}, got {masking!r}.")
         if target not in self.TARGETS:
@@ -295,20 +186,21 @@ class MaskedExpression(Objective):
         return chosen, log_prob, entropy
 
     # ------------------------------------------------------------ objective
-    def inference_kwargs(self, module, tensors) -> dict[str, Any]:
-        """Hide the chosen tokens' values before the first block, and return the gene-token states."""
+    def read(self, views: EncoderViews):
+        """The masked view of the minibatch: the chosen tokens' values hidden, every gene token's final state."""
 
-        def hide(states: torch.Tensor, tokens) -> torch.Tensor:
+        def hide(identity: torch.Tensor, value: torch.Tensor, tokens: GeneTokens) -> torch.Tensor:
+            states = identity + value
             chosen, log_prob, entropy = self.choose(states, tokens.cell, tokens.n_cells)
             self._chosen = {"chosen": chosen, "log_prob": log_prob, "entropy": entropy}
-            hidden_value = module.gene_embedding(tokens.gene_ids) + self.masked_value
-            return torch.where(chosen[:, None], hidden_value.to(states.dtype), states)
+            return torch.where(chosen[:, None], (identity + self.masked_value).to(states.dtype), states)
 
-        return {"token_hook": hide, "return_hidden": True}
+        return views.view(self.name, token_dropout=views.token_dropout, token_hook=hide, return_hidden=True)
 
-    def loss(self, module, tensors, outputs) -> LossOutput:
+    def loss(self, views: EncoderViews, batch: CellBatch) -> LossOutput:
         """The target's loss on the masked tokens, plus MAM's policy loss (REINFORCE with an entropy bonus)."""
-        tokens, hidden = outputs["tokens"], outputs["hidden"]
+        outputs = self.read(views)
+        tokens, hidden = outputs.tokens, outputs.hidden
         chosen = self._chosen["chosen"]
         if not chosen.any():  # no expressed gene in the minibatch: no signal, keep the graph
             zero = hidden.sum() * 0.0
@@ -321,7 +213,7 @@ class MaskedExpression(Objective):
             implied = predicted[:, 0]
             error = (implied - values) ** 2
         elif self.target == "counts":
-            counts, scale = self._counts(module, tensors, tokens, chosen, values)
+            counts, scale = self._counts(batch, tokens, chosen, values)
             log_rate = predicted[:, 0] + torch.log(scale)
             rate = torch.exp(log_rate)
             # zero-truncated Poisson: -log[Poisson(k; rate) / (1 - exp(-rate))]
@@ -354,16 +246,10 @@ class MaskedExpression(Objective):
             extra_metrics={"mse": mse.detach(), "entropy": self._chosen["entropy"][has].mean().detach()},
         )
 
-    @staticmethod
-    def _counts(module, tensors, tokens, chosen, values) -> tuple[torch.Tensor, torch.Tensor]:
+    def _counts(self, batch: CellBatch, tokens: GeneTokens, chosen, values) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw counts of the chosen tokens (from their log-normalised values) and their cells' library / 10^4."""
-        tokenizer = module.tokenizer
-        if tokenizer.log_normalized:
-            raise ValueError("target='counts' needs raw counts; this model reads log-normalised data.")
-        inputs = module._get_inference_input(tensors)
-        library = inputs["library"]
-        library = inputs["x"].sum(1) if library is None else library.reshape(-1)
-        scale = library.float().clamp_min(1.0)[tokens.cell[chosen]] / tokenizer.target_sum
+        library = batch.x.sum(1) if batch.library is None else batch.library
+        scale = library.float().clamp_min(1.0)[tokens.cell[chosen]] / self.target_sum
         return torch.round(torch.expm1(values) * scale).clamp_min(1.0), scale
 
     def _bins(self, tokens) -> tuple[torch.Tensor, torch.Tensor]:
@@ -386,8 +272,6 @@ class MaskedExpression(Objective):
 
     def metrics(self) -> dict[str, Metric]:
         """Reconstruction error of masked tokens, and the masking distribution's normalised entropy."""
-        from torchmetrics import MeanMetric
-
         return {"mse": MeanMetric(), "masking_entropy": MeanMetric()}
 
     def update_metrics(self, metrics: nn.ModuleDict, loss_output: LossOutput) -> None:

@@ -1,0 +1,413 @@
+"""The one reader of cells: the reference as registered, any other AnnData aligned to the model's genes.
+
+Every method that reads cells (``predict``, ``get_latent_representation``, ``get_attention``, pretraining,
+reference mapping, query checks) goes through a :class:`CellReader`, which the model holds. For the registered
+reference it reads the reference; for any other AnnData it builds a private, aligned copy of what the model needs
+(the model's genes in its order, counts, library sizes, the batch column), registers *that* with scvi-tools for
+the duration of the call and forgets it afterwards. The user's object keeps all of its genes and columns; results
+are added to it by the caller. Minibatches reach the caller as :class:`~sctransformer_tools.module.CellBatch`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi.data import AnnDataManager
+from scvi.data._constants import _MODEL_NAME_KEY, _SETUP_ARGS_KEY, _SETUP_METHOD_NAME
+
+from sctransformer_tools import grn
+from sctransformer_tools._constants import ADATA_KEYS, AUTO
+from sctransformer_tools._data import (
+    LIBRARY_SIZE_COLUMNS,
+    aligned_matrix,
+    check_expression,
+    check_var_names,
+    find_library_size_key,
+    library_sizes,
+    match_genes,
+    user_stacklevel,
+)
+from sctransformer_tools.module import CellBatch
+
+from ._mudata import counts_layer
+from ._quiet import quiet_scvi
+
+if TYPE_CHECKING:
+    from ._model import SCTransformer
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Layers tried (after the reference's own layer and ``X``) when looking for a query's raw counts.
+COUNT_LAYERS = ("counts", "raw_counts", "raw", "umi", "UMI")
+#: A query measuring less than this share of the panel, or fewer genes than this, is a gene subset: its row
+#: sums are not library sizes.
+SUBSET_PANEL_SHARE = 0.5
+SUBSET_N_GENES = 5_000
+
+
+@dataclass
+class QueryData:
+    """What the model reads for one call.
+
+    Attributes
+    ----------
+    adata
+        A registered AnnData with the model's genes (the reference itself, or a private aligned copy).
+    measured
+        Boolean per panel gene: the data measure it (genes a query lacks are zero-filled: never tokens).
+    report
+        Gene match and input choices (written to ``adata.uns["sctransformer_query"]`` of a query).
+    """
+
+    adata: AnnData
+    measured: np.ndarray
+    report: dict[str, Any]
+
+
+def _is_integer_sample(matrix, n_rows: int = 200) -> bool:
+    """Whether the first rows of ``matrix`` hold non-negative whole numbers (a cheap check for counts)."""
+    from scipy import sparse
+
+    rows = matrix[: min(n_rows, matrix.shape[0])]
+    if hasattr(rows, "to_memory"):
+        rows = rows.to_memory()
+    values = rows.data if sparse.issparse(rows) else np.asarray(rows).ravel()
+    values = np.asarray(values, dtype=np.float64)
+    return bool(values.size == 0 or ((values >= 0).all() and np.allclose(values, np.round(values))))
+
+
+def counts_source(adata: AnnData, layer: str | None, reference_layer: str | None, log_normalized: bool) -> str | None:
+    """The layer of ``adata`` to read (``None``: ``X``).
+
+    An explicit ``layer`` (a name or ``None`` for ``X``) is used as given. With ``"auto"``: the layer the
+    reference was trained on when the query has it, else ``X``, else a layer called like raw counts
+    (:data:`COUNT_LAYERS`); for a counts model the first of these that holds whole numbers is taken.
+    """
+    if layer != AUTO:
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(
+                f"Layer {layer!r} not found in the query's layers ({list(adata.layers) or 'none'}). Pass the layer "
+                "that holds raw counts, or layer=None for adata.X."
+            )
+        return layer
+    candidates: list[str | None] = []
+    if reference_layer is not None and reference_layer in adata.layers:
+        candidates.append(reference_layer)
+    if adata.X is not None:
+        candidates.append(None)
+    candidates += [name for name in COUNT_LAYERS if name in adata.layers and name not in candidates]
+    if not candidates:
+        raise ValueError(
+            "The query has neither adata.X nor a layer of counts"
+            + (f" (layers: {list(adata.layers)})" if len(adata.layers) else "")
+            + ". Pass layer= naming the layer that holds raw counts."
+        )
+    if log_normalized:
+        return candidates[0]
+    for candidate in candidates:
+        matrix = adata.X if candidate is None else adata.layers[candidate]
+        if _is_integer_sample(matrix):
+            return candidate
+    return candidates[0]  # none looks like counts: the expression check says so
+
+
+def _where(layer: str | None) -> str:
+    return "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+
+
+def match_report(
+    adata: AnnData,
+    var_names: pd.Index,
+    panel_genes: pd.Index,
+    *,
+    gene_symbols: str | None,
+    min_panel_match: float,
+):
+    """Match a query's genes to a model's; refuse a query that measures too little of the panel.
+
+    Returns
+    -------
+    The :class:`~sctransformer_tools._data.GeneMatch` (columns for the model's genes) and the report dict.
+    """
+    if gene_symbols is None:
+        check_var_names(adata)
+    match = match_genes(adata, var_names, gene_symbols=gene_symbols, what="the model")
+    present = pd.Index(var_names)[match.present]
+    panel_present = panel_genes.isin(present)
+    ratio = float(panel_present.mean()) if len(panel_genes) else 0.0
+    names = match.names
+    if ratio < min_panel_match:
+        expected = "Ensembl IDs" if grn.looks_like_ensembl(panel_genes) else "gene symbols"
+        found = "Ensembl IDs" if grn.looks_like_ensembl(names) else "names"
+        hint = ""
+        better = [(c, share) for c, share in _better_columns(adata, panel_genes) if c != gene_symbols]
+        if better and better[0][1] > ratio:
+            column, share = better[0]
+            hint = f" adata.var[{column!r}] matches {share:.0%} of the panel: pass gene_symbols={column!r}."
+        raise ValueError(
+            f"The query measures {int(panel_present.sum()):,} of the model's {len(panel_genes):,} panel genes "
+            f"({ratio:.1%}, below min_panel_match={min_panel_match:.0%}). The model expects {expected} such as "
+            f"{list(panel_genes[:5])}; the query has {found} such as {list(names[:5])}.{hint}"
+            + (
+                ""
+                if hint
+                else " If the query names genes differently (Ensembl IDs, another species), pass the var column "
+                "holding the model's naming as gene_symbols=, or map the names first."
+            )
+            + " A query that truly measures few genes can be allowed with a lower min_panel_match."
+        )
+    report = {
+        "n_model_genes": len(var_names),
+        "n_shared_genes": int(match.present.sum()),
+        "n_zero_filled_genes": int((~match.present).sum()),
+        "n_panel_genes": len(panel_genes),
+        "n_zero_filled_panel_genes": int((~panel_present).sum()),
+        "panel_match_ratio": ratio,
+        "n_unused_query_genes": int((~names.isin(var_names)).sum()),
+        "n_matched_by_case_or_version": match.n_case_or_version,
+        "n_ambiguous_names": match.n_ambiguous,
+    }
+    return match, report
+
+
+def _better_columns(adata: AnnData, panel: pd.Index) -> list[tuple[str, float]]:
+    """``var`` columns ranked by the share of the panel they match."""
+    panel_keys = set(grn.gene_key(panel))
+    found = []
+    for column in adata.var.columns:
+        values = adata.var[column]
+        if values.dtype.kind not in "OSU" and not isinstance(values.dtype, pd.CategoricalDtype | pd.StringDtype):
+            continue
+        keys = set(grn.gene_key(values.astype(str).to_numpy()))
+        share = len(keys & panel_keys) / max(len(panel_keys), 1)
+        if share > 0:
+            found.append((column, share))
+    return sorted(found, key=lambda item: -item[1])
+
+
+def warn_about_match(report: dict, previous: dict | None, what: str | None = None) -> None:
+    """The warnings a user should read about a query's genes, once per query (not again when unchanged).
+
+    ``what`` names cells read for pretraining (e.g. ``"extra_adatas[0]"``); ``None``: a query to annotate.
+    """
+    if not report.get("n_cells", 1):  # no cells, nothing to warn about
+        return
+    keys = ("panel_match_ratio", "n_zero_filled_genes", "n_matched_by_case_or_version", "library_size")
+    if previous is not None and all(previous.get(k) == report.get(k) for k in keys):
+        return
+    if report["library_size"] != "row sums" and report["params"]["library_size_key"] is None:
+        logger.info(
+            "Library sizes of %s read from adata.%s (totals over all genes).",
+            what or "the query",
+            report["library_size"],
+        )
+    if report["n_matched_by_case_or_version"]:
+        warnings.warn(
+            f"{report['n_matched_by_case_or_version']:,} genes of {what or 'the query'} match the model's only after "
+            "ignoring case or an Ensembl version suffix; they are read as the model's genes.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+    if report["n_zero_filled_genes"]:
+        ratio = report["panel_match_ratio"]
+        lacks = (
+            f"{what or 'The query'} lacks {report['n_zero_filled_genes']:,} of the model's "
+            f"{report['n_model_genes']:,} genes, {report['n_zero_filled_panel_genes']:,} of them among its "
+            f"{report['n_panel_genes']:,} panel genes ({ratio:.0%} of the panel is measured). They are read as not "
+            "expressed, so they "
+        )
+        if what is not None:  # cells to pretrain on: nothing is predicted for them
+            warnings.warn(
+                lacks + "are never tokens of these cells: neither masked nor read as context.",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
+            return
+        warnings.warn(
+            lacks
+            + "take no part in attention; predictions rest on the genes the query has."
+            + (
+                " With under half of the panel measured, treat the calls as provisional: check them against marker "
+                "genes, and compare with a model trained on the genes both datasets share (`reference[:, shared]`)."
+                if ratio < 0.5
+                else ""
+            ),
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+    if report["library_size"] == "row sums" and report.get("gene_subset") and report.get("n_cells", 1):
+        warnings.warn(
+            f"The query measures {report['panel_match_ratio']:.0%} of the model's panel genes "
+            f"({report['n_query_genes']:,} genes in all) and adata.obs has no library-size column (looked for "
+            f"{', '.join(LIBRARY_SIZE_COLUMNS[:4])}, ...). Each cell's library size is then the sum over these genes "
+            "only, which scales its expression up against the reference: expect inflated novelty (many cells "
+            "'Unknown') and shifted confidences. Pass library_size_key='<obs column of each cell's total counts "
+            "over all genes>'.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+
+
+def read_query(adata: AnnData, var_names: pd.Index, panel_genes: pd.Index, registry: dict, params: dict):
+    """Match, check and read a query.
+
+    Returns
+    -------
+    The aligned counts (CSR, the model's genes), ``obs`` of the private copy, library sizes, the report and a
+    boolean per model gene (the query measures it).
+    """
+    setup = registry[_SETUP_ARGS_KEY]
+    log_normalized = bool(setup.get("log_normalized", False))
+    source = counts_source(adata, params["layer"], counts_layer(setup), log_normalized)
+    match, report = match_report(
+        adata, var_names, panel_genes, gene_symbols=params["gene_symbols"], min_panel_match=params["min_panel_match"]
+    )
+    check_expression(adata, source, log_normalized, what="the query")
+    row_sums = library_sizes(adata, source)
+    key = params["library_size_key"]
+    found = key
+    if key is None and not log_normalized:
+        found = find_library_size_key(adata, source, row_sums)
+    library = row_sums if found is None else library_sizes(adata, source, found)
+    matrix = aligned_matrix(adata, source, match.columns)
+    obs = pd.DataFrame(index=adata.obs_names.copy())
+    obs[ADATA_KEYS.LIBRARY_COLUMN] = library
+    batch_key = setup.get("batch_key")
+    if batch_key is not None:
+        if batch_key in adata.obs:
+            obs[batch_key] = adata.obs[batch_key].to_numpy()
+        elif adata.n_obs:
+            warnings.warn(
+                f"The model was trained with batches (obs[{batch_key!r}]) and the query has no such column: all "
+                f"{adata.n_obs:,} of its cells are read as one unseen batch (the model's shared 'unseen batch' "
+                f"embedding). Add the column to place cells in known batches.",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
+    report |= {
+        "counts": _where(source),
+        "library_size": "row sums" if found is None else f"obs[{found!r}]",
+        "n_query_genes": int(adata.n_vars),
+        "n_cells": int(adata.n_obs),
+        "gene_subset": bool(report["panel_match_ratio"] < SUBSET_PANEL_SHARE or adata.n_vars < SUBSET_N_GENES),
+        "params": {
+            "layer": source,
+            "gene_symbols": params["gene_symbols"],
+            "library_size_key": key,
+            "min_panel_match": params["min_panel_match"],
+        },
+    }
+    return matrix, obs, library, report, match.present
+
+
+class CellReader:
+    """Reads cells for a model (see the module docstring); the model holds one as ``model.reader``.
+
+    Parameters
+    ----------
+    model
+        The model whose genes, registry and network the reader serves.
+    """
+
+    def __init__(self, model: SCTransformer):
+        self.model = model
+
+    @contextlib.contextmanager
+    def read(
+        self,
+        adata: AnnData | None = None,
+        *,
+        layer: str | None = AUTO,
+        gene_symbols: str | None = None,
+        library_size_key: str | None = None,
+        record: bool = True,
+    ) -> Iterator[QueryData]:
+        """Yield the :class:`QueryData` of ``adata`` (the reference when ``None``).
+
+        For another AnnData, ``layer``, ``gene_symbols`` and ``library_size_key`` say how to read it (default:
+        what :meth:`~sctransformer_tools.SCTransformer.prepare_query_anndata` recorded); with ``record`` the
+        gene match is written to ``adata.uns["sctransformer_query"]`` and warned about once.
+        """
+        model = self.model
+        n_panel = len(model.spec_.panel)
+        if adata is None or adata is model.adata:
+            if model.adata is None:
+                raise ValueError("This model was loaded without data: pass the AnnData to read (adata=...).")
+            reference = model._validate_anndata(model.adata)
+            yield QueryData(reference, np.ones(n_panel, dtype=bool), {"reference": True})
+            return
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
+        recorded = dict(adata.uns.get(ADATA_KEYS.QUERY, {}).get("params", {}))
+        params = {
+            "layer": layer if layer != AUTO else recorded.get("layer", AUTO),
+            "gene_symbols": gene_symbols if gene_symbols is not None else recorded.get("gene_symbols"),
+            "library_size_key": library_size_key if library_size_key is not None else recorded.get("library_size_key"),
+            "min_panel_match": recorded.get("min_panel_match", 0.05),
+        }
+        var_names = pd.Index(model.get_var_names())
+        panel_genes = model.spec_.genes
+        matrix, obs, _, report, present = read_query(adata, var_names, panel_genes, model.registry_, params)
+        if record:
+            warn_about_match(report, adata.uns.get(ADATA_KEYS.QUERY))
+            adata.uns[ADATA_KEYS.QUERY] = report
+        measured = panel_genes.isin(var_names[present])
+        with self.registered(matrix, obs) as internal:
+            yield QueryData(internal, np.asarray(measured), report)
+
+    @contextlib.contextmanager
+    def registered(self, matrix, obs: pd.DataFrame) -> Iterator[AnnData]:
+        """A private AnnData of aligned counts (the model's genes) registered like the reference, then forgotten."""
+        model = self.model
+        setup = model.registry_[_SETUP_ARGS_KEY]
+        ref_layer = counts_layer(setup)
+        internal = AnnData(
+            X=None if ref_layer is not None else matrix,
+            obs=obs,
+            var=pd.DataFrame(index=pd.Index(model.get_var_names())),
+            layers={ref_layer: matrix} if ref_layer is not None else None,
+        )
+        manager = AnnDataManager(
+            fields=model.registry_fields(setup),
+            setup_method_args={
+                _MODEL_NAME_KEY: model.registry_[_MODEL_NAME_KEY],
+                _SETUP_METHOD_NAME: model.registry_.get(_SETUP_METHOD_NAME, "setup_anndata"),
+                _SETUP_ARGS_KEY: setup,
+            },
+        )
+        with quiet_scvi():
+            manager.register_fields(internal, source_registry=model.registry_)
+        model.register_manager(manager)  # scvi-tools' public registration (deregistered below)
+        model._register_manager_for_instance(manager)
+        try:
+            yield internal
+        finally:
+            model.deregister_manager(internal)
+
+    def map_batches(
+        self,
+        adata: AnnData,
+        fn: Callable[[CellBatch], T],
+        indices: np.ndarray | None = None,
+        batch_size: int = 256,
+    ) -> list[T]:
+        """``fn`` applied to each minibatch of a registered AnnData, on the model's device, in evaluation mode
+        and without gradients.
+        """
+        if adata.n_obs == 0 or (indices is not None and len(indices) == 0):
+            return []
+        model = self.model
+        loader = model._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        model.module.eval()
+        with torch.inference_mode():
+            return [fn(CellBatch.from_tensors(tensors).to(model.device)) for tensors in loader]

@@ -1,0 +1,127 @@
+"""Learning the classifier from unlabelled cells: confident pseudo-labels, and consistency under token dropout.
+
+Both objectives compare the classifier's reading of a cell *whole* (every expressed gene, no gradient: the
+teacher) with its reading of the same cell with a share of its genes dropped (the augmented view the
+classifier trains on), on unlabelled cells only (labelled cells have their own loss). They follow FixMatch
+(Sohn et al. 2020: hard pseudo-labels above a confidence threshold) and UDA (Xie et al. 2020: the teacher's
+sharpened distribution), with dropped gene tokens as the augmentation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scvi.module.base import LossOutput
+from torch import nn
+from torchmetrics import MeanMetric, Metric
+
+from ._batch import CellBatch
+from ._objective import EncoderViews, Objective
+
+
+class _FromUnlabelled(Objective):
+    """Shared by the two: the unlabelled cells of a minibatch and the teacher's probabilities for them."""
+
+    def __init__(self, n_labels: int, *, threshold: float):
+        super().__init__()
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold is a probability in [0, 1), got {threshold}.")
+        self.n_labels, self.threshold = n_labels, float(threshold)
+
+    def _teacher(self, views: EncoderViews, batch: CellBatch, temperature: float = 1.0):
+        unlabelled = batch.labels >= self.n_labels
+        views.teacher()
+        probs = torch.softmax(views.logits("teacher").float()[unlabelled] / temperature, -1)
+        return unlabelled, probs
+
+    @staticmethod
+    def _empty(views: EncoderViews) -> LossOutput:
+        zero = views.batch.x.new_zeros(()).requires_grad_()
+        return LossOutput(loss=zero, n_obs_minibatch=0, extra_metrics={"confident_share": zero.detach()})
+
+    def metrics(self) -> dict[str, Metric]:
+        """Share of the unlabelled cells the teacher is confident about."""
+        return {"confident_share": MeanMetric()}
+
+    def update_metrics(self, metrics: nn.ModuleDict, loss_output: LossOutput) -> None:
+        """Update with the minibatch's share (minibatches without unlabelled cells are skipped)."""
+        if loss_output.n_obs_minibatch:
+            metrics["confident_share"].update(loss_output.extra_metrics["confident_share"])
+
+
+class PseudoLabels(_FromUnlabelled):
+    """Self-training: an unlabelled cell the teacher calls with probability >= ``threshold`` trains the
+    classifier's augmented view towards that call (cross-entropy, averaged over all unlabelled cells).
+
+    Parameters
+    ----------
+    n_labels
+        Number of cell types.
+    threshold
+        Confidence above which the teacher's call is a pseudo-label.
+
+    Examples
+    --------
+    >>> from sctransformer_tools.module import PseudoLabels
+    >>> PseudoLabels(5, threshold=0.8).name
+    'pseudo_labels'
+    """
+
+    name = "pseudo_labels"
+
+    def __init__(self, n_labels: int, *, threshold: float = 0.8):
+        super().__init__(n_labels, threshold=threshold)
+
+    def loss(self, views: EncoderViews, batch: CellBatch) -> LossOutput:
+        """Cross-entropy towards confident teacher calls."""
+        unlabelled, probs = self._teacher(views, batch)
+        if not unlabelled.any():
+            return self._empty(views)
+        confidence, target = probs.max(-1)
+        confident = confidence >= self.threshold
+        views.augmented()
+        logits = views.logits("augmented")[unlabelled].float()
+        loss = (F.cross_entropy(logits, target, reduction="none") * confident).mean()
+        share = confident.float().mean()
+        return LossOutput(loss=loss, n_obs_minibatch=int(unlabelled.sum()), extra_metrics={"confident_share": share})
+
+
+class Consistency(_FromUnlabelled):
+    """Consistency under token dropout: the augmented view's distribution is pulled towards the teacher's,
+    sharpened by ``temperature``, on unlabelled cells the teacher is at least ``threshold`` sure of (UDA).
+
+    Parameters
+    ----------
+    n_labels
+        Number of cell types.
+    threshold
+        Confidence below which a cell is left out.
+    temperature
+        Sharpening of the teacher's distribution (below 1: sharper).
+
+    Examples
+    --------
+    >>> from sctransformer_tools.module import Consistency
+    >>> Consistency(5).name
+    'consistency'
+    """
+
+    name = "consistency"
+
+    def __init__(self, n_labels: int, *, threshold: float = 0.5, temperature: float = 0.5):
+        super().__init__(n_labels, threshold=threshold)
+        self.temperature = float(temperature)
+
+    def loss(self, views: EncoderViews, batch: CellBatch) -> LossOutput:
+        """KL divergence from the teacher's sharpened distribution to the augmented view's."""
+        unlabelled, probs = self._teacher(views, batch)
+        if not unlabelled.any():
+            return self._empty(views)
+        confident = probs.max(-1).values >= self.threshold
+        sharp = torch.softmax(torch.log(probs.clamp_min(1e-12)) / self.temperature, -1)
+        views.augmented()
+        log_q = F.log_softmax(views.logits("augmented")[unlabelled].float(), -1)
+        kl = (sharp * (torch.log(sharp.clamp_min(1e-12)) - log_q)).sum(-1)
+        loss = (kl * confident).mean()
+        share = confident.float().mean()
+        return LossOutput(loss=loss, n_obs_minibatch=int(unlabelled.sum()), extra_metrics={"confident_share": share})
