@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shutil
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from sctransformer_tools._data import stratified_split
 from sctransformer_tools.cli import main
 
 EPOCHS = 8
+#: Model folders written by released versions (tests/data/released_models/make_released_models.py).
+RELEASED = Path(__file__).resolve().parent / "data" / "released_models"
 
 
 @pytest.fixture(scope="module")
@@ -180,44 +183,59 @@ def test_opening_a_crafted_model_folder_runs_nothing(trained, reference_and_quer
         lambda: sct.SCTransformer.load(legacy),
         lambda: sct.SCTransformer.prepare_query_anndata(query.copy(), legacy),
     ):
-        with pytest.raises(ValueError, match=r"earlier version.*pickle.*allow_pickle=True"):
+        with pytest.raises(ValueError, match=r"0\.1 as a pickle.*allow_pickle=True"):
             open_it()
     out = tmp_path / "out.h5ad"
     query.write_h5ad(tmp_path / "query.h5ad")
     with pytest.raises(ValueError, match="allow_pickle"):
         main(["annotate", "--model", str(legacy), "--query", str(tmp_path / "query.h5ad"), "--out", str(out)])
-    # a folder in the new layout whose weights file is a pickle with code: torch refuses to unpickle it
+    # a folder in today's layout whose weights file is a pickle with code: safetensors reads tensors only
     crafted = tmp_path / "crafted"
     trained.save(crafted)
-    torch.save({"weights": _Payload(marker)}, crafted / "weights.pt")
-    with pytest.raises(ValueError, match="could not be read as tensors only"):
+    (crafted / "weights.safetensors").write_bytes(pickle.dumps({"weights": _Payload(marker)}))
+    with pytest.raises(ValueError, match="could not be read as tensors"):
         sct.SCTransformer.load(crafted)
+    # a 0.2.0 folder (format 1) whose weights.pt is a pickle with code: torch's weights-only reader refuses it
+    released = tmp_path / "released"
+    shutil.copytree(RELEASED / "format1", released)
+    torch.save({"weights": _Payload(marker)}, released / "weights.pt")
+    with pytest.raises(ValueError, match="could not be read as tensors only"):
+        sct.SCTransformer.load(released)
     assert not marker.exists()
 
 
-def test_a_folder_of_an_earlier_version_opens_only_when_allowed(trained, reference_and_query, tmp_path):
-    """The opt-in path: the pickled model.pt of earlier versions, then saved again without pickle."""
-    from scvi.model.base import BaseModelClass
+@pytest.mark.parametrize("folder", ["format1", "format0"])
+def test_folders_of_released_versions_give_their_predictions(folder, tmp_path):
+    """Issue 23.4: a folder written by 0.2.0 (format 1) or 0.1 (format 0, a pickle: only with allow_pickle) opens,
+    predicts what that release predicted, and saves again in today's pickle-free layout."""
+    expected = np.load(RELEASED / "expected.npz")
+    query = sct.ds.pbmc68k_reduced()[expected["obs_names"]].copy()
+    kwargs = {"allow_pickle": True} if folder == "format0" else {}
+    if folder == "format0":
+        with pytest.raises(ValueError, match="allow_pickle"):
+            sct.SCTransformer.load(RELEASED / folder)
+    old = sct.SCTransformer.load(RELEASED / folder, **kwargs)
+    for model in (old, _resaved(old, tmp_path / "converted")):
+        probs = model.predict(query, soft=True)
+        assert list(probs.columns) == list(expected["cell_types"])
+        np.testing.assert_allclose(probs.to_numpy(), expected["probabilities"], atol=1e-5)
+        latent = model.get_latent_representation(query, inplace=False)
+        np.testing.assert_allclose(latent, expected["latent"], atol=1e-4)
+    assert sorted(p.name for p in (tmp_path / "converted").iterdir()) == ["model.h5", "weights.safetensors"]
 
-    _, query, _ = reference_and_query
-    legacy = tmp_path / "legacy"
-    BaseModelClass.save(trained, str(legacy))  # what earlier versions wrote (scvi-tools' pickled model.pt)
-    state = torch.load(legacy / "model.pt", weights_only=False)
-    state["model_state_dict"]["classifier.weight"] = state["model_state_dict"].pop(
-        "objectives.classification.linear.weight"
-    )
-    state["model_state_dict"]["classifier.bias"] = state["model_state_dict"].pop(
-        "objectives.classification.linear.bias"
-    )
-    torch.save(state, legacy / "model.pt")
-    with pytest.raises(ValueError, match="allow_pickle"):
-        sct.SCTransformer.load(legacy)
-    old = sct.SCTransformer.load(legacy, allow_pickle=True)
-    np.testing.assert_array_equal(old.predict(query.copy()), trained.predict(query.copy()))
-    old.save(tmp_path / "converted")
-    assert not (tmp_path / "converted" / "model.pt").exists()
-    again = sct.SCTransformer.load(tmp_path / "converted")
-    np.testing.assert_array_equal(again.predict(query.copy()), trained.predict(query.copy()))
+
+def _resaved(model, path):
+    model.save(path)
+    return sct.SCTransformer.load(path)
+
+
+def test_a_pretrained_folder_of_0_2_starts_a_new_model():
+    """A 0.2.0 pretrained backbone keeps its masking policy and gives its encoder to a new model."""
+    adata = sct.ds.pbmc68k_reduced()
+    sct.SCTransformer.setup_anndata(adata, labels_key="louvain")
+    model = sct.SCTransformer.from_pretrained(RELEASED / "format1_pretrained", adata, n_top_genes=0)
+    assert model.pretraining_["masking"] == "mam" and "masked_expression" in model.module.objectives
+    assert model.pretrained_from_["matched_genes"] == model.pretrained_from_["panel_genes"]
 
 
 def test_cli_version_help_and_a_validation_summary(reference_and_query, tmp_path, capsys, caplog):

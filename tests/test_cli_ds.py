@@ -47,7 +47,7 @@ def test_annotate_command_trains_saves_and_annotates(pbmc_small, tmp_path):
     from sctransformer_tools.model._save import read_model_folder
 
     saved = read_model_folder(tmp_path / "model", "SCTransformer")
-    panel = pd.Index(saved.init_params["non_kwargs"]["panel_genes"])
+    panel = saved.spec.genes
     few = panel[: int(0.03 * len(panel))]
     sparse_query_path = tmp_path / "few_genes.h5ad"
     query[:, query.var_names.isin(few) | ~query.var_names.isin(panel)].copy().write_h5ad(sparse_query_path)

@@ -190,7 +190,7 @@ def test_query_below_min_panel_match_is_refused_and_can_be_allowed(pbmc_small, t
     model = sct.SCTransformer(pbmc_small, **tiny)
     keep = pbmc_small.var_names[::40]  # a query measuring few of the model's genes
     query = pbmc_small[:, keep].copy()
-    ratio = float(pd.Index(model.init_params_["non_kwargs"]["panel_genes"]).isin(keep).mean())
+    ratio = float(model.spec_.genes.isin(keep).mean())
     assert ratio < 0.05
     with pytest.raises(ValueError, match="below min_panel_match=5%.*lower min_panel_match"):
         sct.SCTransformer.prepare_query_anndata(query, model)

@@ -189,7 +189,7 @@ def test_novelty_scored_on_the_genes_a_query_measures(trained, pbmc3k_split, pbm
     look novel; the novelty model refitted on the measured genes flags about as few as in the reference."""
     model, ref, _ = trained
     query = pbmc3k_full[pbmc3k_split[1]].copy()
-    panel = pd.Index(model.init_params_["non_kwargs"]["panel_genes"])
+    panel = model.spec_.genes
     mean = np.asarray(ref[:, panel].X.mean(0)).ravel()
     dropped = panel[np.argsort(-mean)[:300]]
     query.obs["n_counts"] = np.asarray(query.X.sum(1)).ravel()  # library sizes as measured, over all genes
@@ -198,8 +198,10 @@ def test_novelty_scored_on_the_genes_a_query_measures(trained, pbmc3k_split, pbm
         sct.SCTransformer.prepare_query_anndata(query, model, library_size_key="n_counts")
     model.predict(query)
     restricted = query.obs["sctransformer_novelty"].to_numpy()
-    with model._reading(query) as data:
-        expression = torch.cat(model._batches(data.adata, None, 256, model._expression)).numpy()
+    with model.reader.read(query) as data:
+        normalize = model.module.tokenizer.normalize
+        expression = torch.cat(model.reader.map_batches(data.adata, lambda b: normalize(b.x, b.library).cpu()))
+        expression = expression.numpy()
     naive = novelty_percentile(model.novelty_, expression)
     print(
         f"flagged at 0.95: refitted {(restricted > 0.95).mean():.3f}, zeros read as measured {(naive > 0.95).mean():.3f}"

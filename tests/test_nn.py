@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sctransformer_tools.module import ExpressedGeneTokenizer, SCTransformerModule
+from sctransformer_tools.module import CellBatch, ExpressedGeneTokenizer, SCTransformerModule
 from sctransformer_tools.nn import MaskedMultiheadAttention, TokenLayout, TransformerBlock
 from sctransformer_tools.nn._attention import pairs_from_dense, segment_softmax
 
@@ -174,13 +174,17 @@ def test_module_sparse_equals_dense(kw):
     x = torch.poisson(torch.rand(6, 40) * 2).double()
     x[2] = 0  # a cell without counts
     codes = torch.unique(module.mask_pairs[:, 0] * 30 + module.mask_pairs[:, 1])
+    batch = CellBatch(x)
     module.attention_path = "sparse"
-    sparse = module.pair_attention(x, None, None, codes)
+    sparse = module.pair_attention(batch, codes)
+    sparse_logits = module.classify(module.encode(batch).embedding)
     module.attention_path = "dense"
-    dense = module.pair_attention(x, None, None, codes)
-    for key in ("logits", "pairs", "cls"):
+    dense = module.pair_attention(batch, codes)
+    dense_logits = module.classify(module.encode(batch).embedding)
+    for key in ("pairs", "cls"):
         assert torch.allclose(sparse[key], dense[key], atol=1e-10), key
-    assert torch.isfinite(sparse["logits"]).all()
+    assert torch.allclose(sparse_logits, dense_logits, atol=1e-10)
+    assert torch.isfinite(sparse_logits).all()
     assert (sparse["pairs"][sparse["present"] == 0] == 0).all()
 
 
@@ -199,8 +203,7 @@ def test_module_trains_the_same_cell_by_cell(monkeypatch):
 
     def loss_and_grads():
         module.zero_grad()
-        inference = module.inference(**module._get_inference_input(tensors))
-        loss = module.loss(tensors, inference, module.generative()).loss
+        loss = module(tensors)["classification"].loss
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in module.parameters() if p.grad is not None]
 
@@ -229,9 +232,9 @@ def test_auto_attention_path_follows_the_cost_model(monkeypatch):
     outputs = {}
     for path, cost in (("sparse", 1e-9), ("dense", 1e9)):  # cheap pairs -> sparse; costly pairs -> dense
         monkeypatch.setattr(_sctransformer, "SPARSE_PAIR_COST", cost)
-        out = module.inference(x, need_weights=True)
-        assert (out["attention"][0][0] is not None) == (path == "sparse")
-        outputs[path] = out["logits"]
+        out = module.encode(CellBatch(x), need_weights=True)
+        assert (out.attention[0][0] is not None) == (path == "sparse")
+        outputs[path] = module.classify(out.embedding)
     assert calls == [True, False]
     assert torch.allclose(outputs["sparse"], outputs["dense"], atol=1e-10)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import sctransformer_tools as sct
-from sctransformer_tools.module import MaskedExpression
+from sctransformer_tools.module import CellBatch, MaskedExpression
 
 TINY = {"d_model": 16, "n_layers": 1, "n_heads": 2, "n_top_genes": 0}
 
@@ -54,7 +54,7 @@ def test_pretrain_learns_and_leaves_the_classifier_untrained(pbmc68k, tmp_path):
     mse = _history(model, "validation_mse")
     assert mse[-1] < 0.8 * mse[0]  # the reconstruction error falls
     assert _history(model, "train_masking_entropy")[-1] > 0.5  # the MAM policy has not collapsed
-    assert not model.is_trained_ and model.module.objective == "classification"
+    assert not model.is_trained_ and model.module.has_classifier
     with pytest.raises(RuntimeError, match="not been trained"):
         model.predict(pbmc68k)
     assert model.pretraining_["n_cells"] == pbmc68k.n_obs and model.pretraining_["masking"] == "mam"
@@ -224,10 +224,8 @@ def test_counts_target_recovers_the_counts(pbmc68k):
     library = torch.as_tensor(pbmc68k.obs["n_counts"].to_numpy()[:8], dtype=torch.float32)
     tokens = model.module.tokenizer(x, library)
     chosen = torch.ones(len(tokens.values), dtype=torch.bool)
-    tensors = {"X": x, "library": library}
-    module = model.module
-    module._get_inference_input = lambda t: {"x": t["X"], "library": t["library"], "batch_index": None}
-    counts, _ = MaskedExpression._counts(module, tensors, tokens, chosen, tokens.values)
+    objective = MaskedExpression(16, target="counts")
+    counts, _ = objective._counts(CellBatch(x, library), tokens, chosen, tokens.values)
     expected = x[tokens.cell, model.module.tokenizer.panel_index[tokens.gene_ids]]
     torch.testing.assert_close(counts, expected)
 

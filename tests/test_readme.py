@@ -52,7 +52,7 @@ def test_readme_code_runs(tmp_path, monkeypatch):
             pytest.fail(f"{name} failed: {type(err).__name__}: {err}")
     query = namespace["query"]
     assert "sctransformer_prediction" in query.obs and "bulk_labels" not in query.obs
-    assert (tmp_path / "model_dir" / "model.json").exists()
+    assert (tmp_path / "model_dir" / "model.h5").exists()
 
 
 def test_readme_tables_are_generated_from_the_records():

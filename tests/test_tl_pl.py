@@ -170,7 +170,7 @@ def test_gene_embedding_audit_trained(fitted):
 def test_gene_embedding_audit_planted_geometry(fitted):
     """Targets given their TF's embedding: TF -> target pairs are found (AUROC ~1); shuffled genes are not (~0.5)."""
     model, _ = fitted
-    edges = sct.grn.regulon_edges_in(model.panel_.index, model.init_params_["non_kwargs"]["regulons"])
+    edges = model.spec_.edge_positions()
     # one TF per target, targets that are not TFs themselves: each TF and its targets share a point
     planted = edges[~edges["target_idx"].isin(edges["source_idx"])].drop_duplicates("target_idx")
     weight = model.module.gene_embedding.weight

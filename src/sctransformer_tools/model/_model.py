@@ -20,6 +20,7 @@ from sctransformer_tools.module import SCTransformerModule
 
 from ._attention import AttentionMixin
 from ._embedding import EmbeddingMixin
+from ._mapping import MappingMixin
 from ._mudata import counts_layer, expression_view, is_mudata, rna_modality
 from ._prediction import PredictionMixin
 from ._pretraining import PretrainingMixin
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 class SCTransformer(
     SetupMixin,
+    MappingMixin,
     TrainingMixin,
     PretrainingMixin,
     PredictionMixin,

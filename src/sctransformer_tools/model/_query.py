@@ -121,14 +121,14 @@ class QueryMixin:
         if isinstance(reference_model, QueryMixin):
             var_names = pd.Index(reference_model.get_var_names())
             registry = reference_model.registry_
-            panel_genes = pd.Index(reference_model.init_params_["non_kwargs"]["panel_genes"])
+            panel_genes = reference_model.spec_.genes
         else:
             from ._save import read_model_folder
 
             saved: SavedModel = read_model_folder(reference_model, cls.__name__, allow_pickle=allow_pickle)
             var_names = pd.Index(saved.var_names)
             registry = saved.registry
-            panel_genes = pd.Index(saved.init_params["non_kwargs"]["panel_genes"])
+            panel_genes = saved.spec.genes
         params = {
             "layer": layer,
             "gene_symbols": gene_symbols,

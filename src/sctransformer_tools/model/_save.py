@@ -353,6 +353,8 @@ class SaveLoadMixin:
         for name, value in attributes.items():
             setattr(model, name, value)
         restore_objectives(model)
+        if getattr(model, "mapping_", None) is not None:  # a query model: its query-specific parameters
+            model.module.add_adapter()
         model.module.load_state_dict(saved.state_dict)
         model.to_device(torch_device)
         model.module.eval()

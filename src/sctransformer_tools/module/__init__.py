@@ -2,6 +2,7 @@
 
 from sctransformer_tools._deprecated import deprecated_names as _deprecated_names
 
+from ._adapter import QueryAdapter
 from ._batch import CellBatch
 from ._classification import CellTypeClassification
 from ._masked_expression import MaskedExpression
@@ -23,6 +24,7 @@ __all__ = [
     "MaskedExpression",
     "Objective",
     "PseudoLabels",
+    "QueryAdapter",
     "SCTransformerModule",
     "fit_profile",
 ]

@@ -76,9 +76,9 @@ class CellTypeClassification(Objective):
         views.augmented()
         logits = views.logits("augmented")
         loss = F.cross_entropy(
-            logits[labelled].float(),
+            logits[labelled],
             labels[labelled],
-            weight=self.class_weights,
+            weight=self.class_weights.to(logits.dtype),
             label_smoothing=self.label_smoothing,
         )
         return LossOutput(

@@ -11,6 +11,7 @@ from torch import nn
 
 from sctransformer_tools.nn import TokenPairs, TransformerBlock
 
+from ._adapter import QueryAdapter
 from ._batch import CellBatch
 from ._classification import CellTypeClassification
 from ._objective import EncoderOutput, EncoderViews, Objective, TokenHook
@@ -156,6 +157,7 @@ class SCTransformerModule(BaseModuleClass):
         embedding_std: float = 1.0,
         profile_genes: Sequence[int] | np.ndarray | None = None,
         profile_components: int = 50,
+        profile_dropout: float = 0.0,
     ):
         super().__init__()
         self.n_input, self.n_labels, self.n_batch = n_input, n_labels, n_batch
@@ -174,6 +176,8 @@ class SCTransformerModule(BaseModuleClass):
         if self.gene_value is not None:
             nn.init.normal_(self.gene_value.weight, std=embedding_std)
         self.value_encoder = ValueEncoder(d_model)
+        self.adapter: QueryAdapter | None = None
+        self.profile_dropout = float(profile_dropout)
         self.profile = None
         if profile_genes is not None and len(profile_genes) and profile_components > 0:
             self.profile = ExpressionProfile(np.asarray(profile_genes), profile_components, d_model)
@@ -317,14 +321,23 @@ class SCTransformerModule(BaseModuleClass):
         embedding and its value embedding (``(gene tokens, d_model)`` each; the token is their sum).
         """
         tokens = self.tokenizer(batch.x, batch.library, drop_prob=token_dropout)
+        values, expression = tokens.values, tokens.expression
+        if self.adapter is not None:  # a query model: what the encoder reads is adapted; the tokens keep the data's
+            values, expression = self.adapter.adapt(values, tokens.gene_ids), self.adapter.adapt(expression)
         identity = self.gene_embedding(tokens.gene_ids)
-        value = self.value_encoder(tokens.values)
+        value = self.value_encoder(values)
         if self.gene_value is not None:
-            value = value + tokens.values.unsqueeze(-1) * self.gene_value(tokens.gene_ids)
+            value = value + values.unsqueeze(-1) * self.gene_value(tokens.gene_ids)
         n_cells = batch.n_cells
         cls = self.cls.reshape(1, -1).expand(n_cells, -1)
         if self.profile is not None:
-            cls = cls + self.profile(tokens.expression).to(cls.dtype)
+            profile = self.profile(expression).to(cls.dtype)
+            if self.training and self.profile_dropout > 0:  # some cells read from their gene tokens alone
+                keep = torch.rand(n_cells, 1, device=profile.device) >= self.profile_dropout
+                profile = profile * keep
+            cls = cls + profile
+        if self.adapter is not None:
+            cls = cls + self.adapter.cls_offset.to(cls.dtype)
         if self.batch_embedding is not None:
             if batch.batch_index is None:
                 idx = torch.full((n_cells,), self.n_batch, dtype=torch.long, device=batch.x.device)
@@ -374,19 +387,25 @@ class SCTransformerModule(BaseModuleClass):
         genes = identity + value if token_hook is None else token_hook(identity, value, tokens)
         h = torch.cat([cls.to(genes.dtype), genes], dim=0)
         layout = tokens.layout
-        sparse = self.attention_path != "dense" and bool(self.has_mask)
-        pairs = pair_weight = grn_allowed = None
+        # nothing reads the gene tokens' states after the last block unless they are asked for: its CLS rows only
+        last = self.n_layers - 1 if not (return_hidden or return_layers or need_weights) else None
+        full = range(self.n_layers if last is None else last)  # blocks run on every token
+        masked_full = [layer for layer in full if layer in self.masked_layers] if bool(self.has_mask) else []
+        sparse = self.attention_path != "dense" and bool(masked_full)
+        pairs = pair_weight = grn_allowed = dense_allowed = None
         if sparse:
             pairs, pair_weight = self.token_pairs(tokens)
             if self.attention_path == "auto" and not sparse_attention_pays(len(pairs.query), layout):
                 sparse, pairs, pair_weight = False, None, None
-        if not sparse and bool(self.has_mask) and self.masked_layers:
+        if not sparse and masked_full:
             grn_allowed = self.dense_allowed(tokens, use_mask=True)
-        dense_allowed = None
-        if not sparse or len(self.masked_layers) < self.n_layers or not bool(self.has_mask):
+        if len(masked_full) < len(full):  # unmasked blocks: every token reads every token of its cell
             dense_allowed = self.dense_allowed(tokens, use_mask=False)
         attention, layers = [], []
         for layer, block in enumerate(self.blocks):
+            if layer == last:
+                h = torch.cat([block.forward_cls(h, layout), h[tokens.n_cells :]])
+                break
             masked = layer in self.masked_layers and bool(self.has_mask)
             bias = None
             if masked and self.edge_bias:
@@ -462,6 +481,12 @@ class SCTransformerModule(BaseModuleClass):
     def generative(self) -> dict:
         """No generative part: scTransformer is a discriminative model."""
         return {}
+
+    def add_adapter(self) -> QueryAdapter:
+        """Add the query-specific parameters of reference mapping (:class:`QueryAdapter`), changing nothing yet."""
+        if self.adapter is None:
+            self.adapter = QueryAdapter(self.tokenizer.n_genes, self.cls.numel()).to(self.cls.device)
+        return self.adapter
 
     def add_objective(self, objective: Objective) -> None:
         """Add a training objective (its head and loss); training steps name the objectives they train."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._attention import MaskedMultiheadAttention, TokenPairs
+from ._attention import MaskedMultiheadAttention, TokenPairs, segment_softmax
 from ._layout import TokenLayout
 
 
@@ -100,3 +100,36 @@ class TransformerBlock(nn.Module):
         x = x + self.dropout(h)
         x = x + self.dropout(self.ffn(self.norm_ffn(x)))
         return x, weights
+
+    def forward_cls(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        """The block's update of the CLS tokens alone, each reading every token of its cell.
+
+        Packed ``x`` (``layout``: the ``n_cells`` CLS tokens first) -> the ``(n_cells, d_model)`` CLS rows of
+        :meth:`forward`'s output, whatever the mask: a CLS token reads every valid token of its cell under every
+        mask, and nothing else reads what a block writes into the gene tokens once it is the last one. The last
+        block of an encoder whose gene-token states are not needed is run this way: keys and values for every
+        token, queries, attention output and feed-forward for the CLS tokens only.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from sctransformer_tools.nn import TokenLayout, TransformerBlock
+        >>> block, layout = TransformerBlock(8, 2, dropout=0.0), TokenLayout.from_counts(torch.tensor([3, 1]))
+        >>> x = torch.randn(6, 8)
+        >>> full, _ = block(x, layout=layout)
+        >>> torch.allclose(block.forward_cls(x, layout), full[:2], atol=1e-6)
+        True
+        """
+        attn, n = self.attn, layout.n_cells
+        y = self.norm_attn(x)
+        w_q, w_k, w_v = attn.qkv.weight.chunk(3, 0)
+        q = torch.nn.functional.linear(y[:n], w_q).view(n, attn.n_heads, attn.d_head)
+        k = torch.nn.functional.linear(y, w_k).view(-1, attn.n_heads, attn.d_head)
+        v = torch.nn.functional.linear(y, w_v).view(-1, attn.n_heads, attn.d_head)
+        acc = torch.promote_types(v.dtype, torch.float32)  # the softmax in float32 at least, as on the other paths
+        logits = (q[layout.cell] * k).sum(-1).to(acc) / attn.d_head**0.5  # (tokens, heads): its cell's CLS query
+        weights = segment_softmax(logits, layout.cell, n).to(v.dtype)
+        heads = torch.zeros(n, attn.n_heads, attn.d_head, dtype=v.dtype, device=v.device)
+        heads = heads.index_add(0, layout.cell, weights[..., None] * v)
+        cls = x[:n] + self.dropout(attn.out(heads.reshape(n, -1)))
+        return cls + self.dropout(self.ffn(self.norm_ffn(cls)))

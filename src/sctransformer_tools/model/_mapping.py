@@ -1,0 +1,285 @@
+"""Reference mapping (scvi-tools' ``ArchesMixin`` convention): adapt a trained reference to a query's cells.
+
+``SCTransformer.load_query_data(query, reference)`` returns a *query model*: the reference's network and
+calibration, plus query-specific parameters that change nothing yet
+(:class:`~sctransformer_tools.module.QueryAdapter`: a gene-wise scale and shift of log-expression and a CLS
+offset). ``query_model.train()`` learns only those, on the query's cells, without labels, through the objectives
+that need none (:data:`ADAPT_OBJECTIVES`); every reference weight stays frozen and the reference model (object
+and folder) is never changed. ``query_model.predict(query)`` then annotates the query.
+
+scvi-tools' own ``ArchesMixin.load_query_data`` freezes by the layer names of its VAEs and does not fit a
+transformer, so this is the package's own implementation of the same names and behaviour.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scvi.data import AnnDataManager
+from scvi.data._constants import _MODEL_NAME_KEY, _SETUP_ARGS_KEY, _SETUP_METHOD_NAME
+
+from sctransformer_tools._constants import ADATA_KEYS, AUTO
+from sctransformer_tools.module import MaskedExpression, PseudoLabels
+
+from ._mudata import counts_layer, expression_view, is_mudata, rna_modality
+from ._quiet import quiet_scvi
+from ._reader import read_query, warn_about_match
+from ._spec import ModelSpec
+from ._training import DEFAULT_BATCH_SIZE, add_objective, fit, restore_objectives
+
+if TYPE_CHECKING:
+    from ._model import SCTransformer
+
+logger = logging.getLogger(__name__)
+
+#: Objectives ``query_model.train()`` adapts the query-specific parameters with (chosen by
+#: ``benchmarks/semi_supervised.py`` on the cross-study split); masked expression only where the reference has
+#: a trained masked-expression head.
+ADAPT_OBJECTIVES: dict[str, float] = {PseudoLabels.name: 1.0, MaskedExpression.name: 1.0}
+#: Optimiser steps of ``query_model.train()`` by default (whole epochs of the query, at least one).
+ADAPT_STEPS = 300
+#: Attributes of the reference a query model keeps (what it predicts with).
+KEPT = ("calibration_", "novelty_", "label_colors_", "objectives_", "training_", "pretraining_", "is_trained_")
+
+
+class MappingMixin:
+    """``load_query_data`` and a query model's ``train``: reference mapping."""
+
+    @classmethod
+    def load_query_data(
+        cls,
+        adata: AnnData,
+        reference_model: str | os.PathLike | SCTransformer,
+        *,
+        layer: str | None = AUTO,
+        gene_symbols: str | None = None,
+        library_size_key: str | None = None,
+        min_panel_match: float = 0.05,
+        unfrozen: Sequence[str] = (),
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        allow_pickle: bool = False,
+    ) -> SCTransformer:
+        """A model of the query, from a trained reference, whose query-specific parameters ``train`` adapts.
+
+        The query may lack labels, order its genes differently, lack some of the reference's genes and hold
+        others (the alignment of :meth:`prepare_query_anndata`). The query model reads a private copy of it
+        aligned to the reference's genes; the query itself and the reference (model and folder) are not changed.
+
+        Parameters
+        ----------
+        adata
+            The query (raw counts in ``X`` or a layer; a MuData: its RNA modality).
+        reference_model
+            A trained model, or the folder it was saved to.
+        layer, gene_symbols, library_size_key, min_panel_match
+            How to read the query (as in :meth:`prepare_query_anndata`).
+        unfrozen
+            Reference parameters to adapt too, by name prefix (e.g. ``("blocks.0.norm_attn",)``); default: only
+            the query adapter.
+        accelerator, device
+            Where to put the network.
+        allow_pickle
+            As in :meth:`load`.
+
+        Returns
+        -------
+        The query model; call its ``train()`` to adapt it, then ``predict(query)``.
+
+        Examples
+        --------
+        >>> import sctransformer_tools as sct
+        >>> adata = sct.ds.pbmc68k_reduced()
+        >>> reference, query = adata[::2].copy(), adata[1::2].copy()
+        >>> sct.SCTransformer.setup_anndata(reference, labels_key="bulk_labels")
+        >>> model = sct.SCTransformer(reference, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> query_model = sct.SCTransformer.load_query_data(query, model)
+        >>> query_model.train(max_epochs=1, enable_progress_bar=False)
+        >>> labels = query_model.predict(query)
+        >>> query_model.mapping_["trained"], model.module.adapter is None  # the reference is unchanged
+        (True, True)
+        """
+        from scvi.model._utils import parse_device_args
+
+        reference = _reference(cls, reference_model, allow_pickle)
+        if not reference["attributes"].get("is_trained_"):
+            raise ValueError("The reference model has not been trained: train it before mapping a query onto it.")
+        registry, spec, var_names = reference["registry"], reference["spec"], reference["var_names"]
+        query = expression_view(adata, rna_modality(adata, None)) if is_mudata(adata) else adata
+        params = {
+            "layer": layer,
+            "gene_symbols": gene_symbols,
+            "library_size_key": library_size_key,
+            "min_panel_match": min_panel_match,
+        }
+        matrix, obs, _, report, _ = read_query(query, var_names, spec.genes, registry, params)
+        warn_about_match(report, query.uns.get(ADATA_KEYS.QUERY))
+        internal = _register(cls, matrix, obs, var_names, registry)
+        model = cls(internal, spec=spec)
+        for name in KEPT:
+            if name in reference["attributes"]:
+                setattr(model, name, reference["attributes"][name])
+        restore_objectives(model)
+        model.module.load_state_dict(reference["state"])
+        model.module.add_adapter()
+        model.mapping_ = {
+            "reference": reference["source"],
+            "n_cells": int(query.n_obs),
+            "panel_match_ratio": float(report["panel_match_ratio"]),
+            "unfrozen": list(unfrozen),
+            "trained": False,
+        }
+        _, _, torch_device = parse_device_args(
+            accelerator=accelerator, devices=device, return_device="torch", validate_single_device=True
+        )
+        model.to_device(torch_device)
+        model.module.eval()
+        return model
+
+    def train(self, max_epochs: int | None = None, **kwargs) -> None:
+        """Train the model (see :meth:`TrainingMixin.train`); a query model adapts its query parameters instead.
+
+        For a query model (from :meth:`load_query_data`): only the query adapter (and ``unfrozen`` reference
+        parameters) learn, on the query's cells, without labels, through :data:`ADAPT_OBJECTIVES` (or
+        ``objectives=``); ``max_epochs`` defaults to about :data:`ADAPT_STEPS` optimiser steps. Accepts ``lr``
+        (default 1e-2), ``batch_size``, ``objectives``, ``seed``, ``precision``, ``enable_progress_bar`` and
+        Lightning trainer arguments.
+        """
+        if getattr(self, "mapping_", None) is None:
+            return super().train(max_epochs, **kwargs)
+        return self._adapt(max_epochs, **kwargs)
+
+    def _adapt(
+        self,
+        max_epochs: int | None = None,
+        *,
+        lr: float = 1e-2,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        objectives: Mapping[str, float] | None = None,
+        seed: int | None = None,
+        precision: str | None = "auto",
+        enable_progress_bar: bool = True,
+        accelerator: str = "auto",
+        devices="auto",
+        **trainer_kwargs,
+    ) -> None:
+        weights = dict(ADAPT_OBJECTIVES if objectives is None else objectives)
+        if MaskedExpression.name in weights and MaskedExpression.name not in self.module.objectives:
+            weights.pop(MaskedExpression.name)  # the reference learned no masked-expression head to adapt with
+        for name in weights:
+            if name not in self.module.objectives:
+                add_objective(self, name)
+        if not weights:
+            raise ValueError("No objective to adapt the query with: pass objectives={'pseudo_labels': 1.0, ...}.")
+        n_cells = self.adata.n_obs
+        if max_epochs is None:
+            max_epochs = max(1, round(ADAPT_STEPS / max(-(-n_cells // batch_size), 1)))
+        prefixes = ("adapter.", *self.mapping_["unfrozen"])
+        trainable = [p for name, p in self.module.named_parameters() if name.startswith(prefixes)]
+        start = time.perf_counter()
+        history = getattr(self, "history_", None)
+        self.history_, trained = None, self.is_trained_
+        self.is_trained_ = False
+        try:
+            fit(
+                self,
+                weights,
+                np.arange(n_cells),
+                np.array([], dtype=int),
+                max_epochs=max_epochs,
+                lr=lr,
+                batch_size=batch_size,
+                weight_averaging=False,
+                early_stopping=False,
+                early_stopping_patience=0,
+                accelerator=accelerator,
+                devices=devices,
+                precision=precision,
+                seed=self.spec_.settings["seed"] if seed is None else seed,
+                enable_progress_bar=enable_progress_bar,
+                plan_kwargs={"weight_decay": 0.0},
+                datasplitter_kwargs=None,
+                trainable=trainable,
+                **trainer_kwargs,
+            )
+            self.mapping_history_ = self.history_
+        finally:
+            self.history_, self.is_trained_ = history, trained
+        seconds = time.perf_counter() - start
+        self.mapping_ = {
+            **self.mapping_,
+            "trained": True,
+            "objectives": weights,
+            "max_epochs": int(max_epochs),
+            "seconds": round(seconds, 1),
+        }
+        logger.info(
+            "Adapted the query model to %s query cells (%s, %d epochs) in %.0f s; the reference is unchanged.",
+            f"{n_cells:,}",
+            " + ".join(weights),
+            max_epochs,
+            seconds,
+        )
+
+
+def _reference(cls, reference_model, allow_pickle: bool) -> dict:
+    """Registry, spec, genes, weights and attributes of a reference model or folder (copies: never changed)."""
+    if isinstance(reference_model, MappingMixin):
+        model = reference_model
+        return {
+            "registry": model.registry_,
+            "spec": model.spec_,
+            "var_names": pd.Index(model.get_var_names()).astype(str),
+            "state": {k: v.detach().cpu().clone() for k, v in model.module.state_dict().items()},
+            "attributes": {k: v for k, v in vars(model).items() if k in KEPT},
+            "source": "a model",
+        }
+    from ._save import read_model_folder
+
+    saved = read_model_folder(reference_model, cls.__name__, allow_pickle=allow_pickle)
+    return {
+        "registry": saved.registry,
+        "spec": ModelSpec.from_dict(saved.attributes["spec_"]),
+        "var_names": pd.Index(np.asarray(saved.var_names).astype(str)),
+        "state": saved.state_dict,
+        "attributes": saved.attributes,
+        "source": str(reference_model),
+    }
+
+
+def _register(cls, matrix, obs: pd.DataFrame, var_names: pd.Index, registry: dict) -> AnnData:
+    """The query aligned to the reference's genes, registered as an AnnData with the reference's field states."""
+    setup = dict(registry[_SETUP_ARGS_KEY])
+    setup_args = {
+        "layer": counts_layer(setup),
+        "labels_key": setup.get("labels_key"),
+        "batch_key": setup.get("batch_key"),
+        "unlabeled_category": setup.get("unlabeled_category"),
+    }
+    layer = setup_args["layer"]
+    internal = AnnData(
+        X=None if layer is not None else matrix,
+        obs=obs,
+        var=pd.DataFrame(index=var_names),
+        layers={layer: matrix} if layer is not None else None,
+    )
+    manager = AnnDataManager(
+        fields=cls.registry_fields(setup_args),
+        setup_method_args={
+            _MODEL_NAME_KEY: registry[_MODEL_NAME_KEY],
+            _SETUP_METHOD_NAME: "setup_anndata",
+            _SETUP_ARGS_KEY: {**setup, **setup_args},
+        },
+    )
+    with quiet_scvi():
+        manager.register_fields(internal, source_registry=registry)
+    cls.register_manager(manager)
+    return internal
