@@ -6,11 +6,11 @@ import numpy as np
 
 
 def stratified_split(
-    labels, train_size: float, seed: int = 0, *, n_labels: int | None = None
+    labels, train_size: float, seed: int = 0, *, n_labels: int | None = None, min_held_class: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split cells per class into a training and a held-out share.
 
-    Every class with at least two cells has at least one held-out cell; classes with one cell stay in
+    Every class with at least ``min_held_class`` cells has at least one held-out cell; smaller classes stay in
     training. Cells whose code is ``>= n_labels`` (unlabelled) are in neither part.
 
     Parameters
@@ -24,6 +24,8 @@ def stratified_split(
         Seed of the permutation.
     n_labels
         Number of classes when ``labels`` are codes; codes at or above it are unlabelled.
+    min_held_class
+        Classes with fewer cells keep them all in the training part.
 
     Returns
     -------
@@ -35,6 +37,8 @@ def stratified_split(
     >>> train, held_out = stratified_split(["B"] * 8 + ["T"] * 2, 0.75)
     >>> len(train), len(held_out)
     (7, 3)
+    >>> len(stratified_split(["B"] * 8 + ["T"] * 2, 0.75, min_held_class=5)[1])  # T keeps both cells
+    2
     """
     labels = np.asarray(labels)
     if n_labels is None:
@@ -48,7 +52,8 @@ def stratified_split(
     train, held_out = [], []
     for code in range(n_labels):
         idx = rng.permutation(np.flatnonzero(codes == code))
-        n_held = 0 if len(idx) < 2 or train_size >= 1 else max(1, round(len(idx) * (1 - train_size)))
+        small = len(idx) < max(min_held_class, 2)
+        n_held = 0 if small or train_size >= 1 else max(1, round(len(idx) * (1 - train_size)))
         held_out.append(idx[:n_held])
         train.append(idx[n_held:])
     empty = np.zeros(0, dtype=np.int64)

@@ -46,22 +46,36 @@ DEFAULT_BATCH_SIZE = 32
 SEMI_SUPERVISED: dict[str, float] = {PseudoLabels.name: 1.0}
 
 
-def default_max_epochs(n_train_cells: int, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+def default_max_epochs(n_train_cells: int, batch_size: int = DEFAULT_BATCH_SIZE, n_read: int | None = None) -> int:
     """Epochs of ``train(max_epochs=None)``: 8, or enough for :data:`MIN_STEPS` steps on small data (at most 50).
 
     Measured on pbmc3k (``benchmarks/annotation_speed.py``): 8 epochs at batch 32 reach the held-out macro-F1
     that 30 epochs at batch 64 reached, in about a quarter of the time. A small reference (a few hundred
     cells) has few steps per epoch, so it trains for more epochs, which cost little there.
 
+    With unlabelled cells (``n_read`` cells in all, each step reading a minibatch of them and one of the
+    ``n_train_cells`` labelled ones), an epoch is a pass over all ``n_read`` cells: training takes as many steps as
+    it would on the labelled cells alone (at least :data:`MIN_STEPS`), in whole epochs.
+
     Examples
     --------
     >>> from sctransformer_tools.model._training import default_max_epochs
     >>> default_max_epochs(2_374), default_max_epochs(350), default_max_epochs(50_000)
     (8, 50, 8)
+    >>> default_max_epochs(20, n_read=2_000), default_max_epochs(2_000, n_read=8_000)  # 600 steps of 32 cells
+    (10, 3)
     """
     steps = max(-(-n_train_cells // batch_size), 1)
-    return int(min(MAX_AUTO_EPOCHS, max(MIN_EPOCHS, -(-MIN_STEPS // steps))))
+    epochs = int(min(MAX_AUTO_EPOCHS, max(MIN_EPOCHS, -(-MIN_STEPS // steps))))
+    if n_read is None or n_read <= n_train_cells:
+        return epochs
+    target = max(MIN_STEPS, epochs * steps)
+    return max(1, -(-target // -(-n_read // batch_size)))
 
+
+#: Cell types with fewer labelled cells keep them all for training (none held out for validation): with a few
+#: labels per type, one held out is a large share of what the classifier learns from.
+MIN_VALIDATED_CELLS = 5
 
 #: Below this validation macro-F1, ``train`` warns that the model's calls are not to be trusted.
 POOR_MACRO_F1 = 0.5
@@ -258,7 +272,8 @@ class TrainingMixin:
         all training cells and one of labelled cells, and objectives that need no label
         (:data:`SEMI_SUPERVISED`) are added to the classifier's loss. ``model.training_`` records what was
         trained on. A stratified share ``1 - train_size`` of the labelled cells of every cell type is held out for
-        validation (each type with >= 2 cells gets at least one). The learning rate warms up, then follows
+        validation (at least one of each type with at least :data:`MIN_VALIDATED_CELLS` labelled cells; smaller
+        types are all trained on). The learning rate warms up, then follows
         a cosine decay over ``max_epochs``. By default the model keeps an exponential moving average of its
         weights (from epoch ``max_epochs // 6``), validates with it and ends with it. With
         ``early_stopping=True`` training instead stops when the validation loss has not improved for
@@ -334,7 +349,9 @@ class TrainingMixin:
         seed = self.spec_.settings["seed"] if seed is None else seed
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()
         n_labels = self.summary_stats.n_labels
-        train_idx, val_idx = stratified_split(codes, train_size, seed, n_labels=n_labels)
+        train_idx, val_idx = stratified_split(
+            codes, train_size, seed, n_labels=n_labels, min_held_class=MIN_VALIDATED_CELLS
+        )
         if len(train_idx) == 0:
             raise ValueError("No labelled cells to train on: every value of the labels column is missing.")
         if len(np.unique(codes[train_idx])) < 2:
@@ -356,7 +373,7 @@ class TrainingMixin:
                 add_objective(self, name)
         fitted_idx = np.sort(np.concatenate([train_idx, unlabelled])) if use_unlabelled else train_idx
         if max_epochs is None:
-            max_epochs = default_max_epochs(len(fitted_idx), batch_size)
+            max_epochs = default_max_epochs(len(train_idx), batch_size, n_read=len(fitted_idx))
         start = time.perf_counter()
         fit(
             self,

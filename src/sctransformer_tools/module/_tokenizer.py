@@ -27,8 +27,8 @@ class GeneTokens(NamedTuple):
         :class:`~sctransformer_tools.nn.TokenLayout` of the full sequence: one CLS token per cell first
         (positions ``0 .. n_cells - 1``), then the gene tokens (positions ``n_cells + i``).
     expression
-        ``(cells, panel genes)`` log-normalised expression as the tokens read it (0 for genes dropped or
-        beyond ``max_tokens``).
+        ``(cells, panel genes)`` log-normalised expression of the whole cell (before token dropout and the
+        ``max_tokens`` cap: what the expression profile reads).
     """
 
     cell: torch.Tensor
@@ -125,4 +125,4 @@ class ExpressedGeneTokenizer(nn.Module):
         cell, gene = expressed.nonzero(as_tuple=True)
         per_cell = torch.bincount(cell, minlength=n_cells)
         layout = TokenLayout.from_counts(per_cell)
-        return GeneTokens(cell, gene, values[cell, gene], n_cells, layout, values * expressed)
+        return GeneTokens(cell, gene, values[cell, gene], n_cells, layout, values)

@@ -1,0 +1,279 @@
+"""Choosing how the model learns from every cell, on validation splits only (never on the reported test splits).
+
+The evaluation (``benchmarks/evaluate.py``) reports held-out test cells; the settings it runs with are chosen here,
+on cells it never reports:
+
+``in_study``
+    pbmc3k. The evaluation's stratified 80/20 split (``random_state=seed``) gives the training cells; these are
+    split again, stratified 75/25 (``random_state=seed``), into *fit* and *validation* cells. 1%, 5%, 20% or 100%
+    of the fit cells keep their labels (stratified, at least 2 per type, as in the label-efficiency experiment);
+    the other fit cells are unlabelled. Scored on the validation cells. With ``--extra``, the four unlabelled 10x
+    PBMC sets of ``../shared/data/scrna/unlabelled_pbmc`` join as unlabelled cells (inner join of the genes,
+    ``batch_key="dataset"``).
+``mapping``
+    Darmanis 2015 (brain, 12 donor samples). The evaluation's fold ``seed`` gives the training donors; of those,
+    one donor group (the first fold of a 3-fold StratifiedGroupKFold over the training donors) is the validation
+    *query*, the others the reference. Reference-only prediction against reference mapping
+    (``load_query_data`` + ``train``) with each set of adaptation objectives, scored on the query.
+
+Arms (``--arms``; :data:`IN_STUDY_ARMS`, :data:`MAPPING_ARMS`) differ in one thing at a time. Records are appended
+to ``benchmarks/results/semi_supervised.jsonl`` and ``docs/results/semi_supervised.md`` is regenerated from them
+(``--report-only``).
+
+Usage (from the project root)::
+
+    python benchmarks/semi_supervised.py --experiments in_study --seeds 0 1 2 --threads 1
+    python benchmarks/semi_supervised.py --experiments in_study --extra --fractions 0.01 0.05 --seeds 0 1 2
+    python benchmarks/semi_supervised.py --experiments mapping --seeds 0 1 2
+    python benchmarks/semi_supervised.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+os.environ.setdefault("SCTRANSFORMER_TOOLS_DATA", str(SHARED / "regulons"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import anndata as ad  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from annotation_speed import machine  # noqa: E402
+from harness.datasets import LABELS_KEY, LIBRARY_KEY, load_split  # noqa: E402
+from pretraining import labelled_subset, query_of, scores, unlabelled  # noqa: E402
+
+import sctransformer_tools as sct  # noqa: E402
+
+RECORDS = ROOT / "benchmarks" / "results" / "semi_supervised.jsonl"
+REPORT = ROOT / "docs" / "results" / "semi_supervised.md"
+SCRNA = SHARED / "scrna"
+FRACTIONS = (0.01, 0.05, 0.2, 1.0)
+UNLABELLED = "Unknown"
+
+#: In-study arms: model settings, ``train()`` settings, and whether the unlabelled fit cells are in the data.
+IN_STUDY_ARMS: dict[str, tuple[dict, dict, bool]] = {
+    "labelled only, no profile": ({"profile_components": 0}, {}, False),
+    "labelled only": ({}, {}, False),
+    "unlabelled in the profile": ({}, {"objectives": {}}, True),
+    "+ pseudo-labels": ({}, {"objectives": {"pseudo_labels": 1.0}}, True),
+    "+ consistency": ({}, {"objectives": {"consistency": 1.0}}, True),
+    "+ masked expression": ({}, {"objectives": {"masked_expression": 1.0}}, True),
+    "+ pseudo-labels + masked expression": ({}, {"objectives": {"pseudo_labels": 1.0, "masked_expression": 1.0}}, True),
+}
+#: Mapping arms: ``None`` predicts with the reference model; otherwise the query model's adaptation objectives.
+MAPPING_ARMS: dict[str, dict | None] = {
+    "reference only": None,
+    "mapped: pseudo-labels": {"pseudo_labels": 1.0},
+    "mapped: consistency": {"consistency": 1.0},
+    "mapped: masked expression": {"masked_expression": 1.0},
+    "mapped: pseudo-labels + masked expression": {"pseudo_labels": 1.0, "masked_expression": 1.0},
+}
+
+
+# ------------------------------------------------------------------------------------------------ records
+def append(record: dict) -> None:
+    """Append one record (a JSON line)."""
+    from harness.records import _clean
+
+    RECORDS.parent.mkdir(parents=True, exist_ok=True)
+    with RECORDS.open("a") as fh:
+        fh.write(json.dumps(_clean(record)) + "\n")
+
+
+def identity(rec: dict) -> tuple:
+    """What identifies a run."""
+    return tuple(str(rec.get(k)) for k in ("experiment", "arm", "fraction", "extra", "seed"))
+
+
+def load_records() -> list[dict]:
+    """Every record; a later record of the same run replaces an earlier one."""
+    if not RECORDS.exists():
+        return []
+    latest = {}
+    for line in RECORDS.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            latest[identity(rec)] = rec
+    return list(latest.values())
+
+
+def done(**key) -> bool:
+    """Whether that run is recorded."""
+    return any(identity(r) == identity(key) for r in load_records())
+
+
+# ------------------------------------------------------------------------------------------------ in-study
+def validation_split(seed: int) -> tuple[ad.AnnData, ad.AnnData]:
+    """The fit and validation cells: a stratified 75/25 split of the evaluation's pbmc3k training cells."""
+    from sklearn.model_selection import train_test_split
+
+    train = load_split("pbmc3k", seed=seed, data_dir=SCRNA).train
+    fit, val = train_test_split(
+        np.arange(train.n_obs), test_size=0.25, stratify=train.obs[LABELS_KEY], random_state=seed
+    )
+    return train[np.sort(fit)].copy(), train[np.sort(val)].copy()
+
+
+def reference_of(fit: ad.AnnData, labelled: np.ndarray, with_unlabelled: bool, extra: bool) -> ad.AnnData:
+    """The AnnData a user would set up: the labelled fit cells, and the others as ``"Unknown"`` when asked."""
+    labels = fit.obs[LABELS_KEY].astype(str).to_numpy()
+    cells = np.arange(fit.n_obs) if with_unlabelled else labelled
+    values = np.full(fit.n_obs, UNLABELLED, dtype=object)
+    values[labelled] = labels[labelled]
+    obs = pd.DataFrame(
+        {LABELS_KEY: values[cells], LIBRARY_KEY: fit.obs[LIBRARY_KEY].to_numpy()[cells], "dataset": "pbmc3k"},
+        index=fit.obs_names[cells],
+    )
+    reference = ad.AnnData(X=fit.X[cells], obs=obs, var=pd.DataFrame(index=fit.var_names))
+    if not (with_unlabelled and extra):
+        return reference
+    parts = [reference]
+    for other in unlabelled():
+        library = np.asarray(other.X.sum(1)).ravel()
+        source = str(other.obs["batch"].iloc[0])
+        obs = pd.DataFrame({LABELS_KEY: UNLABELLED, LIBRARY_KEY: library, "dataset": source}, index=other.obs_names)
+        parts.append(ad.AnnData(X=other.X, obs=obs, var=pd.DataFrame(index=other.var_names)))
+    return ad.concat(parts, join="inner", index_unique="-")
+
+
+def in_study(seeds, fractions, arms, extra: bool, threads: int, resume: bool) -> None:
+    for seed in seeds:
+        fit, val = validation_split(seed)
+        labels = fit.obs[LABELS_KEY].astype(str).to_numpy()
+        for fraction in fractions:
+            labelled = labelled_subset(labels, fraction, seed)
+            for arm in arms:
+                model_kwargs, train_kwargs, with_unlabelled = IN_STUDY_ARMS[arm]
+                key = {"experiment": "in_study", "arm": arm, "fraction": fraction, "extra": extra, "seed": seed}
+                if (resume and done(**key)) or (fraction >= 1 and with_unlabelled and not extra):
+                    continue  # all fit cells labelled: no unlabelled cell to learn from
+                reference = reference_of(fit, labelled, with_unlabelled, extra)
+                batch_key = "dataset" if (with_unlabelled and extra) else None
+                sct.SCTransformer.setup_anndata(
+                    reference,
+                    labels_key=LABELS_KEY,
+                    unlabeled_category=UNLABELLED if with_unlabelled else None,
+                    batch_key=batch_key,
+                    library_size_key=LIBRARY_KEY,
+                )
+                start = time.perf_counter()
+                model = sct.SCTransformer(reference, seed=seed, **model_kwargs)
+                model.train(enable_progress_bar=False, **train_kwargs)
+                train_s = time.perf_counter() - start
+                query = query_of(val)
+                if batch_key:
+                    query.obs["dataset"] = "pbmc3k"
+                start = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="The query lacks", category=UserWarning)  # counted
+                    pred = np.asarray(model.predict(query, inplace=False, library_size_key=LIBRARY_KEY), str)
+                rec = key | {
+                    "dataset": "pbmc3k",
+                    "n_labelled": len(labelled),
+                    "n_cells": reference.n_obs,
+                    "train_s": train_s,
+                    "predict_s": time.perf_counter() - start,
+                    "epochs": len(model.history["train_loss"]),
+                    "precision": model.precision_.get("precision"),
+                    "threads": threads,
+                    "machine": machine()["cpu"],
+                }
+                rec |= scores(val.obs[LABELS_KEY], pred, labels)
+                append(rec)
+                print(json.dumps({k: rec[k] for k in ("arm", "fraction", "seed", "macro_f1", "train_s")}), flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ mapping
+def mapping_split(seed: int) -> tuple[ad.AnnData, ad.AnnData, list[str]]:
+    """Reference and validation query of the evaluation's Darmanis fold ``seed``: one donor group of its training
+    donors is the query."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    train = load_split("darmanis2015", seed=seed, data_dir=SCRNA).train
+    folds = StratifiedGroupKFold(3, shuffle=True, random_state=seed)
+    ref_idx, query_idx = next(folds.split(np.zeros(train.n_obs), train.obs[LABELS_KEY], train.obs["batch"]))
+    held = sorted(pd.unique(train.obs["batch"].iloc[query_idx]).astype(str).tolist())
+    return train[np.sort(ref_idx)].copy(), train[np.sort(query_idx)].copy(), held
+
+
+def mapping(seeds, arms, threads: int, resume: bool) -> None:
+    from pretraining import setup
+
+    for seed in seeds:
+        reference, query_cells, held = mapping_split(seed)
+        labels = reference.obs[LABELS_KEY].astype(str).to_numpy()
+        todo = [
+            a for a in arms if not (resume and done(experiment="mapping", arm=a, fraction=1.0, extra=False, seed=seed))
+        ]
+        if not todo:
+            continue
+        ref = setup(reference)
+        start = time.perf_counter()
+        model = sct.SCTransformer(ref, seed=seed, max_tokens=1024)  # as the evaluation on Darmanis
+        model.train(enable_progress_bar=False)
+        train_s = time.perf_counter() - start
+        for arm in todo:
+            objectives = MAPPING_ARMS[arm]
+            query = query_of(query_cells)
+            start = time.perf_counter()
+            if objectives is None:
+                predictor = model
+            else:
+                predictor = sct.SCTransformer.load_query_data(query, model, library_size_key=LIBRARY_KEY)
+                predictor.train(enable_progress_bar=False, objectives=objectives)
+            map_s = time.perf_counter() - start
+            pred = np.asarray(predictor.predict(query, inplace=False, library_size_key=LIBRARY_KEY), str)
+            rec = {"experiment": "mapping", "arm": arm, "fraction": 1.0, "extra": False, "seed": seed}
+            rec |= {"dataset": "darmanis2015", "query_donors": held, "train_s": train_s, "map_s": map_s}
+            rec |= {"threads": threads, "machine": machine()["cpu"], "n_query": query.n_obs}
+            rec |= scores(query_cells.obs[LABELS_KEY], pred, labels)
+            append(rec)
+            print(json.dumps({k: rec[k] for k in ("arm", "seed", "macro_f1", "map_s")}), flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--experiments", nargs="+", default=["in_study", "mapping"])
+    parser.add_argument("--arms", nargs="+", default=None)
+    parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--extra", action="store_true", help="add the four unlabelled PBMC sets (in_study)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    if not args.report_only:
+        import logging
+
+        import torch
+
+        logging.getLogger("sctransformer_tools").setLevel("WARNING")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        threads = torch.get_num_threads()
+        print(f"{datetime.now(UTC).isoformat()} {machine()} threads={threads}", flush=True)
+        for experiment in args.experiments:
+            if experiment == "in_study":
+                in_study(args.seeds, args.fractions, args.arms or list(IN_STUDY_ARMS), args.extra, threads, args.resume)
+            elif experiment == "mapping":
+                mapping(args.seeds, args.arms or list(MAPPING_ARMS), threads, args.resume)
+            else:
+                raise SystemExit(f"unknown experiment {experiment!r}")
+    from harness.semi_supervised_report import write_report
+
+    write_report(load_records(), REPORT)
+    print(f"wrote {REPORT}")
+
+
+if __name__ == "__main__":
+    main()
