@@ -60,11 +60,17 @@ FRACTIONS = (0.01, 0.05, 0.2, 1.0)
 UNLABELLED = "Unknown"
 
 #: In-study arms: model settings, ``train()`` settings, and whether the unlabelled fit cells are in the data.
+#: ``train()`` settings may hold ``objective_settings``: ``{objective: settings}`` given to ``model.add_objective``.
 IN_STUDY_ARMS: dict[str, tuple[dict, dict, bool]] = {
     "labelled only, no profile": ({"profile_components": 0}, {}, False),
     "labelled only": ({}, {}, False),
     "unlabelled in the profile": ({}, {"objectives": {}}, True),
     "+ pseudo-labels": ({}, {"objectives": {"pseudo_labels": 1.0}}, True),
+    "+ pseudo-labels, not aligned": (
+        {},
+        {"objectives": {"pseudo_labels": 1.0}, "objective_settings": {"pseudo_labels": {"align": False}}},
+        True,
+    ),
     "+ consistency": ({}, {"objectives": {"consistency": 1.0}}, True),
     "+ masked expression": ({}, {"objectives": {"masked_expression": 1.0}}, True),
     "+ pseudo-labels + masked expression": ({}, {"objectives": {"pseudo_labels": 1.0, "masked_expression": 1.0}}, True),
@@ -109,6 +115,16 @@ def load_records() -> list[dict]:
 def done(**key) -> bool:
     """Whether that run is recorded."""
     return any(identity(r) == identity(key) for r in load_records())
+
+
+def code_version() -> str:
+    """The commit of the code that ran (``+dirty`` with uncommitted changes)."""
+    import subprocess
+
+    run = {"cwd": ROOT, "capture_output": True, "text": True}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **run).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run).stdout.strip()
+    return commit + ("+dirty" if dirty else "")
 
 
 # ------------------------------------------------------------------------------------------------ in-study
@@ -167,6 +183,9 @@ def in_study(seeds, fractions, arms, extra: bool, threads: int, resume: bool) ->
                 )
                 start = time.perf_counter()
                 model = sct.SCTransformer(reference, seed=seed, **model_kwargs)
+                train_kwargs = dict(train_kwargs)
+                for name, settings in train_kwargs.pop("objective_settings", {}).items():
+                    model.add_objective(name, **settings)
                 model.train(enable_progress_bar=False, **train_kwargs)
                 train_s = time.perf_counter() - start
                 query = query_of(val)
@@ -177,6 +196,7 @@ def in_study(seeds, fractions, arms, extra: bool, threads: int, resume: bool) ->
                     warnings.filterwarnings("ignore", message="The query lacks", category=UserWarning)  # counted
                     pred = np.asarray(model.predict(query, inplace=False, library_size_key=LIBRARY_KEY), str)
                 rec = key | {
+                    "code": code_version(),
                     "dataset": "pbmc3k",
                     "n_labelled": len(labelled),
                     "n_cells": reference.n_obs,
@@ -233,6 +253,7 @@ def mapping(seeds, arms, threads: int, resume: bool) -> None:
             map_s = time.perf_counter() - start
             pred = np.asarray(predictor.predict(query, inplace=False, library_size_key=LIBRARY_KEY), str)
             rec = {"experiment": "mapping", "arm": arm, "fraction": 1.0, "extra": False, "seed": seed}
+            rec["code"] = code_version()
             rec |= {"dataset": "darmanis2015", "query_donors": held, "train_s": train_s, "map_s": map_s}
             rec |= {"threads": threads, "machine": machine()["cpu"], "n_query": query.n_obs}
             rec |= scores(query_cells.obs[LABELS_KEY], pred, labels)

@@ -157,11 +157,12 @@ def read_model_folder(dir_path: str | os.PathLike, model_class: str, *, allow_pi
         raise FileNotFoundError(f"Model folder {str(path)!r} does not exist. Save a model with `model.save(dir)`.")
     if not path.is_dir():
         raise NotADirectoryError(f"{str(path)!r} is a file; pass the folder that `model.save(dir)` wrote.")
+    legacy = False
     if (path / MODEL_FILE).exists():
         found, var_names, attributes, state_dict = _read_format_2(path)
     elif (path / MODEL_JSON).exists():
         found, var_names, attributes, state_dict = read_format_1(path)
-        attributes = upgrade_attributes(attributes)
+        legacy = True
     elif (path / LEGACY_FILE).exists():
         if not allow_pickle:
             raise ValueError(
@@ -171,7 +172,7 @@ def read_model_folder(dir_path: str | os.PathLike, model_class: str, *, allow_pi
                 "new folder holds only tensors and plain data."
             )
         found, var_names, attributes, state_dict = read_format_0(path)
-        attributes = upgrade_attributes(attributes)
+        legacy = True
     else:
         content = sorted(p.name for p in path.iterdir())[:5]
         raise ValueError(
@@ -183,6 +184,8 @@ def read_model_folder(dir_path: str | os.PathLike, model_class: str, *, allow_pi
             f"{str(path)!r} holds a saved {found or 'unknown'} model, not an {model_class}. "
             f"Load it with its own class, or pass a folder written by {model_class}.save()."
         )
+    if legacy:
+        attributes = upgrade_attributes(attributes)
     return SavedModel(model_class=found, var_names=np.asarray(var_names), attributes=attributes, state_dict=state_dict)
 
 

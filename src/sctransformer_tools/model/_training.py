@@ -244,6 +244,32 @@ def fit(
 class TrainingMixin:
     """``train``: fit the cell-type classifier on the labelled cells, and learn from the unlabelled ones."""
 
+    def add_objective(self, name: str, **kwargs) -> None:
+        """Add (or replace) a training objective with its settings, for ``train(objectives={name: weight})``.
+
+        Parameters
+        ----------
+        name
+            ``"pseudo_labels"`` (:class:`~sctransformer_tools.module.PseudoLabels`), ``"consistency"``
+            (:class:`~sctransformer_tools.module.Consistency`) or ``"masked_expression"``
+            (:class:`~sctransformer_tools.module.MaskedExpression`).
+        **kwargs
+            The objective's settings (e.g. ``threshold=0.9``); saved with the model.
+
+        Examples
+        --------
+        >>> import sctransformer_tools as sct
+        >>> adata = sct.ds.pbmc68k_reduced()
+        >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+        >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+        >>> model.add_objective("pseudo_labels", threshold=0.9)
+        >>> model.objectives_["pseudo_labels"]
+        {'threshold': 0.9}
+        """
+        if name in self.module.objectives:
+            del self.module.objectives[name]
+        add_objective(self, name, **kwargs)
+
     def train(
         self,
         max_epochs: int | None = None,
