@@ -235,9 +235,10 @@ def test_zero_count_cells_and_missing_labels_are_kept(pbmc_small, tiny):
     latent = model.get_latent_representation(pbmc_small)
     assert len(pred) == n_obs == pbmc_small.n_obs and np.isfinite(latent).all()
     assert np.isfinite(pbmc_small.obs["sctransformer_confidence"]).all()
-    # unlabelled cells never enter the split
+    # unlabelled cells are learned from (semi-supervised) but never validate
     labelled = np.flatnonzero(pbmc_small.obs["cell_type"].notna())
-    assert set(model.train_indices) | set(model.validation_indices) <= set(labelled)
+    assert set(model.validation_indices) <= set(labelled)
+    assert model.training_["n_unlabelled"] == 37 and set(model.train_indices) >= set(range(3, 40))
 
 
 def test_unlabelled_only_minibatch_has_zero_loss(pbmc_small, tiny):
@@ -246,7 +247,7 @@ def test_unlabelled_only_minibatch_has_zero_loss(pbmc_small, tiny):
     module = model.module
     x = torch.as_tensor(pbmc_small.X[:4].toarray())
     tensors = {"X": x, "labels": torch.full((4, 1), module.n_labels), "library_size": x.sum(1, keepdim=True)}
-    _, _, loss = module(tensors)
+    loss = module(tensors)["classification"]
     assert loss.loss.item() == 0.0 and loss.loss.requires_grad
 
 

@@ -16,6 +16,7 @@ from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
+from sctransformer_tools._colors import column_colors, scanpy_default_colors
 from sctransformer_tools.module import SCTransformerModule
 
 from ._attention import AttentionMixin
@@ -286,20 +287,15 @@ class SCTransformer(
         return dict(zip(self.cell_types, getattr(self, "label_colors_", None) or [], strict=False))
 
     def _reference_colors(self, adata: AnnData | None, labels_key: str | None) -> list[str]:
-        """One colour per cell type: the reference's ``uns[f"{labels_key}_colors"]`` if set, else scanpy's palette."""
-        from sctransformer_tools.pl import label_colors
-
-        categories = self.cell_types
-        stored = None
-        if adata is not None and labels_key is not None and f"{labels_key}_colors" in adata.uns:
-            column = adata.obs[labels_key]
-            names = column.cat.categories.astype(str) if hasattr(column, "cat") else []
-            colors = list(adata.uns[f"{labels_key}_colors"])
-            if len(colors) == len(names):
-                lookup = dict(zip(names, colors, strict=True))
-                if all(c in lookup for c in categories):
-                    stored = [lookup[c] for c in categories]
-        return list(label_colors(categories, stored).values())
+        """The colour of each cell type as ``sc.pl.umap(reference, color=labels_key)`` draws it: the reference's
+        ``uns[f"{labels_key}_colors"]`` if set, else scanpy's default rule over the column's categories.
+        """
+        types = self.cell_types
+        fallback = scanpy_default_colors(types)
+        if adata is None or labels_key is None or labels_key not in adata.obs:
+            return [fallback[t] for t in types]
+        lookup = column_colors(adata.obs[labels_key], adata.uns.get(f"{labels_key}_colors"))
+        return [lookup.get(t, fallback[t]) for t in types]
 
     # ------------------------------------------------------------- internals
     def get_var_names(self, legacy_mudata_format: bool = False) -> np.ndarray:

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from sctransformer_tools._colors import colors_of
 from sctransformer_tools._constants import ADATA_KEYS, AUTO, UNKNOWN
 from sctransformer_tools.module import CellBatch
 
@@ -74,12 +75,8 @@ class PredictionMixin:
         return cache[key]
 
     def _colors_of(self, categories) -> list[str]:
-        """The model's colour of each cell type (``label_colors_``); "Unknown" light grey."""
-        from sctransformer_tools.pl import label_colors
-
-        known = self.cell_type_colors
-        fallback = label_colors(list(categories))
-        return [known.get(str(c), fallback[str(c)]) if str(c) != UNKNOWN else fallback[UNKNOWN] for c in categories]
+        """The model's colour of each cell type (``cell_type_colors``); "Unknown" light grey."""
+        return colors_of(list(categories), self.cell_type_colors, UNKNOWN)
 
     # ---------------------------------------------------------------- predict
     @reads_mudata

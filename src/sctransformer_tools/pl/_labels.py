@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sctransformer_tools._colors import colors_of
 from sctransformer_tools._constants import UNKNOWN
 
 from ._utils import DOC_AX, DOC_SHOW_SAVE, doc_params, finish, new_axes
@@ -17,14 +18,13 @@ from ._utils import DOC_AX, DOC_SHOW_SAVE, doc_params, finish, new_axes
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-#: Colour of cells called "Unknown": light grey, so that they recede and every real type stands out.
-UNKNOWN_COLOR = "#d3d3d3"
-
 
 def label_colors(categories: Sequence[str], colors: Sequence[str] | None = None) -> dict[str, str]:
-    """One colour per cell type: ``colors`` if given (one per category), else scanpy's default palette.
+    """One colour per cell type: ``colors`` if given (one per category), else the colours ``sc.pl.umap`` would
+    give these categories (scanpy's default rule).
 
-    ``"Unknown"`` is always light grey (:data:`UNKNOWN_COLOR`) and takes no colour of the palette.
+    ``"Unknown"`` is always light grey (:data:`~sctransformer_tools._colors.UNKNOWN_COLOR`) and takes no colour
+    of the palette.
 
     Examples
     --------
@@ -33,18 +33,11 @@ def label_colors(categories: Sequence[str], colors: Sequence[str] | None = None)
     >>> colors["Unknown"], colors["B"] != colors["NK"]
     ('#d3d3d3', True)
     """
-    from scanpy.plotting import palettes
-
     categories = [str(c) for c in categories]
-    known = [c for c in categories if c != UNKNOWN]
-    if colors is not None and len(colors) == len(categories):
-        out = dict(zip(categories, (str(c) for c in colors), strict=True))
-    else:
-        n = len(known)
-        palette = palettes.default_20 if n <= 20 else palettes.default_28 if n <= 28 else palettes.default_102
-        out = {c: palette[i % len(palette)] for i, c in enumerate(known)}
-    out[UNKNOWN] = UNKNOWN_COLOR
-    return {c: out[c] for c in categories}
+    given = dict(zip(categories, (str(c) for c in colors), strict=True)) if colors is not None else {}
+    if colors is not None and len(colors) != len(categories):
+        given = {}
+    return dict(zip(categories, colors_of(categories, given, UNKNOWN), strict=True))
 
 
 def colors_for(values: pd.Series, reference: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
@@ -54,9 +47,7 @@ def colors_for(values: pd.Series, reference: Mapping[str, str] | None = None) ->
     ordered += sorted(c for c in present if c not in set(ordered) and c != UNKNOWN)
     if UNKNOWN in set(present):
         ordered.append(UNKNOWN)
-    base = label_colors(ordered)
-    colors = {**base, **{k: v for k, v in (reference or {}).items() if k in base and k != UNKNOWN}}
-    return ordered, [colors[c] for c in ordered]
+    return ordered, colors_of(ordered, dict(reference or {}), UNKNOWN)
 
 
 @doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
