@@ -36,9 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: Epochs of ``train`` by default on data of a few thousand cells or more ...
 MIN_EPOCHS = 8
-#: ... and at least this many optimiser steps on smaller data (more epochs, up to :data:`MAX_AUTO_EPOCHS`).
+#: ... and at least this many optimiser steps on smaller data (more epochs).
 MIN_STEPS = 600
-MAX_AUTO_EPOCHS = 50
 #: Cells per minibatch of ``train``.
 DEFAULT_BATCH_SIZE = 32
 #: What ``train`` adds to the classifier's loss when the reference has unlabelled cells: objectives that read
@@ -47,30 +46,29 @@ SEMI_SUPERVISED: dict[str, float] = {PseudoLabels.name: 1.0}
 
 
 def default_max_epochs(n_train_cells: int, batch_size: int = DEFAULT_BATCH_SIZE, n_read: int | None = None) -> int:
-    """Epochs of ``train(max_epochs=None)``: 8, or enough for :data:`MIN_STEPS` steps on small data (at most 50).
+    """Epochs of ``train(max_epochs=None)``: 8, or enough for :data:`MIN_STEPS` optimiser steps on smaller data.
 
     Measured on pbmc3k (``benchmarks/annotation_speed.py``): 8 epochs at batch 32 reach the held-out macro-F1
-    that 30 epochs at batch 64 reached, in about a quarter of the time. A small reference (a few hundred
-    cells) has few steps per epoch, so it trains for more epochs, which cost little there.
+    that 30 epochs at batch 64 reached, in about a quarter of the time. A small reference (a few hundred cells, or
+    a few labelled cells) has few steps per epoch, so it trains for more epochs, which cost little there.
 
-    With unlabelled cells (``n_read`` cells in all, each step reading a minibatch of them and one of the
+    With unlabelled cells read too (``n_read`` cells in all, each step reading a minibatch of them and one of the
     ``n_train_cells`` labelled ones), an epoch is a pass over all ``n_read`` cells: training takes as many steps as
-    it would on the labelled cells alone (at least :data:`MIN_STEPS`), in whole epochs.
+    it would on the labelled cells alone, in whole epochs.
 
     Examples
     --------
     >>> from sctransformer_tools.model._training import default_max_epochs
-    >>> default_max_epochs(2_374), default_max_epochs(350), default_max_epochs(50_000)
-    (8, 50, 8)
+    >>> default_max_epochs(2_374), default_max_epochs(350), default_max_epochs(50_000), default_max_epochs(20)
+    (8, 55, 8, 600)
     >>> default_max_epochs(20, n_read=2_000), default_max_epochs(2_000, n_read=8_000)  # 600 steps of 32 cells
     (10, 3)
     """
     steps = max(-(-n_train_cells // batch_size), 1)
-    epochs = int(min(MAX_AUTO_EPOCHS, max(MIN_EPOCHS, -(-MIN_STEPS // steps))))
+    epochs = int(max(MIN_EPOCHS, -(-MIN_STEPS // steps)))
     if n_read is None or n_read <= n_train_cells:
         return epochs
-    target = max(MIN_STEPS, epochs * steps)
-    return max(1, -(-target // -(-n_read // batch_size)))
+    return max(1, -(-(epochs * steps) // -(-n_read // batch_size)))
 
 
 #: Cell types with fewer labelled cells keep them all for training (none held out for validation): with a few
@@ -230,7 +228,7 @@ def fit(
             early_stopping=early_stopping,
             early_stopping_monitor="validation_loss",
             early_stopping_patience=early_stopping_patience,
-            check_val_every_n_epoch=1 if has_val else None,
+            check_val_every_n_epoch=max(1, max_epochs // 50) if has_val else None,  # at most ~50 validations
             callbacks=callbacks,
             precision=precision,
             enable_progress_bar=enable_progress_bar,
@@ -397,7 +395,10 @@ class TrainingMixin:
         for name in weights:
             if name not in self.module.objectives:
                 add_objective(self, name)
-        fitted_idx = np.sort(np.concatenate([train_idx, unlabelled])) if use_unlabelled else train_idx
+        # unlabelled cells are read by the objectives that need no label; the classifier alone learns from them only
+        # through the expression profile (fitted on every cell when the model was built)
+        reads_unlabelled = use_unlabelled and any(not self.module.objectives[n].needs_labels for n in weights)
+        fitted_idx = np.sort(np.concatenate([train_idx, unlabelled])) if reads_unlabelled else train_idx
         if max_epochs is None:
             max_epochs = default_max_epochs(len(train_idx), batch_size, n_read=len(fitted_idx))
         start = time.perf_counter()
@@ -406,7 +407,7 @@ class TrainingMixin:
             weights,
             fitted_idx,
             val_idx,
-            labelled_idx=train_idx if use_unlabelled else None,
+            labelled_idx=train_idx if reads_unlabelled else None,
             max_epochs=max_epochs,
             lr=lr,
             batch_size=batch_size,
@@ -427,6 +428,7 @@ class TrainingMixin:
             "n_labelled": len(train_idx),
             "n_validation": len(val_idx),
             "n_unlabelled": len(unlabelled) if use_unlabelled else 0,
+            "unlabelled_read_by_objectives": bool(reads_unlabelled),
             "max_epochs": int(max_epochs),
             "seconds": round(time.perf_counter() - start, 1),
         }
