@@ -66,7 +66,7 @@ def test_latent_representation_written_for_scanpy(trained):
 def test_attention_per_cell_type(trained):
     model, ref, _ = trained
     long = model.get_attention(ref, groupby="cell_type")
-    uns = ref.uns["sctransformer_attention"]
+    uns = sct.tl.attention_tables(ref)
     n_edges = model.mask_summary()["regulon_edges"]
     assert uns["scores"].shape == (n_edges, 9)
     assert set(long.columns) == {"group", "source", "target", "weight", "score", "coverage"}

@@ -62,8 +62,8 @@ def _close_figures():
 # ------------------------------------------------------------------ tl.tf_programs
 def test_tf_programs_ranks_and_specificity(fitted):
     _, adata = fitted
-    groups = list(adata.uns["sctransformer_attention"]["tf_scores"].columns)
-    n_tfs = len(adata.uns["sctransformer_attention"]["tf_scores"])
+    groups = list(sct.tl.attention_tables(adata)["tf_scores"].columns)
+    n_tfs = len(sct.tl.attention_tables(adata)["tf_scores"])
     top = sct.tl.tf_programs(adata, n_top=5)
     assert list(top["group"].cat.categories) == groups and len(top) == 5 * len(groups)
     for _, frame in top.groupby("group", observed=True):
@@ -78,7 +78,7 @@ def test_tf_programs_ranks_and_specificity(fitted):
     np.testing.assert_allclose(wide.sum(1), 0, atol=1e-6)
     np.testing.assert_allclose(full.pivot(index="tf", columns="group", values="zscore").mean(1), 0, atol=1e-9)
     # the score column is the attention mass get_attention wrote
-    tf_scores = adata.uns["sctransformer_attention"]["tf_scores"]
+    tf_scores = sct.tl.attention_tables(adata)["tf_scores"]
     row = full.iloc[0]
     assert row["score"] == pytest.approx(tf_scores.loc[row["tf"], row["group"]])
     assert ((full["coverage"] >= 0) & (full["coverage"] <= 1)).all() and (full["n_targets"] >= 1).all()
@@ -101,7 +101,7 @@ def test_tf_programs_errors(fitted, pbmc_small):
 def test_compare_tf_activity_table(fitted, activity, tmp_path):
     _, adata = fitted
     table, stored = activity
-    groups = list(adata.uns["sctransformer_attention"]["tf_scores"].columns)
+    groups = list(sct.tl.attention_tables(adata)["tf_scores"].columns)
     assert table["group"].tolist() == groups
     assert np.isfinite(table["spearman"]).all() and table["spearman"].between(-1, 1).all()
     assert table["overlap"].between(0, 10).all() and (table["n_tfs"] > 50).all()
@@ -113,7 +113,7 @@ def test_compare_tf_activity_table(fitted, activity, tmp_path):
     # what it stores can be written to h5ad
     ad.AnnData(uns={"sctransformer_tf_activity": stored}).write_h5ad(tmp_path / "stored.h5ad")
     # ULM on the real counts finds the textbook regulators: PAX5 in B cells, CEBPB in monocytes
-    act = stored["activity"]
+    act = stored["activity"].pivot(index="tf", columns="group", values="activity")
     assert act.loc["PAX5"].idxmax() == "B"
     assert act.loc["CEBPB"].idxmax() in ("CD14+ Mono", "FCGR3A+ Mono")
     # the user's counts are untouched
@@ -125,8 +125,9 @@ def test_compare_tf_activity_planted_agreement(fitted, activity):
     _, adata = fitted
     _, stored = activity
     planted = dict(adata.uns["sctransformer_attention"])
-    act = stored["activity"]
-    planted["tf_scores"] = act - act.to_numpy().min() + 1.0  # a positive shift: same specificity
+    act = stored["activity"].pivot(index="tf", columns="group", values="activity")[list(planted["groups"])]
+    planted["tfs"] = act.index.to_numpy(dtype=object)
+    planted["tf_scores"] = (act - act.to_numpy().min() + 1.0).to_numpy()  # a positive shift: same specificity
     adata.uns["planted_attention"] = planted
     try:
         table = sct.tl.compare_tf_activity(
@@ -286,3 +287,22 @@ def test_save_path_conventions(tmp_path):
         assert save_path("out/x.png", "heatmap") == Path("out/x.png")
     finally:
         sc.settings.figdir = figdir
+
+
+def test_results_with_any_group_name_write_to_h5ad(pbmc68k, tmp_path):
+    """Issue 23.5: group names are data, never keys: a name with "/" (Allen's "L2/3 IT") writes without a warning."""
+    import warnings
+
+    pbmc68k.obs["group"] = pbmc68k.obs["bulk_labels"].astype(str).str.replace(" ", "/")
+    sct.SCTransformer.setup_anndata(pbmc68k, labels_key="bulk_labels")
+    model = sct.SCTransformer(pbmc68k, d_model=16, n_layers=1, n_heads=2, n_top_genes=0)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    model.get_attention(pbmc68k, groupby="group", batch_size=256)
+    assert any("/" in g for g in sct.tl.attention_tables(pbmc68k)["scores"].columns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        pbmc68k.write_h5ad(tmp_path / "attention.h5ad")
+    back = ad.read_h5ad(tmp_path / "attention.h5ad")
+    pd.testing.assert_frame_equal(
+        sct.tl.attention_tables(back)["tf_scores"], sct.tl.attention_tables(pbmc68k)["tf_scores"], check_dtype=False
+    )

@@ -63,9 +63,12 @@ class AttentionMixin:
         Sets the following fields (when ``inplace``)
         --------------------------------------------
         ``adata.uns[key_added]``
-            ``"scores"`` and ``"coverage"`` (edges x groups), ``"edges"`` (source, target, weight),
-            ``"tf_scores"`` (TFs x groups: attention summed over a TF's targets), ``"cls_attention"`` (panel
-            genes x groups: CLS attention per gene), ``"mask"`` (:meth:`mask_summary`) and ``"params"``.
+            ``"groups"`` (the group names), ``"edges"`` (source, target, weight), ``"scores"`` and
+            ``"coverage"`` (edges x groups arrays), ``"tfs"`` and ``"tf_scores"`` (TFs x groups: attention
+            summed over a TF's targets), ``"genes"`` and ``"cls_attention"`` (panel genes x groups: CLS attention
+            per gene), ``"mask"`` (:meth:`mask_summary`) and ``"params"``. Names are stored as data, never as
+            keys, so any group name writes to h5ad; :func:`sctransformer_tools.tl.attention_tables` reads them
+            back as tables.
 
         Examples
         --------
@@ -76,7 +79,7 @@ class AttentionMixin:
         >>> model.train(max_epochs=1, enable_progress_bar=False)
         >>> table = model.get_attention(adata, groupby="bulk_labels")
         >>> sorted(adata.uns["sctransformer_attention"])
-        ['cls_attention', 'coverage', 'edges', 'mask', 'params', 'scores', 'tf_scores']
+        ['cls_attention', 'coverage', 'edges', 'genes', 'groups', 'mask', 'params', 'scores', 'tf_scores', 'tfs']
         """
         self.require_trained()
         target = self.adata if adata is None else adata
@@ -120,13 +123,16 @@ class AttentionMixin:
         long = long.melt(id_vars=["source", "target", "weight"], var_name="group", value_name="score")
         long["coverage"] = coverage.to_numpy().T.ravel()
         long = long[["group", "source", "target", "weight", "score", "coverage"]]
-        if inplace:
+        if inplace:  # group and gene names are stored as data, never as keys (h5ad-safe for any name)
             target.uns[key_added] = {
-                "scores": scores,
-                "coverage": coverage,
-                "edges": edges[["source", "target", "weight"]].set_index(edge_index),
-                "tf_scores": tf_scores,
-                "cls_attention": cls_attention,
+                "groups": np.asarray(names, dtype=object),
+                "edges": edges[["source", "target", "weight"]].reset_index(drop=True),
+                "scores": score.T.astype(np.float32),
+                "coverage": cover.T.astype(np.float32),
+                "tfs": tf_scores.index.to_numpy(dtype=object),
+                "tf_scores": tf_scores.to_numpy(dtype=np.float32),
+                "genes": self.spec_.panel["symbol"].to_numpy(dtype=object),
+                "cls_attention": cls.T.astype(np.float32),
                 "mask": self.mask_summary(),
                 "params": {"groupby": groupby or "", "layer": -1 if layer is None else layer, "heads": "mean"},
             }

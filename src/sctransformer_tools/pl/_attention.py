@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from sctransformer_tools._constants import ADATA_KEYS
 from sctransformer_tools.tl._tf_programs import tf_programs, tf_table
-from sctransformer_tools.tl._utils import RankBy, attention_result, check_by, contrast, zscore
+from sctransformer_tools.tl._utils import RankBy, attention_tables, check_by, contrast, zscore
 
 from ._utils import DOC_AX, DOC_SHOW_SAVE, doc_params, finish, new_axes
 
@@ -96,7 +96,7 @@ def attention_heatmap(
     ax.set_xticks(np.arange(len(names)), names, rotation=90)
     ax.set_yticks(np.arange(len(tfs)), tfs)
     ax.grid(False)  # scanpy's figure parameters turn grids on; they would cut through the cells
-    ax.set_xlabel(attention_result(adata, key).get("params", {}).get("groupby") or "group")
+    ax.set_xlabel(attention_tables(adata, key).get("params", {}).get("groupby") or "group")
     ax.set_ylabel("TF")
     fig.colorbar(image, ax=ax, label="attention mass (z-score across groups)" if standardize else "attention mass")
     return finish(ax, fig, "attention_heatmap", show, save)
@@ -169,7 +169,7 @@ def tf_network(
     """
     from matplotlib.lines import Line2D
 
-    result = attention_result(adata, key)
+    result = attention_tables(adata, key)
     scores, coverage, edges = result["scores"], result["coverage"], result["edges"]
     if group not in scores.columns:
         raise KeyError(f"group {group!r} is not a group of adata.uns[{key!r}] (groups: {list(scores.columns)}).")

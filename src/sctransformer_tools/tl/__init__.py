@@ -14,5 +14,12 @@ from ._embedding_audit import gene_embedding_audit
 from ._masking import masking_preference_summary
 from ._tf_activity import compare_tf_activity
 from ._tf_programs import tf_programs
+from ._utils import attention_tables
 
-__all__ = ["compare_tf_activity", "gene_embedding_audit", "masking_preference_summary", "tf_programs"]
+__all__ = [
+    "attention_tables",
+    "compare_tf_activity",
+    "gene_embedding_audit",
+    "masking_preference_summary",
+    "tf_programs",
+]

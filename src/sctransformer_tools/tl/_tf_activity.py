@@ -157,7 +157,7 @@ def compare_tf_activity(
     ``adata.uns[key_added]["table"]``
         The returned table.
     ``adata.uns[key_added]["activity"]``
-        Mean ULM activity per group (TFs x groups).
+        ULM activity of each group's pseudobulk: a long table (``tf``, ``group``, ``activity``).
     ``adata.uns[key_added]["params"]``
         ``groupby``, ``key``, ``by``, ``n_top``, ``tmin``, ``n_permutations``, ``seed``, ``regulons``,
         ``layer``, ``normalize``.
@@ -213,9 +213,10 @@ def compare_tf_activity(
     act = contrast(activity.loc[tfs, groups], by)
     table = _compare(att, act, n_top=n_top, n_permutations=n_permutations, seed=seed)
     if inplace:
-        adata.uns[key_added] = {
+        long = activity.rename_axis(index="tf", columns="group").stack().rename("activity").reset_index()
+        adata.uns[key_added] = {  # group names as data, never as keys or column names (h5ad-safe for any name)
             "table": table,
-            "activity": activity,
+            "activity": long,
             "params": _params(groupby, key, by, n_top, tmin, n_permutations, seed, regulons_name, layer, normalize),
         }
     return table

@@ -10,12 +10,12 @@ from anndata import AnnData
 
 from sctransformer_tools._constants import ADATA_KEYS
 
-from ._utils import RankBy, attention_result, check_by, specificity, zscore
+from ._utils import RankBy, attention_tables, check_by, specificity, zscore
 
 
 def tf_table(adata: AnnData, key: str = ADATA_KEYS.ATTENTION) -> dict[str, pd.DataFrame]:
     """TF x group tables of one attention result: score, coverage and number of targets."""
-    result = attention_result(adata, key)
+    result = attention_tables(adata, key)
     tf_scores = result["tf_scores"].astype(float)
     edges = result["edges"]
     coverage = result["coverage"].groupby(edges["source"].to_numpy()).mean()

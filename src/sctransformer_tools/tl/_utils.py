@@ -16,8 +16,27 @@ RankBy = Literal["specificity", "zscore", "mass"]
 _REQUIRED = ("tf_scores", "scores", "coverage", "edges")
 
 
-def attention_result(adata: AnnData, key: str = ADATA_KEYS.ATTENTION) -> dict:
-    """The dict :meth:`~sctransformer_tools.SCTransformer.get_attention` wrote into ``adata.uns[key]``, checked."""
+def attention_tables(adata: AnnData, key: str = ADATA_KEYS.ATTENTION) -> dict:
+    """What :meth:`~sctransformer_tools.SCTransformer.get_attention` wrote into ``adata.uns[key]``, as tables.
+
+    Returns
+    -------
+    ``edges`` (source, target, weight; index ``"TF->target"``), ``scores`` and ``coverage`` (edges x groups),
+    ``tf_scores`` (TFs x groups), ``cls_attention`` (panel genes x groups), ``mask`` and ``params``. Results
+    written by 0.2 (tables with the group names as columns) read the same.
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> _ = model.get_attention(adata, groupby="bulk_labels", batch_size=256)
+    >>> tables = sct.tl.attention_tables(adata)
+    >>> tables["scores"].shape[1], tables["scores"].index[0].count("->")
+    (10, 1)
+    """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
     if key not in adata.uns:
@@ -33,7 +52,29 @@ def attention_result(adata: AnnData, key: str = ADATA_KEYS.ATTENTION) -> dict:
             f"adata.uns[{key!r}] lacks {missing}: it was not written by `model.get_attention`; "
             "run `model.get_attention(adata, groupby=...)` again."
         )
-    return result
+    if isinstance(result["scores"], pd.DataFrame):  # written by 0.2: tables keyed by group name
+        return dict(result)
+    groups = pd.Index([str(g) for g in result["groups"]])
+    edges = pd.DataFrame(result["edges"]).reset_index(drop=True)
+    edges.index = pd.Index(edges["source"].astype(str) + "->" + edges["target"].astype(str))
+
+    def table(values, index) -> pd.DataFrame:
+        return pd.DataFrame(np.asarray(values, dtype=float), index=index, columns=groups)
+
+    tfs = pd.Index([str(t) for t in result["tfs"]], name="tf")
+    return {
+        "edges": edges,
+        "scores": table(result["scores"], edges.index),
+        "coverage": table(result["coverage"], edges.index),
+        "tf_scores": table(result["tf_scores"], tfs),
+        "cls_attention": table(result["cls_attention"], pd.Index([str(g) for g in result["genes"]])),
+        "mask": dict(result.get("mask", {})),
+        "params": dict(result.get("params", {})),
+    }
+
+
+#: The name the analyses used before :func:`attention_tables` was public.
+attention_result = attention_tables
 
 
 def check_by(by: str) -> None:
