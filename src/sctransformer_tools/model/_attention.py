@@ -116,7 +116,6 @@ class AttentionMixin:
         coverage = pd.DataFrame(cover.T, index=edge_index, columns=names)
         tf_scores = scores.groupby(edges["source"].to_numpy()).sum()
         tf_scores.index.name = "tf"
-        cls_attention = pd.DataFrame(cls.T, index=self.spec_.panel["symbol"].to_numpy(), columns=names)
         long = scores.reset_index(drop=True).assign(
             source=edges["source"], target=edges["target"], weight=edges["weight"]
         )
