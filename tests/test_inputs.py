@@ -296,3 +296,28 @@ def test_weight_averaging_ends_with_the_averaged_weights(pbmc_small, tiny):
     # training is reproducible, so the averaging alone changes the final weights
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2]) and torch.isfinite(runs[2]).all()
+
+
+def test_predictions_do_not_depend_on_genes_outside_the_panel(pbmc68k):
+    """Issue 25.8: size factors over the panel genes: a query file holding more or fewer non-panel genes (and no
+    library-size column) gives the same embedding and probabilities."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    sct.SCTransformer.setup_anndata(pbmc68k, labels_key="bulk_labels")
+    model = sct.SCTransformer(pbmc68k, d_model=16, n_layers=1, n_heads=2, n_top_genes=0, seed=0)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    assert model.spec_.settings["size_factors"] == "panel"
+    query = ad.AnnData(pbmc68k.X.copy(), var=pbmc68k.var[[]].copy())  # no obs column of totals: row sums
+    outside = query.var_names[~query.var_names.isin(model.spec_.genes)]
+    fewer = query[:, ~query.var_names.isin(outside[:300])].copy()
+    extra = ad.AnnData(
+        sp.hstack([query.X, sp.random(query.n_obs, 50, density=0.3, format="csr", random_state=0) * 20]).tocsr(),
+        var=pd.DataFrame(index=[*query.var_names, *(f"other{i}" for i in range(50))]),
+    )
+    probs = [model.predict(q, soft=True, inplace=False).to_numpy() for q in (query, fewer, extra)]
+    np.testing.assert_allclose(probs[1], probs[0], atol=1e-5)
+    np.testing.assert_allclose(probs[2], probs[0], atol=1e-5)
+    latent = [model.get_latent_representation(q, inplace=False) for q in (query, fewer, extra)]
+    np.testing.assert_allclose(latent[1], latent[0], atol=1e-5)
+    np.testing.assert_allclose(latent[2], latent[0], atol=1e-5)

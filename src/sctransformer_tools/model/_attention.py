@@ -212,7 +212,7 @@ class AttentionMixin:
         with self.reader.read(
             adata, layer=counts_layer, gene_symbols=gene_symbols, library_size_key=library_size_key
         ) as data:
-            self.reader.map_batches(data.adata, accumulate, None, batch_size)
+            self.reader.map_batches(data, accumulate, None, batch_size)
         sizes = np.bincount(groups.codes, minlength=n_groups)
         scale = 1.0 / np.maximum(sizes, 1)[:, None]
         return {

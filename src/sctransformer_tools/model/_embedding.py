@@ -81,7 +81,7 @@ class EmbeddingMixin:
 
         reading = {"layer": layer, "gene_symbols": gene_symbols, "library_size_key": library_size_key}
         with self.reader.read(adata, **reading) as data:
-            chunks = self.reader.map_batches(data.adata, embed, indices, batch_size)
+            chunks = self.reader.map_batches(data, embed, indices, batch_size)
         width = self.module.cls.shape[-1]
         latent = torch.cat(chunks).numpy() if chunks else np.zeros((0, width), dtype=np.float32)
         if inplace:

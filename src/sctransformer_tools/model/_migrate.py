@@ -126,6 +126,7 @@ def spec_from_init_params(init_params: dict, panel: pd.DataFrame | None) -> Mode
     panel["is_profile_gene"] = False
     settings = {k: non_kwargs[k] for k in DEFAULTS if k in non_kwargs}
     settings["profile_components"] = 0
+    settings["size_factors"] = "library"  # what the released versions did
     settings["module_kwargs"] = module_kwargs
     return ModelSpec.from_dict(
         {"mask": non_kwargs.get("mask", "grn"), "panel": panel, "edges": edges, "settings": settings}

@@ -29,7 +29,7 @@ from ._query import QueryMixin
 from ._reader import CellReader
 from ._save import SaveLoadMixin
 from ._setup import SetupMixin, gene_symbols_of
-from ._spec import DEFAULTS, MODULE_SETTINGS, ModelSpec, fit_expression_profile
+from ._spec import DEFAULTS, MODULE_SETTINGS, ModelSpec, fit_expression_profile, fit_panel_share, panel_counts
 from ._training import TrainingMixin
 from ._trainingplan import SCTransformerTrainingPlan
 
@@ -113,6 +113,11 @@ class SCTransformer(
         of class frequency, for rare cell types).
     profile_components
         Principal components of the expression profile added to the CLS token; 0 for none.
+    size_factors
+        What each cell's counts are divided by before ``log1p``: ``"panel"``, its counts over the model's panel
+        genes (the model's input then does not depend on which other genes a dataset holds; a query lacking
+        panel genes is scaled by the reference's share of those it measures), or ``"library"``, its library size
+        (``library_size_key`` of :meth:`setup_anndata`, else the row sums).
     seed
         Seed of the random and shuffled masks and of the weights' initialisation.
     panel_genes
@@ -168,6 +173,7 @@ class SCTransformer(
         label_smoothing: float = 0.1,
         class_weights: Literal["balanced"] | None = None,
         profile_components: int = 50,
+        size_factors: Literal["panel", "library"] = "panel",
         seed: int = 0,
         panel_genes: Sequence[str] | None = None,
         regulons: str | pd.DataFrame | None = None,
@@ -179,7 +185,7 @@ class SCTransformer(
         setup_args = self.registry_[_SETUP_ARGS_KEY]
         data = expression_view(adata, rna_modality(adata, setup_args)) if is_mudata(adata) else adata
         var_names = pd.Index(self.get_var_names()).astype(str)
-        fit_profile_here = spec is None
+        fit_here = spec is None
         if spec is None:
             if data is None:
                 raise ValueError("A model built without data needs its spec (SCTransformer.load passes it).")
@@ -221,8 +227,13 @@ class SCTransformer(
             profile_genes=spec.profile_positions(),
             **s.get("module_kwargs", {}),
         )
-        if fit_profile_here and self.module.profile is not None:
-            self.module.profile.set_projection(**fit_expression_profile(data, spec, setup_args))
+        if fit_here:  # what is fitted on the registered cells, labelled or not (then saved with the weights)
+            counts, library = panel_counts(data, spec, setup_args)
+            if s["size_factors"] == "panel" and not setup_args.get("log_normalized", False):
+                self.module.tokenizer.panel_share.copy_(torch.as_tensor(fit_panel_share(counts)))
+            if self.module.profile is not None:
+                log_normalized = setup_args.get("log_normalized", False)
+                self.module.profile.set_projection(**fit_expression_profile(counts, library, spec, log_normalized))
         self.init_params_ = self._get_init_params(locals())
         self.label_colors_ = self._reference_colors(data, setup_args.get("labels_key"))
         self._mask_summary = gene_mask.summary() | {

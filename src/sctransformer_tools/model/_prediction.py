@@ -27,19 +27,19 @@ def fit_confidence_and_novelty(model, train_idx: np.ndarray, val_idx: np.ndarray
     reader = model.reader
     with reader.read(None) as data:
         if len(val_idx):  # validation cells were never seen by the optimiser
-            logits = torch.cat(reader.map_batches(data.adata, lambda b: _logits(model, b), val_idx)).float()
+            logits = torch.cat(reader.map_batches(data, lambda b: _logits(model, b), val_idx)).float()
             model.calibration_ = fit_temperature(logits, torch.as_tensor(codes[val_idx], dtype=torch.long))
         labelled = np.concatenate([train_idx, val_idx])
         if len(labelled) > MAX_FIT_CELLS:
             labelled = np.random.default_rng(seed).choice(labelled, MAX_FIT_CELLS, replace=False)
         labelled = np.sort(labelled)
-        expression = torch.cat(reader.map_batches(data.adata, lambda b: _expression(model, b).cpu(), labelled))
+        expression = torch.cat(reader.map_batches(data, lambda b: _expression(model, b).cpu(), labelled))
     model.novelty_ = fit_novelty(expression.numpy(), codes[labelled], model.summary_stats.n_labels, seed=seed)
 
 
 def _expression(model, batch: CellBatch) -> torch.Tensor:
     """Log-normalised panel expression of a minibatch, as the model's tokenizer sees it."""
-    return model.module.tokenizer.normalize(batch.x, batch.library).float()
+    return model.module.tokenizer.normalize(batch.x, batch.library, batch.measured).float()
 
 
 def _logits(model, batch: CellBatch) -> torch.Tensor:
@@ -206,7 +206,7 @@ class PredictionMixin:
                 expression = _expression(self, batch).cpu().numpy()
                 return logits, torch.as_tensor(novelty_percentile(fit, expression))
 
-            chunks = self.reader.map_batches(data.adata, logits_and_novelty, indices, batch_size)
+            chunks = self.reader.map_batches(data, logits_and_novelty, indices, batch_size)
             report = data.report
         n_labels = len(categories)
         logits = torch.cat([c[0] for c in chunks]) if chunks else torch.zeros(0, n_labels)

@@ -420,7 +420,7 @@ class PretrainingMixin:
         reading = {"layer": layer, "gene_symbols": gene_symbols, "library_size_key": library_size_key}
         with self.reader.read(adata, **reading) as data:
             n_cells = data.adata.n_obs
-            for genes, ratio, values in self.reader.map_batches(data.adata, read, None, batch_size):
+            for genes, ratio, values in self.reader.map_batches(data, read, None, batch_size):
                 np.add.at(totals["preference"], genes, ratio)
                 np.add.at(totals["n_cells"], genes, 1)
                 np.add.at(totals["expression"], genes, values)

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -396,18 +396,25 @@ class CellReader:
 
     def map_batches(
         self,
-        adata: AnnData,
+        data: QueryData | AnnData,
         fn: Callable[[CellBatch], T],
         indices: np.ndarray | None = None,
         batch_size: int = 256,
     ) -> list[T]:
-        """``fn`` applied to each minibatch of a registered AnnData, on the model's device, in evaluation mode
-        and without gradients.
+        """``fn`` applied to each minibatch of what :meth:`read` yielded (or a registered AnnData).
+
+        On the model's device, in evaluation mode and without gradients. Minibatches of a query that lacks panel
+        genes say which it measures (``CellBatch.measured``).
         """
+        adata = data.adata if isinstance(data, QueryData) else data
         if adata.n_obs == 0 or (indices is not None and len(indices) == 0):
             return []
         model = self.model
+        measured = None
+        if isinstance(data, QueryData) and not data.measured.all():
+            measured = torch.as_tensor(data.measured, device=model.device)
         loader = model._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         model.module.eval()
         with torch.inference_mode():
-            return [fn(CellBatch.from_tensors(tensors).to(model.device)) for tensors in loader]
+            batches = (CellBatch.from_tensors(tensors).to(model.device) for tensors in loader)
+            return [fn(replace(batch, measured=measured)) for batch in batches]

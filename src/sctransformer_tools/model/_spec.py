@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "label_smoothing": 0.1,
     "class_weights": None,
     "profile_components": 50,
+    "size_factors": "panel",
     "seed": 0,
 }
 #: Settings that shape the encoder: a model started from a pretrained one shares them.
@@ -70,6 +71,7 @@ MODULE_SETTINGS = (
     "token_dropout",
     "label_smoothing",
     "profile_components",
+    "size_factors",
 )
 #: Cells the expression profile is fitted on at most (a seeded sample of larger data).
 PROFILE_MAX_CELLS = 20_000
@@ -156,6 +158,8 @@ class ModelSpec:
         settings = {**DEFAULTS, **settings}
         if settings["direction"] not in grn.DIRECTIONS:
             raise ValueError(f"Unknown direction {settings['direction']!r}: choose one of {grn.DIRECTIONS}.")
+        if settings["size_factors"] not in ("panel", "library"):
+            raise ValueError(f"size_factors must be 'panel' or 'library', got {settings['size_factors']!r}.")
         if settings["class_weights"] not in (None, "balanced"):
             raise ValueError(f"class_weights must be None or 'balanced', got {settings['class_weights']!r}.")
         var_names = pd.Index(var_names).astype(str)
@@ -274,31 +278,52 @@ class ModelSpec:
         return cls(mask=plain["mask"], panel=panel, edges=plain["edges"].copy(), settings=settings)
 
 
-def fit_expression_profile(data: AnnData, spec: ModelSpec, setup_args: dict) -> dict[str, np.ndarray]:
-    """Fit the expression profile's projection on every registered cell (labelled or not; a seeded sample of
-    :data:`PROFILE_MAX_CELLS` cells of larger data), on log-normalised expression with the registered library
-    sizes (see :func:`~sctransformer_tools.module.fit_profile`).
+def panel_counts(data: AnnData, spec: ModelSpec, setup_args: dict) -> tuple:
+    """The panel genes' counts of the registered cells (CSR; a seeded sample of :data:`PROFILE_MAX_CELLS` cells of
+    larger data) and the cells' library sizes as registered.
+    """
+    from scipy import sparse
+
+    from ._mudata import counts_layer
+
+    cells = np.arange(data.n_obs)
+    if data.n_obs > PROFILE_MAX_CELLS:
+        rng = np.random.default_rng(spec.settings["seed"])
+        cells = np.sort(rng.choice(data.n_obs, PROFILE_MAX_CELLS, replace=False))
+    matrix = get_matrix(data, counts_layer(setup_args))[cells]
+    if hasattr(matrix, "to_memory"):  # backed
+        matrix = matrix.to_memory()
+    matrix = sparse.csr_matrix(matrix, dtype=np.float32)[:, data.var_names.get_indexer(spec.genes)]
+    library = data.obs[ADATA_KEYS.LIBRARY_COLUMN].to_numpy(dtype=np.float64)[cells]
+    return matrix, library
+
+
+def fit_panel_share(counts) -> np.ndarray:
+    """Each panel gene's mean share of a cell's panel counts (cells with counts), for ``size_factors="panel"``."""
+    from scipy import sparse
+
+    totals = np.asarray(counts.sum(1)).ravel()
+    has = totals > 0
+    if not has.any():
+        return np.full(counts.shape[1], 1.0 / max(counts.shape[1], 1), dtype=np.float32)
+    shares = sparse.diags(1.0 / totals[has]) @ sparse.csr_matrix(counts)[has]
+    return np.asarray(shares.mean(0)).ravel().astype(np.float32)
+
+
+def fit_expression_profile(counts, library: np.ndarray, spec: ModelSpec, log_normalized: bool) -> dict[str, np.ndarray]:
+    """Fit the expression profile's projection on the registered cells (labelled or not), on log-normalised
+    expression with the model's size factors (see :func:`~sctransformer_tools.module.fit_profile`).
     """
     from scipy import sparse
 
     from sctransformer_tools.module import fit_profile
 
-    from ._mudata import counts_layer
-
-    settings = spec.settings
-    genes = spec.genes[spec.profile_positions()]
-    cells = np.arange(data.n_obs)
-    if data.n_obs > PROFILE_MAX_CELLS:
-        rng = np.random.default_rng(settings["seed"])
-        cells = np.sort(rng.choice(data.n_obs, PROFILE_MAX_CELLS, replace=False))
-    columns = data.var_names.get_indexer(genes)
-    matrix = get_matrix(data, counts_layer(setup_args))[cells]
-    if hasattr(matrix, "to_memory"):  # backed
-        matrix = matrix.to_memory()
-    matrix = sparse.csr_matrix(matrix, dtype=np.float32)[:, columns]
-    if not setup_args.get("log_normalized", False):
-        library = data.obs[ADATA_KEYS.LIBRARY_COLUMN].to_numpy(dtype=np.float64)[cells]
+    matrix = sparse.csr_matrix(counts, dtype=np.float32)
+    if not log_normalized:
+        if spec.settings["size_factors"] == "panel":
+            library = np.asarray(matrix.sum(1)).ravel()
         scale = 1e4 / np.maximum(library, 1.0)
         matrix = sparse.csr_matrix(sparse.diags(scale.astype(np.float32)) @ matrix)
         matrix.data = np.log1p(matrix.data)
-    return fit_profile(matrix, settings["profile_components"], seed=settings["seed"])
+    genes = spec.profile_positions()
+    return fit_profile(matrix[:, genes], spec.settings["profile_components"], seed=spec.settings["seed"])

@@ -25,6 +25,8 @@ class CellBatch:
         ``(cells,)`` batch codes; ``None`` when the model has no batches.
     labels
         ``(cells,)`` label codes; code ``n_labels`` marks an unlabelled cell. ``None`` when not loaded.
+    measured
+        ``(panel genes,)`` boolean: the panel genes the cells' data measure (``None``: all of them).
 
     Examples
     --------
@@ -39,6 +41,7 @@ class CellBatch:
     library: torch.Tensor | None = None
     batch_index: torch.Tensor | None = None
     labels: torch.Tensor | None = None
+    measured: torch.Tensor | None = None
 
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]]) -> CellBatch:
@@ -63,8 +66,8 @@ class CellBatch:
         )
 
     def fields(self) -> tuple:
-        """``(x, library, batch_index, labels)``."""
-        return self.x, self.library, self.batch_index, self.labels
+        """``(x, library, batch_index, labels, measured)``."""
+        return self.x, self.library, self.batch_index, self.labels, self.measured
 
     @property
     def n_cells(self) -> int:

@@ -248,7 +248,9 @@ class MaskedExpression(Objective):
 
     def _counts(self, batch: CellBatch, tokens: GeneTokens, chosen, values) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw counts of the chosen tokens (from their log-normalised values) and their cells' library / 10^4."""
-        library = batch.x.sum(1) if batch.library is None else batch.library
+        library = tokens.library
+        if library is None:  # tokens made without their size factors
+            library = batch.x.sum(1) if batch.library is None else batch.library
         scale = library.float().clamp_min(1.0)[tokens.cell[chosen]] / self.target_sum
         return torch.round(torch.expm1(values) * scale).clamp_min(1.0), scale
 

@@ -107,6 +107,9 @@ class SCTransformerModule(BaseModuleClass):
         whichever :func:`sparse_attention_pays` predicts is faster). Unmasked layers always run dense.
     log_normalized
         Input is log-normalised rather than counts.
+    size_factors
+        ``"panel"`` or ``"library"``: what each cell's counts are divided by (see
+        :class:`~sctransformer_tools.module.ExpressedGeneTokenizer`).
     token_dropout
         Probability of dropping each expressed gene while training.
     label_smoothing
@@ -150,6 +153,7 @@ class SCTransformerModule(BaseModuleClass):
         max_tokens: int = 2048,
         attention: str = "auto",
         log_normalized: bool = False,
+        size_factors: str = "library",
         token_dropout: float = 0.3,
         label_smoothing: float = 0.1,
         class_weights: Sequence[float] | None = None,
@@ -167,7 +171,9 @@ class SCTransformerModule(BaseModuleClass):
         if any(not 0 <= layer < n_layers for layer in self.masked_layers):
             raise ValueError(f"masked_layers must lie in 0..{n_layers - 1}, got {masked_layers}.")
         self.token_dropout = token_dropout
-        self.tokenizer = ExpressedGeneTokenizer(torch.as_tensor(np.asarray(panel_index)), max_tokens, log_normalized)
+        self.tokenizer = ExpressedGeneTokenizer(
+            torch.as_tensor(np.asarray(panel_index)), max_tokens, log_normalized, size_factors=size_factors
+        )
         n_genes = self.tokenizer.n_genes
         self.gene_embedding = nn.Embedding(n_genes, d_model)
         nn.init.normal_(self.gene_embedding.weight, std=embedding_std)
@@ -320,7 +326,7 @@ class SCTransformerModule(BaseModuleClass):
         """The inputs of the first block: CLS tokens ``(cells, d_model)``, and per gene token its identity
         embedding and its value embedding (``(gene tokens, d_model)`` each; the token is their sum).
         """
-        tokens = self.tokenizer(batch.x, batch.library, drop_prob=token_dropout)
+        tokens = self.tokenizer(batch.x, batch.library, drop_prob=token_dropout, measured=batch.measured)
         values, expression = tokens.values, tokens.expression
         if self.adapter is not None:  # a query model: what the encoder reads is adapted; the tokens keep the data's
             values, expression = self.adapter.adapt(values, tokens.gene_ids), self.adapter.adapt(expression)

@@ -29,6 +29,8 @@ class GeneTokens(NamedTuple):
     expression
         ``(cells, panel genes)`` log-normalised expression of the whole cell (before token dropout and the
         ``max_tokens`` cap: what the expression profile reads).
+    library
+        ``(cells,)`` the size factor each cell's counts were divided by (``None`` for log-normalised input).
     """
 
     cell: torch.Tensor
@@ -37,6 +39,7 @@ class GeneTokens(NamedTuple):
     n_cells: int
     layout: TokenLayout
     expression: torch.Tensor | None = None
+    library: torch.Tensor | None = None
 
 
 class ExpressedGeneTokenizer(nn.Module):
@@ -58,6 +61,11 @@ class ExpressedGeneTokenizer(nn.Module):
         Input is already log-normalised (no library-size scaling).
     target_sum
         Counts per cell after library-size normalisation, before ``log1p``.
+    size_factors
+        What a cell's counts are divided by: ``"panel"``, the sum of its counts over the panel genes (so that
+        the model's input does not depend on which other genes a file holds), scaled up by the reference's share
+        of the panel genes a query measures when it lacks some (``panel_share``, fitted on the reference);
+        ``"library"``, the library size given (an ``obs`` column of totals over all genes, or the row sums).
 
     Examples
     --------
@@ -75,9 +83,16 @@ class ExpressedGeneTokenizer(nn.Module):
         max_tokens: int = 2048,
         log_normalized: bool = False,
         target_sum: float = 1e4,
+        size_factors: str = "library",
     ):
         super().__init__()
+        if size_factors not in ("panel", "library"):
+            raise ValueError(f"size_factors must be 'panel' or 'library', got {size_factors!r}.")
         self.register_buffer("panel_index", torch.as_tensor(panel_index, dtype=torch.long))
+        self.size_factors = size_factors
+        if size_factors == "panel":  # each panel gene's mean share of a reference cell's panel counts
+            n = len(self.panel_index)
+            self.register_buffer("panel_share", torch.full((n,), 1.0 / max(n, 1)))
         self.max_tokens = int(max_tokens)
         self.log_normalized = log_normalized
         self.target_sum = float(target_sum)
@@ -87,17 +102,39 @@ class ExpressedGeneTokenizer(nn.Module):
         """Panel size."""
         return len(self.panel_index)
 
-    def normalize(self, counts: torch.Tensor, library: torch.Tensor | None) -> torch.Tensor:
-        """Panel expression, library-size normalised and log1p-transformed (unless already log-normalised)."""
+    def normalize(
+        self, counts: torch.Tensor, library: torch.Tensor | None, measured: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Panel expression, size-factor normalised and log1p-transformed (unless already log-normalised).
+
+        ``measured`` (boolean per panel gene, ``size_factors="panel"``): the panel genes the data measure, when
+        not all.
+        """
         x = counts[:, self.panel_index]
         if self.log_normalized:
             return x
-        if library is None:
-            library = counts.sum(1)
-        library = library.reshape(-1, 1).clamp_min(1.0)  # a cell without counts has no tokens, never NaN
+        library = self.size_factor(counts, library, measured).reshape(-1, 1)
         return torch.log1p(x / library * self.target_sum)
 
-    def forward(self, counts: torch.Tensor, library: torch.Tensor | None = None, drop_prob: float = 0.0) -> GeneTokens:
+    def size_factor(
+        self, counts: torch.Tensor, library: torch.Tensor | None, measured: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(cells,)`` what each cell's counts are divided by (at least 1: a cell without counts has no tokens)."""
+        if self.size_factors == "panel":
+            library = counts[:, self.panel_index].sum(1)
+            if measured is not None:
+                library = library / self.panel_share[measured.to(counts.device)].sum().clamp_min(1e-3)
+        elif library is None:
+            library = counts.sum(1)
+        return library.reshape(-1).clamp_min(1.0)
+
+    def forward(
+        self,
+        counts: torch.Tensor,
+        library: torch.Tensor | None = None,
+        drop_prob: float = 0.0,
+        measured: torch.Tensor | None = None,
+    ) -> GeneTokens:
         """Tokenise a minibatch.
 
         Parameters
@@ -108,12 +145,15 @@ class ExpressedGeneTokenizer(nn.Module):
             ``(batch,)`` library sizes; the row sums when ``None``.
         drop_prob
             Probability of dropping each expressed gene (training augmentation).
+        measured
+            Boolean per panel gene: the genes the data measure (see :meth:`normalize`).
 
         Returns
         -------
         The packed :class:`GeneTokens`.
         """
-        values = self.normalize(counts, library)
+        values = self.normalize(counts, library, measured)
+        size = None if self.log_normalized else self.size_factor(counts, library, measured)
         expressed = values > 0
         if drop_prob > 0:
             expressed &= torch.rand_like(values) >= drop_prob
@@ -125,4 +165,4 @@ class ExpressedGeneTokenizer(nn.Module):
         cell, gene = expressed.nonzero(as_tuple=True)
         per_cell = torch.bincount(cell, minlength=n_cells)
         layout = TokenLayout.from_counts(per_cell)
-        return GeneTokens(cell, gene, values[cell, gene], n_cells, layout, values)
+        return GeneTokens(cell, gene, values[cell, gene], n_cells, layout, values, size)
