@@ -248,7 +248,8 @@ def test_cli_version_help_and_a_validation_summary(reference_and_query, tmp_path
     with pytest.raises(SystemExit):
         main(["annotate", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "``" not in help_text and "at least 600 optimiser steps, at most 50) (default: None)" in help_text
+    assert "``" not in help_text and "(default: None)" not in help_text
+    assert "(default: 8, more on small references for at least 600 optimiser steps" in help_text
     reference, query, _ = reference_and_query
     reference.write_h5ad(tmp_path / "ref.h5ad")
     query.write_h5ad(tmp_path / "query.h5ad")
