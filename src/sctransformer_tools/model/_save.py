@@ -211,8 +211,10 @@ def _read_format_2(path: Path) -> tuple:
         state_dict = load_file(path / WEIGHTS_FILE)
     except (OSError, SafetensorError) as err:
         raise ValueError(
-            f"{str(path / WEIGHTS_FILE)!r} could not be read as tensors ({type(err).__name__}: {err}). A model folder "
-            "holds tensors and plain data; this file is damaged or holds something else, and was not opened."
+            f"{str(path / WEIGHTS_FILE)!r} could not be read as tensors ({type(err).__name__}: {err}) and was not "
+            "opened: it holds something other than tensors, or is damaged. A model folder holds tensors and plain "
+            "data only; take the folder from a source you trust, or save the model again with `model.save(dir)` "
+            "where it was trained."
         ) from err
     return model_class, var_names, attributes, state_dict
 
