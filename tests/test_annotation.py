@@ -207,6 +207,15 @@ def test_opening_a_crafted_model_folder_runs_nothing(trained, reference_and_quer
     assert not marker.exists()
 
 
+def test_a_model_folder_without_its_weights_is_called_incomplete(trained, tmp_path):
+    """A missing weights file is an incomplete copy, not a file holding something other than tensors."""
+    incomplete = tmp_path / "incomplete"
+    trained.save(incomplete)
+    (incomplete / "weights.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"weights.safetensors' is missing: the model folder is incomplete"):
+        sct.SCTransformer.load(incomplete)
+
+
 def _says_only_what_is_safe(error: Exception, path: Path) -> None:
     """Issue 25.7: the refusal names the file and why it was not opened, and never advises weights_only=False
     (torch's own message does: it would run the file's code), not even in the exception chain a traceback shows."""

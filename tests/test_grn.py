@@ -156,25 +156,12 @@ def offline(monkeypatch, tmp_path):
     return calls
 
 
-def _package_log(caplog):
-    """Records of the package's logger (it does not propagate to the root logger that caplog listens to)."""
-    import logging
-
-    logger = logging.getLogger("sctransformer_tools")
-    logger.addHandler(caplog.handler)
-    return logger
-
-
-def test_offline_collectri_falls_back_to_the_shipped_snapshot_in_one_log_line(offline, caplog, tmp_path):
+def test_offline_collectri_falls_back_to_the_shipped_snapshot_in_one_log_line(offline, package_log, tmp_path):
     from sctransformer_tools.grn._snapshot import SNAPSHOT_DATE, read_snapshot
 
-    logger = _package_log(caplog)
-    try:
-        net = grn.load_regulons("collectri")
-        again = grn.load_regulons("collectri")
-    finally:
-        logger.removeHandler(caplog.handler)
-    lines = [r.getMessage() for r in caplog.records if "regulons" in r.getMessage()]
+    net = grn.load_regulons("collectri")
+    again = grn.load_regulons("collectri")
+    lines = [r.getMessage() for r in package_log.records if "regulons" in r.getMessage()]
     assert len(lines) == 1, lines
     assert f"snapshot of {SNAPSHOT_DATE}" in lines[0] and "ConnectionError" in lines[0]
     assert "For the current release, run once with internet access" in lines[0] and grn.DATA_ENV in lines[0]

@@ -60,6 +60,15 @@ def from_plain(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     raise ValueError(f"Unknown saved value type {kind!r}: the model folder is damaged or from a newer version.")
 
 
+def require_file(path: Path) -> None:
+    """A model folder's file exists (a missing file is an incomplete copy, not a file holding something else)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} is missing: the model folder is incomplete. Copy the whole folder that `model.save(dir)` "
+            "wrote."
+        )
+
+
 def read_format_1(path: Path) -> tuple:
     """Model class, gene names, attributes and tensors of a format-1 folder (nothing executed)."""
     import torch
@@ -75,6 +84,7 @@ def read_format_1(path: Path) -> tuple:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise ValueError(f"{str(path / ARRAYS_FILE)!r} could not be read as plain arrays: {err}") from err
+    require_file(path / WEIGHTS_FILE)
     try:
         state_dict = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or OSError depending on the damage

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._migrate import LEGACY_FILE, MODEL_JSON, read_format_0, read_format_1, upgrade_attributes
+from ._migrate import LEGACY_FILE, MODEL_JSON, read_format_0, read_format_1, require_file, upgrade_attributes
 from ._mudata import is_mudata, rna_modality
 from ._spec import ModelSpec
 
@@ -207,6 +207,7 @@ def _read_format_2(path: Path) -> tuple:
             attributes = _native(read_elem(f["attributes"]))
     except OSError as err:
         raise ValueError(f"{str(path / MODEL_FILE)!r} is not a readable model description: {err}") from err
+    require_file(path / WEIGHTS_FILE)
     try:
         state_dict = load_file(path / WEIGHTS_FILE)
     except (OSError, SafetensorError) as err:
