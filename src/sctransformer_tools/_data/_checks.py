@@ -53,10 +53,12 @@ def _counts_fix(adata: AnnData, layer: str | None, what: str) -> str:
         if cli and found[0] is not None:
             fix += f" (--query-layer {found[0]} on the command line)"
     else:
-        layers = [name for name in adata.layers if name != layer]
+        others = ([] if layer is None else ["adata.X"]) + [
+            f"adata.layers[{name!r}]" for name in adata.layers if name != layer
+        ]
         fix = (
-            f"No other matrix of {what} holds whole numbers (adata.X, layers: {layers or 'none'}): put its raw counts "
-            "in a layer (`adata.layers['counts'] = counts`) and pass layer='counts'"
+            f"No other matrix of {what} holds whole numbers ({', '.join(others) if others else 'it has no layers'}): put "
+            "its raw counts in a layer (`adata.layers['counts'] = counts`) and pass layer='counts'"
             + (" (--query-layer counts on the command line)" if cli else "")
         )
         if adata.raw is not None and holds_whole_numbers(adata.raw.X):

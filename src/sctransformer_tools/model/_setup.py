@@ -360,10 +360,10 @@ def _mouse_symbols_message(symbols: pd.Index, net: pd.DataFrame, regulons, organ
     regulon_genes = pd.Index(pd.unique(np.concatenate([net["source"].to_numpy(), net["target"].to_numpy()])))
     by_case = ~symbols.isin(regulon_genes) & grn.gene_key(symbols).isin(grn.gene_key(regulon_genes))
     named = isinstance(regulons, str) and regulons.lower() in ("collectri", "dorothea")
-    which = f"the {organism} {regulons} regulons" if named else "the regulons"
+    which = f"the {regulons} regulons (organism={organism!r})" if named else "the regulons"
     fix = "Pass organism='mouse' for mouse regulons" if named and organism == "human" else "Pass mouse regulons"
     return (
-        f"The gene names look like mouse symbols ({list(symbols[:3])}) and {which} are written the human way: "
+        f"The gene names look like mouse symbols ({list(symbols[:3])}) but {which} use human symbols: "
         f"{int(by_case.sum()):,} mouse genes were matched to regulon genes only by ignoring case, that is to their "
         f"human namesakes, which is not an ortholog mapping. {fix}, or map the genes to human orthologs first."
     )
