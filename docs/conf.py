@@ -117,8 +117,8 @@ def _generate_cli_help() -> None:
     _write(GENERATED / "cli_help.md", "\n".join(blocks))
 
 
-# autosummary writes its pages into docs/generated/ but never removes one whose object left docs/api.md
-shutil.rmtree(HERE / "generated", ignore_errors=True)
+# autosummary writes its pages into docs/api/generated/ but never removes one whose object left the API pages
+shutil.rmtree(HERE / "api" / "generated", ignore_errors=True)
 _sync_tutorials()
 _generate_results()
 _generate_cli_help()
@@ -245,6 +245,8 @@ nitpicky = True
 # Names of the package's private modules (``sctransformer_tools.model._training.TrainingMixin``) are pointers
 # into the source, deliberately not documented pages.
 nitpick_ignore_regex = [(r"py:.*", r"(~?)sctransformer_tools(\.\w+)*\._\w+.*")]
+# ``Callable[..., T]`` in a signature: the ellipsis is Python's, not an object to link
+nitpick_ignore_regex += [(r"py:data", r"Ellipsis")]
 #: Namespaces without an inventory in ``EXTERNAL``: never linked.
 UNLINKED = ["celltypist", "scvi_tools"]
 if not INTERSPHINX:  # offline: external types render as text; our own names still must resolve
@@ -364,6 +366,7 @@ html_theme = "sphinx_book_theme"
 html_title = "sctransformer-tools"
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]
+html_js_files = ["wrap_names.js"]  # API names in the sidebar wrap at dots and underscores, not inside words
 html_show_sphinx = False
 html_theme_options = {
     "repository_url": repository_url,

@@ -89,3 +89,16 @@ def pbmc68k_full() -> ad.AnnData:
 def pbmc68k(pbmc68k_full) -> ad.AnnData:
     """A fresh copy for tests that modify it."""
     return pbmc68k_full.copy()
+
+
+@pytest.fixture
+def package_log(caplog):
+    """``caplog`` with the records of the package's logger, at INFO (that logger does not propagate to the root
+    logger caplog listens to)."""
+    import logging
+
+    logger = logging.getLogger("sctransformer_tools")
+    logger.addHandler(caplog.handler)
+    with caplog.at_level(logging.INFO, logger="sctransformer_tools"):
+        yield caplog
+    logger.removeHandler(caplog.handler)

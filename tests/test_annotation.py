@@ -193,15 +193,38 @@ def test_opening_a_crafted_model_folder_runs_nothing(trained, reference_and_quer
     crafted = tmp_path / "crafted"
     trained.save(crafted)
     (crafted / "weights.safetensors").write_bytes(pickle.dumps({"weights": _Payload(marker)}))
-    with pytest.raises(ValueError, match="could not be read as tensors"):
+    with pytest.raises(ValueError, match="could not be read as tensors") as refused:
         sct.SCTransformer.load(crafted)
+    _says_only_what_is_safe(refused.value, crafted / "weights.safetensors")
     # a 0.2.0 folder (format 1) whose weights.pt is a pickle with code: torch's weights-only reader refuses it
     released = tmp_path / "released"
     shutil.copytree(RELEASED / "format1", released)
     torch.save({"weights": _Payload(marker)}, released / "weights.pt")
-    with pytest.raises(ValueError, match="could not be read as tensors only"):
+    with pytest.raises(ValueError, match="could not be read as tensors only") as refused:
         sct.SCTransformer.load(released)
+    _says_only_what_is_safe(refused.value, released / "weights.pt")
+    assert "it refers to posix.system" in str(refused.value) or os.name != "posix"
     assert not marker.exists()
+
+
+def test_a_model_folder_without_its_weights_is_called_incomplete(trained, tmp_path):
+    """A missing weights file is an incomplete copy, not a file holding something other than tensors."""
+    incomplete = tmp_path / "incomplete"
+    trained.save(incomplete)
+    (incomplete / "weights.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"weights.safetensors' is missing: the model folder is incomplete"):
+        sct.SCTransformer.load(incomplete)
+
+
+def _says_only_what_is_safe(error: Exception, path: Path) -> None:
+    """Issue 25.7: the refusal names the file and why it was not opened, and never advises weights_only=False
+    (torch's own message does: it would run the file's code), not even in the exception chain a traceback shows."""
+    import traceback
+
+    message = str(error)
+    assert repr(str(path)) in message and "was not opened: it holds something other than tensors" in message
+    shown = "".join(traceback.format_exception(error))
+    assert "weights_only" not in shown and "arbitrary code" not in shown
 
 
 @pytest.mark.parametrize("folder", ["format1", "format0"])
@@ -248,7 +271,8 @@ def test_cli_version_help_and_a_validation_summary(reference_and_query, tmp_path
     with pytest.raises(SystemExit):
         main(["annotate", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "``" not in help_text and "at least 600 optimiser steps, at most 50) (default: None)" in help_text
+    assert "``" not in help_text and "(default: None)" not in help_text
+    assert "(default: 8, more on small references for at least 600 optimiser steps" in help_text
     reference, query, _ = reference_and_query
     reference.write_h5ad(tmp_path / "ref.h5ad")
     query.write_h5ad(tmp_path / "query.h5ad")

@@ -56,3 +56,60 @@ def test_annotate_command_trains_saves_and_annotates(pbmc_small, tmp_path):
     with pytest.warns(UserWarning, match="treat the calls as provisional"):
         assert main([*args, "--out", str(tmp_path / "out4.h5ad"), "--min-panel-match", "0.01"]) == 0
     assert ad.read_h5ad(tmp_path / "out4.h5ad").uns["sctransformer_query"]["panel_match_ratio"] < 0.05
+
+
+def _run_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter importing this checkout's package; return its stdout and stderr."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(sct.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_version_and_help_import_neither_torch_nor_scanpy():
+    """Issue 25.7: --version and --help answer at once (they took 26 s and 16 s importing torch and scvi-tools)."""
+    code = """
+import contextlib, io, sys
+from sctransformer_tools.cli import main
+for argv in (["--version"], ["--help"], ["demo", "--help"], ["annotate", "--help"]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main(argv)
+heavy = ("torch", "scvi", "scanpy", "anndata", "lightning", "pandas", "decoupler", "matplotlib")
+print("imported:", sorted(name for name in heavy if name in sys.modules))
+"""
+    assert "imported: []" in _run_python(code)
+
+
+def test_help_states_each_default_once_without_markup(capsys):
+    for command in ([], ["demo"], ["annotate"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        text = capsys.readouterr().out
+        assert "`" not in text and "(default: None)" not in text
+        options = " ".join(text.split()).split(" --")
+        assert all(option.count("default") <= 1 for option in options), options
+    with pytest.raises(SystemExit):
+        main(["annotate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "layer of the reference with raw counts (default: X) --" in text
+    assert "model's panel genes (default: 0.05)" in text and "attention mask (default: grn)" in text
+
+
+def test_warnings_on_the_command_line_show_category_and_message_only():
+    """A warning raised while a command runs is printed as 'UserWarning: message', not with the console script's
+    `sys.exit(main())` line; nothing is filtered, and Python's own format is back after the command."""
+    code = """
+import warnings
+from sctransformer_tools import cli
+original = warnings.formatwarning
+cli.demo = lambda *args: warnings.warn("the query's X holds log-normalised values", UserWarning)
+cli.main(["demo"])
+assert warnings.formatwarning is original
+"""
+    assert _run_python(code).strip() == "UserWarning: the query's X holds log-normalised values"

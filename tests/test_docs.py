@@ -106,7 +106,7 @@ def test_every_local_link_resolves(site):
 
 
 def test_model_api_page_documents_the_contract(site):
-    page = site / "generated" / "sctransformer_tools.SCTransformer.html"
+    page = site / "api" / "generated" / "sctransformer_tools.SCTransformer.html"
     assert page.is_file(), "no API page for sctransformer_tools.SCTransformer"
     ids = _parse(page).ids
     missing = [m for m in CONTRACT_METHODS if f"sctransformer_tools.SCTransformer.{m}" not in ids]
@@ -169,3 +169,25 @@ def test_mask_page_example_runs():
     """The doctest on the mask page (docs/mask.md) gives what it shows."""
     result = doctest.testfile(str(DOCS / "mask.md"), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def test_the_api_pages_show_short_names_and_only_the_public_api(site):
+    """Issue 25.7: the sidebar lists ``grn.load_regulons``, not ``sctransformer_tools.grn.load_regulons``, grouped
+    by module as scanpy's documentation is, and the name helpers of ``grn`` are not listed."""
+    import sctransformer_tools as sct
+
+    page = (site / "api" / "grn.html").read_text(encoding="utf-8")
+    sidebar = page.split('class="bd-sidebar-primary', 1)[1].split("</nav>", 1)[0]
+    assert ">grn.load_regulons<" in sidebar and ">sctransformer_tools.grn.load_regulons<" not in sidebar
+    for group in ("Model", "GRN:", "Tools:", "Plotting:", "Benchmarks:", "Datasets:", "Modules:"):
+        assert group in sidebar, group
+    for internal in ("gene_key", "positions", "looks_like_mouse", "looks_like_ensembl"):
+        assert internal not in sct.grn.__all__ and callable(getattr(sct.grn, internal))  # importable, not public
+        assert not list(site.rglob(f"*grn.{internal}.html")), internal
+    import html
+
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", page)).split())
+    for name in ("MASK_KINDS", "DIRECTIONS"):  # the constants' values as the page writes them
+        value = "(" + ", ".join(f'"{item}"' for item in getattr(sct.grn, name)) + ")"
+        assert f"sctransformer_tools.grn.{name} = {value}" in text, name
+    assert f'sctransformer_tools.grn.DATA_ENV = "{sct.grn.DATA_ENV}"' in text

@@ -137,3 +137,86 @@ def test_unknown_mask_and_direction(panel):
         grn.build_mask(len(panel), panel.edges, kind="grnn")
     with pytest.raises(ValueError, match="Unknown direction"):
         grn.build_mask(len(panel), panel.edges, direction="target_to_tf")
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No cache (an empty cache folder) and no internet (every download fails), as on a fresh offline machine."""
+    from sctransformer_tools.grn import _regulons
+
+    calls = []
+
+    def no_network(resource, organism):
+        calls.append((resource, organism))
+        raise ConnectionError("Failed to resolve 'zenodo.org'")
+
+    monkeypatch.setenv(grn.DATA_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(_regulons, "_download", no_network)
+    monkeypatch.setattr(_regulons, "_UNREACHABLE", {})
+    return calls
+
+
+def test_offline_collectri_falls_back_to_the_shipped_snapshot_in_one_log_line(offline, package_log, tmp_path):
+    from sctransformer_tools.grn._snapshot import SNAPSHOT_DATE, read_snapshot
+
+    net = grn.load_regulons("collectri")
+    again = grn.load_regulons("collectri")
+    lines = [r.getMessage() for r in package_log.records if "regulons" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"snapshot of {SNAPSHOT_DATE}" in lines[0] and "ConnectionError" in lines[0]
+    assert "For the current release, run once with internet access" in lines[0] and grn.DATA_ENV in lines[0]
+    assert offline == [("collectri", "human")]  # one try per process: the second call reads the snapshot at once
+    expected = grn.validate_regulons(read_snapshot("collectri", "human"))
+    pd.testing.assert_frame_equal(net, expected)
+    pd.testing.assert_frame_equal(again, expected)
+    assert len(net) == 43_178 and list(net.columns) == ["source", "target", "weight"]
+    assert not (tmp_path / "cache").exists()  # the snapshot is not cached: online, the current release is fetched
+
+
+def test_offline_dorothea_says_what_to_do(offline):
+    for _ in range(2):  # the first failure and the later calls of the same process say the same
+        with pytest.raises(RuntimeError, match=r"does not ship.*GPL-3.*'collectri' works offline.*cached in"):
+            grn.load_regulons("dorothea")
+    with pytest.raises(RuntimeError, match=r"SCTRANSFORMER_TOOLS_DATA to a folder holding 'collectri_mouse.csv.gz'"):
+        grn.load_regulons("collectri", organism="mouse")  # no mouse snapshot ships
+
+
+def test_online_download_is_cached_and_the_snapshot_left_alone(monkeypatch, tmp_path):
+    from sctransformer_tools.grn import _regulons
+
+    current = pd.DataFrame({"source": ["PAX5"], "target": ["CD19"], "weight": [1.0]})
+    monkeypatch.setenv(grn.DATA_ENV, str(tmp_path))
+    monkeypatch.setattr(_regulons, "_UNREACHABLE", {})
+    monkeypatch.setattr(_regulons, "_download", lambda resource, organism: current)
+    pd.testing.assert_frame_equal(grn.load_regulons("collectri"), current)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "collectri_human.csv.gz"), current)
+
+
+def test_the_snapshot_is_package_data_found_by_importlib_resources():
+    from importlib.resources import files
+
+    from sctransformer_tools.grn._snapshot import SNAPSHOTS, snapshot_file
+
+    name = SNAPSHOTS["collectri", "human"]
+    data = files("sctransformer_tools.grn").joinpath("data", name)
+    assert data.is_file() and snapshot_file("collectri", "human") == data
+    assert 100_000 < len(data.read_bytes()) < 400_000  # about 200 KB gzipped
+
+
+def test_the_snapshot_holds_the_shared_collectri_edges(collectri):  # skipped with a reason without ../shared
+    from sctransformer_tools.grn._snapshot import read_snapshot
+
+    snapshot = read_snapshot("collectri", "human")
+    pd.testing.assert_frame_equal(snapshot, collectri[["source", "target", "weight"]].astype({"weight": float}))
+
+
+def test_the_docs_name_the_snapshot_and_its_terms():
+    from pathlib import Path
+
+    from sctransformer_tools.grn._snapshot import SNAPSHOT_DATE
+
+    installation = (Path(__file__).resolve().parents[1] / "docs" / "installation.md").read_text()
+    for text in (installation, grn.load_regulons.__doc__):
+        text = " ".join(text.split())
+        for fact in (SNAPSHOT_DATE, "8192729", "Müller-Dott", "CC-BY-4.0", "academic", "GPL-3"):
+            assert fact in text, fact

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -321,3 +323,105 @@ def test_predictions_do_not_depend_on_genes_outside_the_panel(pbmc68k):
     latent = [model.get_latent_representation(q, inplace=False) for q in (query, fewer, extra)]
     np.testing.assert_allclose(latent[1], latent[0], atol=1e-5)
     np.testing.assert_allclose(latent[2], latent[0], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def counts_model(pbmc68k_full):
+    """A tiny model trained (one epoch) on the counts of half of pbmc68k_reduced."""
+    reference = pbmc68k_full[::2].copy()
+    sct.SCTransformer.setup_anndata(reference, labels_key="bulk_labels")
+    model = sct.SCTransformer(reference, d_model=16, n_layers=1, n_heads=2, n_top_genes=0, seed=0)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    return model
+
+
+@pytest.fixture
+def counts_model_and_query(counts_model, pbmc68k_full):
+    """The model trained on counts and a query of the other cells (whole numbers in X), a fresh copy."""
+    query = pbmc68k_full[1::2].copy()
+    del query.obs["bulk_labels"]
+    return counts_model, query
+
+
+def _log_normalised(adata, keep_counts: bool):
+    import scanpy as sc
+
+    out = adata.copy()
+    if keep_counts:
+        out.layers["counts"] = out.X.copy()
+    sc.pp.normalize_total(out, target_sum=1e4)
+    sc.pp.log1p(out)
+    return out
+
+
+def test_a_counts_model_refuses_a_log_normalised_or_scaled_query(counts_model_and_query):
+    """Issue 25.4: log-normalised X given to a model trained on counts was read with a warning and gave confident
+    nonsense; it is refused, naming the layer read and the one holding whole numbers."""
+    import scanpy as sc
+
+    model, query = counts_model_and_query
+    logged = _log_normalised(query, keep_counts=True)
+    expected = (
+        r"adata.X of the query holds [\d,]+ non-integer values: it looks log-normalised or scaled, not raw counts"
+    )
+    fix = r"Whole numbers are in adata.layers\['counts'\]: pass layer='counts' \(--query-layer counts on the command"
+    for read in (
+        lambda: model.predict(logged, layer=None),
+        lambda: sct.SCTransformer.prepare_query_anndata(logged, model, layer=None),
+    ):
+        with pytest.raises(ValueError, match=f"{expected}.*{fix}"):
+            read()
+    scaled = logged.copy()
+    sc.pp.scale(scaled)
+    with pytest.raises(ValueError, match=r"adata.X of the query holds [\d,]+ negative values: it looks scaled.*"):
+        model.predict(scaled, layer=None)
+    alone = _log_normalised(query, keep_counts=False)  # no counts anywhere
+    with pytest.raises(ValueError, match=r"No other matrix of the query holds whole numbers \(it has no layers\)"):
+        model.predict(alone)  # chosen automatically: X, the only matrix, is refused too
+    alone.raw = query  # counts kept in .raw
+    with pytest.raises(ValueError, match=r"adata.raw holds whole numbers"):
+        model.predict(alone)
+    # chosen automatically: the layer of counts is read, and the predictions are those of the counts in X
+    np.testing.assert_array_equal(model.predict(logged), model.predict(query))
+
+
+def test_the_layer_read_is_logged_once_when_chosen_automatically(counts_model_and_query, package_log):
+    model, query = counts_model_and_query
+    logged = _log_normalised(query, keep_counts=True)
+    sct.SCTransformer.prepare_query_anndata(logged, model)
+    model.predict(logged)
+    model.get_latent_representation(logged)
+    lines = [r.getMessage() for r in package_log.records if r.getMessage().startswith("Counts of")]
+    assert lines == [
+        "Counts of the query read from adata.layers['counts'] (chosen automatically; pass layer= to read another)."
+    ]
+    package_log.clear()
+    model.predict(query.copy(), layer=None)  # named by the user: nothing to say
+    assert not [r for r in package_log.records if r.getMessage().startswith("Counts of")]
+
+
+def test_mouse_like_query_names_are_named_as_matched_to_human_namesakes(counts_model_and_query):
+    model, query = counts_model_and_query
+    lowered = query.copy()  # some names lower-cased by a pipeline: not mouse, said as before
+    query.var_names = [name.capitalize() for name in query.var_names]  # Cd3e, Pax5: written the mouse way
+    with pytest.warns(UserWarning, match=r"look like mouse symbols.*mouse genes were matched to their human namesakes"):
+        sct.SCTransformer.prepare_query_anndata(query, model)
+    assert query.uns["sctransformer_query"]["mouse_like_symbols"]
+    lowered.var_names = [n.lower() if i < 20 else n for i, n in enumerate(lowered.var_names)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sct.SCTransformer.prepare_query_anndata(lowered, model)
+    messages = [str(w.message) for w in caught]
+    assert any("only after ignoring case" in m for m in messages) and not any("mouse" in m for m in messages)
+
+
+@pytest.mark.parametrize("regulons", ["collectri", "table"])
+def test_a_mouse_like_reference_is_named_as_matched_to_human_namesakes(pbmc68k, regulons):
+    if regulons == "table":  # a table of human regulons says the same as the resource's name
+        regulons = sct.grn.load_regulons("collectri")
+    pbmc68k.var_names = [name.capitalize() for name in pbmc68k.var_names]
+    with pytest.warns(
+        UserWarning, match=r"look like mouse symbols.*[\d,]+ mouse genes were matched .* human namesakes"
+    ) as w:
+        sct.SCTransformer.setup_anndata(pbmc68k, labels_key="bulk_labels", regulons=regulons)
+    assert [r.filename for r in w if "mouse" in str(r.message)] == [__file__]  # points at the user's line

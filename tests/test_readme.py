@@ -66,3 +66,15 @@ def test_readme_tables_are_generated_from_the_records():
     text = README.read_text()
     assert text.count("<!-- table:") >= 1
     assert module.render(text) == text, "README tables differ from the records: run python benchmarks/readme_tables.py"
+
+
+def test_ci_runs_exactly_the_readmes_set_up_commands():
+    """Issue 25.1: CI runs the README's two set-up commands as written, and the offline default in a clean clone."""
+    set_up = README.read_text().split("## Set up", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)\n```", set_up, flags=re.S)
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert len(commands) == 2
+    lines = ci.splitlines()
+    assert all(command in lines for command in commands), commands
+    assert lines.index(commands[0]) < lines.index(commands[1])
+    assert "git clone --quiet --local ." in ci and "-u SCTRANSFORMER_TOOLS_DATA" in ci and "snapshot of" in ci

@@ -1,10 +1,19 @@
-"""sctransformer-tools: GRN-masked Transformers for cell-type annotation in Scanpy workflows."""
+"""sctransformer-tools: GRN-masked Transformers for cell-type annotation in Scanpy workflows.
 
+The subpackages (and :class:`SCTransformer`) are imported on first use, so that ``import sctransformer_tools`` and
+the command line's ``--version`` and ``--help`` do not wait for torch, scvi-tools and scanpy.
+"""
+
+from __future__ import annotations
+
+import importlib
 import logging
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
-from . import bm, ds, grn, model, module, nn, pl, tl
-from .model import SCTransformer
+if TYPE_CHECKING:
+    from . import bm, ds, grn, model, module, nn, pl, tl
+    from .model import SCTransformer
 
 try:
     __version__ = version("sctransformer-tools")
@@ -21,4 +30,18 @@ if not _logger.handlers:
     _logger.setLevel(logging.INFO)
     _logger.propagate = False
 
+_SUBPACKAGES = ("bm", "ds", "grn", "model", "module", "nn", "pl", "tl")
 __all__ = ["SCTransformer", "bm", "ds", "grn", "model", "module", "nn", "pl", "tl"]
+
+
+def __getattr__(name: str):
+    """Import a subpackage, or :class:`SCTransformer`, on first use (PEP 562)."""
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name == "SCTransformer":
+        return importlib.import_module(f"{__name__}.model").SCTransformer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

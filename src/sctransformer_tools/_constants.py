@@ -21,6 +21,9 @@ class _SCTAnnDataKeys(NamedTuple):
 SCT_REGISTRY_KEYS = _SCTRegistryKeys()
 ADATA_KEYS = _SCTAnnDataKeys()
 
+#: The attention masks: the GRN prior and its controls of the same density (:func:`~sctransformer_tools.grn.build_mask`).
+MASK_KINDS: tuple[str, ...] = ("grn", "dense", "random", "shuffled")
+
 #: The label of cells the model does not call: low confidence or unlike every reference type.
 UNKNOWN = "Unknown"
 

@@ -8,19 +8,22 @@ sctransformer-tools demo --out sctransformer_demo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
-from sctransformer_tools.grn import MASK_KINDS
+# Only the standard library and the package's leaf modules at import time: `--version` and `--help` must not wait
+# for torch, scvi-tools or scanpy (each command imports what it needs).
+from sctransformer_tools._constants import MASK_KINDS
 
 logger = logging.getLogger("sctransformer_tools.cli")
 #: Help of --max-epochs (the same rule as the API's train(max_epochs=None)).
-EPOCHS_HELP = "training epochs (None: 8, more on small references for at least 600 optimiser steps, at most 50)"
+EPOCHS_HELP = "training epochs (default: 8, more on small references for at least 600 optimiser steps, at most 50)"
 
 
 def demo(
@@ -38,6 +41,7 @@ def demo(
     The report as a dict.
     """
     import matplotlib.pyplot as plt
+    import numpy as np
     import scanpy as sc
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -149,10 +153,20 @@ def annotate(args: argparse.Namespace) -> None:
     print(counts.to_string())
 
 
-def _parser() -> argparse.ArgumentParser:
-    from sctransformer_tools import __version__
+class _HelpFormatter(argparse.HelpFormatter):
+    """Adds ``(default: ...)`` to an option's help unless the help states its default or there is none to state."""
 
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _parser() -> argparse.ArgumentParser:
+    from sctransformer_tools import __version__  # importlib.metadata: the package's modules stay unimported
+
+    formatter = _HelpFormatter
     parser = argparse.ArgumentParser(
         prog="sctransformer-tools",
         description="scTransformer: GRN-masked Transformers for cell-type annotation (scverse / Scanpy).",
@@ -199,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     p_ann.add_argument(
         "--query-layer",
         default="auto",
-        help="layer of the query with raw counts ('auto': the reference's layer if present, else X)",
+        help="layer of the query with raw counts (default: auto, the reference's layer if the query has it, else X)",
     )
     p_ann.add_argument(
         "--query-library-size-key", default=None, help="obs column of the query with total counts per cell"
@@ -231,13 +245,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _plain_warnings() -> Iterator[None]:
+    """Warnings printed as ``UserWarning: message``, without the file and line that raised them.
+
+    On the command line that place is the console script's ``sys.exit(main())`` or a line inside the package, which
+    tells the user nothing; the message itself names the input and the option to change. Nothing is filtered.
+    """
+    original = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None) -> str:
+        return f"{category.__name__}: {message}\n"
+
+    warnings.formatwarning = formatwarning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sctransformer-tools``."""
-    args = _parser().parse_args(argv)
-    if args.command == "demo":
-        demo(args.out, args.max_epochs, args.mask, args.regulons, args.seed)
-    else:
-        annotate(args)
+    with _plain_warnings():
+        args = _parser().parse_args(argv)
+        if args.command == "demo":
+            demo(args.out, args.max_epochs, args.mask, args.regulons, args.seed)
+        else:
+            annotate(args)
     return 0
 
 

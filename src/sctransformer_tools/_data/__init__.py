@@ -4,7 +4,7 @@ Private: used by ``model``, ``tl`` and ``bm``; nothing here is part of the publi
 """
 
 from ._align import GeneMatch, align_genes, aligned_matrix, match_genes
-from ._checks import check_expression, check_labels, check_var_names
+from ._checks import check_expression, check_labels, check_var_names, holds_whole_numbers, whole_number_sources
 from ._fields import TolerantCategoricalObsField
 from ._hvg import HVG_MAX_CELLS, highly_variable_genes, keep_torch_threads
 from ._matrix import LIBRARY_SIZE_COLUMNS, find_library_size_key, get_matrix, library_sizes, log_normalised, row_chunks
@@ -24,6 +24,7 @@ __all__ = [
     "find_library_size_key",
     "get_matrix",
     "highly_variable_genes",
+    "holds_whole_numbers",
     "keep_torch_threads",
     "library_sizes",
     "log_normalised",
@@ -31,4 +32,5 @@ __all__ = [
     "row_chunks",
     "stratified_split",
     "user_stacklevel",
+    "whole_number_sources",
 ]

@@ -10,6 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from ._matrix import get_matrix
+from ._stack import user_stacklevel
 
 
 def _values(matrix) -> np.ndarray:
@@ -20,17 +21,71 @@ def _values(matrix) -> np.ndarray:
     return np.asarray(matrix).ravel()
 
 
-def check_expression(
-    adata: AnnData, layer: str | None, log_normalized: bool = False, *, what: str = "the reference", chunk: int = 10_000
-) -> None:
-    """Check the expression matrix: finite, non-negative; integer counts unless ``log_normalized`` (warns).
+def holds_whole_numbers(matrix, n_rows: int = 200) -> bool:
+    """Whether the first ``n_rows`` rows of ``matrix`` hold non-negative whole numbers (a cheap check for counts).
 
-    ``what`` names the data in messages (``"the reference"`` or ``"the query"``: the fixes differ).
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sctransformer_tools._data import holds_whole_numbers
+    >>> holds_whole_numbers(np.array([[0.0, 3.0], [1.0, 0.0]])), holds_whole_numbers(np.log1p([[0.0, 3.0]]))
+    (True, False)
+    """
+    values = np.asarray(_values(matrix[: min(n_rows, matrix.shape[0])]), dtype=np.float64)
+    return bool(values.size == 0 or ((values >= 0).all() and np.allclose(values, np.round(values))))
+
+
+def whole_number_sources(adata: AnnData, read: str | None) -> list[str | None]:
+    """Where else ``adata`` holds whole numbers: its layers, and ``None`` for ``X``, other than ``read``."""
+    sources: list[str | None] = [] if read is None or adata.X is None else [None]
+    sources += [name for name in adata.layers if name != read]
+    return [s for s in sources if holds_whole_numbers(adata.X if s is None else adata.layers[s])]
+
+
+def _counts_fix(adata: AnnData, layer: str | None, what: str) -> str:
+    """What to pass instead, for data read by a model trained on counts: the matrices that hold whole numbers."""
+    found = whole_number_sources(adata, layer)
+    cli = what == "the query"  # the command line's option for it
+    if found:
+        where = ", ".join("adata.X" if s is None else f"adata.layers[{s!r}]" for s in found)
+        options = " or ".join(f"layer={s!r}" for s in found)
+        fix = f"Whole numbers are in {where}: pass {options}"
+        if cli and found[0] is not None:
+            fix += f" (--query-layer {found[0]} on the command line)"
+    else:
+        others = ([] if layer is None else ["adata.X"]) + [
+            f"adata.layers[{name!r}]" for name in adata.layers if name != layer
+        ]
+        fix = (
+            f"No other matrix of {what} holds whole numbers ({', '.join(others) if others else 'it has no layers'}): put "
+            "its raw counts in a layer (`adata.layers['counts'] = counts`) and pass layer='counts'"
+            + (" (--query-layer counts on the command line)" if cli else "")
+        )
+        if adata.raw is not None and holds_whole_numbers(adata.raw.X):
+            fix += "; adata.raw holds whole numbers (`adata.raw.to_adata()` is an AnnData of them)"
+    return f"{fix}. If these are counts with fractional values (e.g. EM-resolved counts of alevin or kallisto), round them first."
+
+
+def check_expression(
+    adata: AnnData,
+    layer: str | None,
+    log_normalized: bool = False,
+    *,
+    what: str = "the reference",
+    counts_required: bool = False,
+    chunk: int = 10_000,
+) -> None:
+    """Check the expression matrix: finite, non-negative; integer counts unless ``log_normalized``.
+
+    ``what`` names the data in messages. Non-integer values warn for a reference, which may be log-normalised
+    (``log_normalized=True``); with ``counts_required`` (data read by a model trained on counts: a query) they are
+    an error naming the layers that hold whole numbers, as negative values are.
 
     Raises
     ------
     ValueError
-        On negative, NaN or infinite values, naming how many and where to look.
+        On negative, NaN or infinite values, naming how many and where to look; on non-integer values when
+        ``counts_required``.
     """
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     matrix = get_matrix(adata, layer)
@@ -49,24 +104,24 @@ def check_expression(
             f"{where} holds {n_nonfinite:,} NaN or infinite values. Expression must be finite: fix or remove "
             "those cells/genes first (e.g. `np.nan_to_num`), or point `layer=` at the raw counts."
         )
+    if counts_required and (n_negative or n_fractional):
+        found = f"{n_negative:,} negative values" if n_negative else f"{n_fractional:,} non-integer values"
+        looks = "scaled or centred (e.g. by sc.pp.scale)" if n_negative else "log-normalised or scaled"
+        raise ValueError(
+            f"{where} of {what} holds {found}: it looks {looks}, not raw counts. The model was trained on raw counts "
+            f"and normalises them itself, so it does not read these values. {_counts_fix(adata, layer, what)}"
+        )
     if n_negative:
         raise ValueError(
             f"{where} holds {n_negative:,} negative values: it looks scaled or centred (e.g. by sc.pp.scale), not "
             "counts. Point `layer=` at raw counts (or at log-normalised values with `log_normalized=True`)."
         )
     if n_fractional:
-        if what == "the reference":
-            fix = "If the data are already log-normalised, pass `log_normalized=True` to setup_anndata."
-        else:
-            layers = [name for name in adata.layers if name != layer]
-            fix = (
-                f"Point layer= at the query's raw counts (its layers: {layers or 'none'}); the model was trained on "
-                "counts and normalises them itself."
-            )
         warnings.warn(
-            f"{where} of {what} holds {n_fractional:,} non-integer values; scTransformer expects raw counts. {fix}",
+            f"{where} of {what} holds {n_fractional:,} non-integer values; scTransformer expects raw counts. If the "
+            "data are already log-normalised, pass `log_normalized=True` to setup_anndata.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
 

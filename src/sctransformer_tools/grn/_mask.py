@@ -9,9 +9,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from sctransformer_tools._constants import MASK_KINDS
+
 MaskKind = Literal["grn", "dense", "random", "shuffled"]
 Direction = Literal["tf_to_target", "both"]
-MASK_KINDS: tuple[str, ...] = ("grn", "dense", "random", "shuffled")
 DIRECTIONS: tuple[str, ...] = ("tf_to_target", "both")
 
 

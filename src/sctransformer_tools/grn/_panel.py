@@ -14,8 +14,8 @@ from ._names import positions
 def regulon_edges_in(genes: Sequence[str], net: pd.DataFrame, min_targets: int = 1) -> pd.DataFrame:
     """Regulon edges whose TF and target are both among ``genes``.
 
-    Matching is exact, then ignores case and Ensembl version suffixes (``Pax5`` matches ``PAX5``, see
-    :func:`~sctransformer_tools.grn.gene_key`). Self-edges (a TF regulating
+    Matching is exact, then ignores case, surrounding whitespace and Ensembl version suffixes (``Pax5`` matches
+    ``PAX5``). Self-edges (a TF regulating
     itself) are dropped, as self-loops are a separate mask parameter. TFs with fewer than
     ``min_targets`` targets among ``genes`` lose all their edges.
 

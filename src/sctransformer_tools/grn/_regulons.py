@@ -9,11 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._snapshot import SNAPSHOT_DATE, read_snapshot
+
 logger = logging.getLogger(__name__)
 
 DATA_ENV = "SCTRANSFORMER_TOOLS_DATA"
 RESOURCES = ("collectri", "dorothea")
 DOROTHEA_LEVELS = "ABCD"
+#: Resources whose download failed in this process, with the error: not retried, the snapshot is read instead.
+_UNREACHABLE: dict[tuple[str, str], Exception] = {}
 
 
 def regulon_cache_dir() -> Path:
@@ -45,23 +49,73 @@ def _download(resource: str, organism: str) -> pd.DataFrame:
     """Fetch a resource through decoupler (needs internet) in the cache's column layout."""
     import decoupler as dc
 
-    try:
-        if resource == "collectri":
-            net = dc.op.collectri(organism=organism)
-            net = net[["source", "target", "weight"]]
-        else:
-            # keep every level decoupler serves and the sign only: levels are filtered at load time
-            levels = list(DOROTHEA_LEVELS)
-            net = dc.op.dorothea(organism=organism, levels=levels, dict_weights=dict.fromkeys(levels, 1))
-            net = net[["source", "target", "weight", "confidence"]]
-    except Exception as err:  # decoupler raises requests/HTTP errors of several kinds when offline
-        raise RuntimeError(
-            f"Could not download the {resource!r} regulons for organism {organism!r} through decoupler "
-            f"({type(err).__name__}: {err}). Either connect to the internet once (the table is then cached in "
-            f"{regulon_cache_dir()}), or set the environment variable {DATA_ENV} to a folder holding "
-            f"'{resource}_{organism}.csv.gz' (columns source, target, weight), or pass a DataFrame or a CSV/TSV path."
-        ) from err
-    return net
+    if resource == "collectri":
+        net = dc.op.collectri(organism=organism)
+        return net[["source", "target", "weight"]]
+    # keep every level decoupler serves and the sign only: levels are filtered at load time
+    levels = list(DOROTHEA_LEVELS)
+    net = dc.op.dorothea(organism=organism, levels=levels, dict_weights=dict.fromkeys(levels, 1))
+    return net[["source", "target", "weight", "confidence"]]
+
+
+def _offline_error(resource: str, organism: str, err: Exception) -> RuntimeError:
+    """The error of a resource that could neither be read from the cache nor downloaded, naming every fix."""
+    ships = (
+        " DoRothEA does not ship with sctransformer-tools (its data are GPL-3 licensed); regulons='collectri' works "
+        "offline with the CollecTRI snapshot that does."
+        if resource == "dorothea"
+        else ""
+    )
+    return RuntimeError(
+        f"Could not download the {resource!r} regulons for organism {organism!r} through decoupler "
+        f"({type(err).__name__}: {err}).{ships} Either connect to the internet once (the table is then cached in "
+        f"{regulon_cache_dir()}), or set the environment variable {DATA_ENV} to a folder holding "
+        f"'{resource}_{organism}.csv.gz' (columns source, target, weight"
+        + (", confidence" if resource == "dorothea" else "")
+        + "), or pass a DataFrame or a CSV/TSV path."
+    )
+
+
+def _fetch(resource: str, organism: str) -> pd.DataFrame:
+    """Download ``resource`` and cache it; offline, the shipped snapshot (said in one log line) or a clear error.
+
+    After one failed download the process does not retry: later calls read the snapshot without a new log line.
+    """
+    if (resource, organism) not in _UNREACHABLE:
+        try:
+            net = _download(resource, organism)
+        except Exception as err:  # decoupler raises requests/HTTP/parsing errors of several kinds when offline
+            _UNREACHABLE[resource, organism] = err
+            snapshot = read_snapshot(resource, organism)
+            if snapshot is None:
+                raise _offline_error(resource, organism, err) from err
+            logger.info(
+                "Could not download the %r regulons (%s): using the %s %s snapshot of %s that ships with "
+                "sctransformer-tools. For the current release, run once with internet access (it is then cached in "
+                "%s) or set %s to a folder holding %s_%s.csv.gz.",
+                resource,
+                type(err).__name__,
+                "CollecTRI" if resource == "collectri" else resource,
+                organism,
+                SNAPSHOT_DATE,
+                regulon_cache_dir(),
+                DATA_ENV,
+                resource,
+                organism,
+            )
+            return snapshot
+        cache = _cache_file(resource, organism)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            net.to_csv(cache, index=False)
+        except OSError as err:  # a read-only cache must not stop the analysis
+            logger.warning("Could not cache %s regulons in %s: %s", resource, cache, err)
+        return net
+    snapshot = read_snapshot(resource, organism)
+    if snapshot is None:
+        err = _UNREACHABLE[resource, organism]
+        raise _offline_error(resource, organism, err) from err
+    return snapshot
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -144,9 +198,19 @@ def load_regulons(
 ) -> pd.DataFrame:
     """Load TF -> target regulons as a long table.
 
-    ``"collectri"`` and ``"dorothea"`` come from decoupler (:func:`decoupler.op.collectri`,
-    :func:`decoupler.op.dorothea`), which downloads them; the result is cached on disk in
-    :func:`regulon_cache_dir` so that later calls work offline.
+    ``"collectri"`` and ``"dorothea"`` are read, in this order, from
+
+    1. the cache: ``<resource>_<organism>.csv.gz`` in :func:`regulon_cache_dir` (``$SCTRANSFORMER_TOOLS_DATA``,
+       else ``~/.cache/sctransformer-tools``);
+    2. decoupler (:func:`decoupler.op.collectri`, :func:`decoupler.op.dorothea`), which downloads the current
+       release; the table is then cached, so that later calls work offline;
+    3. offline, for ``"collectri"`` and ``organism="human"`` only: the snapshot that ships inside the package,
+       said in one log line. It holds the 43,178 edges of decoupler's ``get_collectri(organism="human")`` as saved
+       on 2023-10-19, the CollecTRI release of Zenodo record 8192729 (Müller-Dott et al. 2023, *Nucleic Acids
+       Research* 51:10934; please cite it). Its repository states no license; third parties list it as CC-BY-4.0,
+       and decoupler/OmniPath serve it under their "academic" license because some of its source databases
+       restrict commercial use. DoRothEA does not ship (its data are GPL-3 licensed): offline, ``"dorothea"``
+       needs the cache. Provenance and terms: the documentation's Installation page, "Regulons offline".
 
     Parameters
     ----------
@@ -176,15 +240,7 @@ def load_regulons(
     if isinstance(regulons, str) and regulons.lower() in RESOURCES:
         resource = regulons.lower()
         cache = _cache_file(resource, organism)
-        if cache.exists():
-            net = pd.read_csv(cache)
-        else:
-            net = _download(resource, organism)
-            try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                net.to_csv(cache, index=False)
-            except OSError as err:  # a read-only cache must not stop the analysis
-                logger.warning("Could not cache %s regulons in %s: %s", resource, cache, err)
+        net = pd.read_csv(cache) if cache.exists() else _fetch(resource, organism)
         if resource == "dorothea":
             if "confidence" not in net.columns:
                 raise ValueError(f"The cached DoRothEA table {cache} has no 'confidence' column; delete it to refetch.")

@@ -145,7 +145,7 @@ class MappingMixin:
         return model
 
     def train(self, max_epochs: int | None = None, **kwargs) -> None:
-        """Train the model (see :meth:`TrainingMixin.train`); a query model adapts its query parameters instead.
+        """Train the model (see :meth:`~sctransformer_tools.model._training.TrainingMixin.train`); a query model adapts its query parameters instead.
 
         For a query model (from :meth:`load_query_data`): only the query adapter (and ``unfrozen`` reference
         parameters) learn, on the query's cells, without labels, through :data:`ADAPT_OBJECTIVES` (or

@@ -12,6 +12,7 @@ regulon edges, the mask and the settings); :func:`spec_from_init_params` turns t
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,15 @@ def from_plain(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     raise ValueError(f"Unknown saved value type {kind!r}: the model folder is damaged or from a newer version.")
 
 
+def require_file(path: Path) -> None:
+    """A model folder's file exists (a missing file is an incomplete copy, not a file holding something else)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} is missing: the model folder is incomplete. Copy the whole folder that `model.save(dir)` "
+            "wrote."
+        )
+
+
 def read_format_1(path: Path) -> tuple:
     """Model class, gene names, attributes and tensors of a format-1 folder (nothing executed)."""
     import torch
@@ -74,13 +84,20 @@ def read_format_1(path: Path) -> tuple:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise ValueError(f"{str(path / ARRAYS_FILE)!r} could not be read as plain arrays: {err}") from err
+    require_file(path / WEIGHTS_FILE)
     try:
         state_dict = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or OSError depending on the damage
+        # torch's own message advises retrying with weights_only=False, which would run whatever the file names:
+        # it is neither repeated nor chained; only the object the file refers to, when torch names it
+        named = re.search(r"GLOBAL ([\w.]+)", str(err))
+        refers = f", it refers to {named.group(1)}" if named else ""
         raise ValueError(
-            f"{str(path / WEIGHTS_FILE)!r} could not be read as tensors only ({type(err).__name__}: {err}). "
-            "A model folder holds tensors and plain data; this file holds something else and was not opened."
-        ) from err
+            f"{str(path / WEIGHTS_FILE)!r} could not be read as tensors only ({type(err).__name__}{refers}) and was not "
+            "opened: it holds something other than tensors, or is damaged. A model folder holds tensors and plain "
+            "data only; take the folder from a source you trust, or save the model again with `model.save(dir)` "
+            "where it was trained."
+        ) from None
     attributes = {k: from_plain(v, arrays) for k, v in document["attributes"].items()}
     return document.get("model_class"), from_plain(document["var_names"], arrays), attributes, state_dict
 

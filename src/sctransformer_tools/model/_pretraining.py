@@ -474,7 +474,8 @@ class PretrainingMixin:
         batch_key = setup.get("batch_key")
         for name, adata, params in inputs:
             params = {"gene_symbols": None, "min_panel_match": 0.05, **params}
-            matrix, obs, _, report, _ = read_query(adata, var_names, panel_genes, self.registry_, params)
+            what = "the reference" if name == "reference" else name
+            matrix, obs, _, report, _ = read_query(adata, var_names, panel_genes, self.registry_, params, what)
             if name != "reference":
                 warn_about_match(report, None, what=name)
             obs.index = f"{len(frames)}:" + obs.index.astype(str)

@@ -32,6 +32,7 @@ from sctransformer_tools._data import (
     check_expression,
     check_var_names,
     find_library_size_key,
+    holds_whole_numbers,
     library_sizes,
     match_genes,
     user_stacklevel,
@@ -74,18 +75,6 @@ class QueryData:
     report: dict[str, Any]
 
 
-def _is_integer_sample(matrix, n_rows: int = 200) -> bool:
-    """Whether the first rows of ``matrix`` hold non-negative whole numbers (a cheap check for counts)."""
-    from scipy import sparse
-
-    rows = matrix[: min(n_rows, matrix.shape[0])]
-    if hasattr(rows, "to_memory"):
-        rows = rows.to_memory()
-    values = rows.data if sparse.issparse(rows) else np.asarray(rows).ravel()
-    values = np.asarray(values, dtype=np.float64)
-    return bool(values.size == 0 or ((values >= 0).all() and np.allclose(values, np.round(values))))
-
-
 def counts_source(adata: AnnData, layer: str | None, reference_layer: str | None, log_normalized: bool) -> str | None:
     """The layer of ``adata`` to read (``None``: ``X``).
 
@@ -116,7 +105,7 @@ def counts_source(adata: AnnData, layer: str | None, reference_layer: str | None
         return candidates[0]
     for candidate in candidates:
         matrix = adata.X if candidate is None else adata.layers[candidate]
-        if _is_integer_sample(matrix):
+        if holds_whole_numbers(matrix):
             return candidate
     return candidates[0]  # none looks like counts: the expression check says so
 
@@ -176,8 +165,20 @@ def match_report(
         "n_unused_query_genes": int((~names.isin(var_names)).sum()),
         "n_matched_by_case_or_version": match.n_case_or_version,
         "n_ambiguous_names": match.n_ambiguous,
+        # names written the mouse way (Pax5) read as a model's human genes (PAX5): namesakes, not orthologs
+        "mouse_like_symbols": bool(
+            match.n_case_or_version
+            and grn.looks_like_mouse(_query_names(adata, gene_symbols))
+            and not grn.looks_like_mouse(var_names)
+        ),
     }
     return match, report
+
+
+def _query_names(adata: AnnData, gene_symbols: str | None) -> np.ndarray:
+    """The query's gene names as given (before matching): ``var[gene_symbols]`` or ``var_names``."""
+    names = adata.var_names if gene_symbols is None else adata.var[gene_symbols]
+    return np.asarray(names, dtype=str)
 
 
 def _better_columns(adata: AnnData, panel: pd.Index) -> list[tuple[str, float]]:
@@ -211,7 +212,17 @@ def warn_about_match(report: dict, previous: dict | None, what: str | None = Non
             what or "the query",
             report["library_size"],
         )
-    if report["n_matched_by_case_or_version"]:
+    if report["n_matched_by_case_or_version"] and report.get("mouse_like_symbols"):
+        warnings.warn(
+            f"{what or 'The query'}'s gene names look like mouse symbols (written 'Pax5', not 'PAX5'), and "
+            f"{report['n_matched_by_case_or_version']:,} of them match the model's genes only after ignoring case: "
+            "mouse genes were matched to their human namesakes, which is not an ortholog mapping (some namesakes "
+            "are not orthologs, and genes without a namesake are left out). Map the genes to human orthologs first "
+            "(e.g. with HCOP or Ensembl BioMart), or annotate with a model trained on a mouse reference.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+    elif report["n_matched_by_case_or_version"]:
         warnings.warn(
             f"{report['n_matched_by_case_or_version']:,} genes of {what or 'the query'} match the model's only after "
             "ignoring case or an Ensembl version suffix; they are read as the model's genes.",
@@ -258,8 +269,18 @@ def warn_about_match(report: dict, previous: dict | None, what: str | None = Non
         )
 
 
-def read_query(adata: AnnData, var_names: pd.Index, panel_genes: pd.Index, registry: dict, params: dict):
+def read_query(
+    adata: AnnData,
+    var_names: pd.Index,
+    panel_genes: pd.Index,
+    registry: dict,
+    params: dict,
+    what: str = "the query",
+):
     """Match, check and read a query.
+
+    ``what`` names the data in messages; ``"the reference"`` (its own cells, read again for pretraining) is checked
+    as at setup, anything else must hold counts when the model was trained on counts.
 
     Returns
     -------
@@ -272,7 +293,14 @@ def read_query(adata: AnnData, var_names: pd.Index, panel_genes: pd.Index, regis
     match, report = match_report(
         adata, var_names, panel_genes, gene_symbols=params["gene_symbols"], min_panel_match=params["min_panel_match"]
     )
-    check_expression(adata, source, log_normalized, what="the query")
+    check_expression(adata, source, log_normalized, what=what, counts_required=what != "the reference")
+    if params["layer"] == AUTO:
+        logger.info(
+            "%s of %s read from %s (chosen automatically; pass layer= to read another).",
+            "Values" if log_normalized else "Counts",
+            what,
+            _where(source),
+        )
     row_sums = library_sizes(adata, source)
     key = params["library_size_key"]
     found = key

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._migrate import LEGACY_FILE, MODEL_JSON, read_format_0, read_format_1, upgrade_attributes
+from ._migrate import LEGACY_FILE, MODEL_JSON, read_format_0, read_format_1, require_file, upgrade_attributes
 from ._mudata import is_mudata, rna_modality
 from ._spec import ModelSpec
 
@@ -210,12 +210,15 @@ def _read_format_2(path: Path) -> tuple:
             attributes = _native(read_elem(f["attributes"]))
     except OSError as err:
         raise ValueError(f"{str(path / MODEL_FILE)!r} is not a readable model description: {err}") from err
+    require_file(path / WEIGHTS_FILE)
     try:
         state_dict = load_file(path / WEIGHTS_FILE)
     except (OSError, SafetensorError) as err:
         raise ValueError(
-            f"{str(path / WEIGHTS_FILE)!r} could not be read as tensors ({type(err).__name__}: {err}). A model folder "
-            "holds tensors and plain data; this file is damaged or holds something else, and was not opened."
+            f"{str(path / WEIGHTS_FILE)!r} could not be read as tensors ({type(err).__name__}: {err}) and was not "
+            "opened: it holds something other than tensors, or is damaged. A model folder holds tensors and plain "
+            "data only; take the folder from a source you trust, or save the model again with `model.save(dir)` "
+            "where it was trained."
         ) from err
     return model_class, var_names, attributes, state_dict
 

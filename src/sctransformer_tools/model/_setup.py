@@ -25,6 +25,7 @@ from sctransformer_tools._data import (
     check_var_names,
     find_library_size_key,
     library_sizes,
+    user_stacklevel,
 )
 
 from ._mudata import RNA, counts_layer, expression_view, is_mudata, rna_modality
@@ -142,7 +143,6 @@ class SetupMixin:
             library_size_key=library_size_key,
             log_normalized=log_normalized,
             source_registry=kwargs.get("source_registry"),
-            stacklevel=3,
         )
         if library is not None:
             adata.obs[ADATA_KEYS.LIBRARY_COLUMN] = library
@@ -269,7 +269,6 @@ class SetupMixin:
             library_size_key=library_size_key,
             log_normalized=log_normalized,
             source_registry=kwargs.get("source_registry"),
-            stacklevel=3,
         )
         if library is not None:
             rna.obs[ADATA_KEYS.LIBRARY_COLUMN] = library
@@ -307,7 +306,6 @@ class SetupMixin:
         library_size_key: str | None,
         log_normalized: bool,
         source_registry: dict | None,
-        stacklevel: int = 2,
     ):
         """Check what training needs (genes, counts, labels, regulons) and return each cell's library size.
 
@@ -327,13 +325,9 @@ class SetupMixin:
                 )
             net = grn.load_regulons(regulons, organism=organism, levels=regulon_levels)
             symbols = gene_symbols_of(adata, gene_symbols)
-            if isinstance(regulons, str) and organism == "human" and grn.looks_like_mouse(symbols):
+            if grn.looks_like_mouse(symbols) and not grn.looks_like_mouse(pd.unique(net["target"])):
                 warnings.warn(
-                    f"The gene names look like mouse symbols ({list(symbols[:3])}) but organism='human': the human "
-                    f"{regulons} regulons are matched to them ignoring case, which treats mouse genes as their human "
-                    "namesakes. Pass organism='mouse' for mouse regulons, or map the genes to human orthologs first.",
-                    UserWarning,
-                    stacklevel=stacklevel,
+                    _mouse_symbols_message(symbols, net, regulons, organism), UserWarning, stacklevel=user_stacklevel()
                 )
             grn.select_panel(adata.var_names, net, symbols=symbols)  # raises with the overlap counts if none fit
             if labelled < adata.n_obs:
@@ -359,6 +353,20 @@ class SetupMixin:
         if n_empty:
             logger.info("%d cells have no counts: they are kept and classified from the CLS token alone.", n_empty)
         return library
+
+
+def _mouse_symbols_message(symbols: pd.Index, net: pd.DataFrame, regulons, organism: str) -> str:
+    """The warning for mouse-like gene names and regulons written the human way: how many were matched by case."""
+    regulon_genes = pd.Index(pd.unique(np.concatenate([net["source"].to_numpy(), net["target"].to_numpy()])))
+    by_case = ~symbols.isin(regulon_genes) & grn.gene_key(symbols).isin(grn.gene_key(regulon_genes))
+    named = isinstance(regulons, str) and regulons.lower() in ("collectri", "dorothea")
+    which = f"the {regulons} regulons (organism={organism!r})" if named else "the regulons"
+    fix = "Pass organism='mouse' for mouse regulons" if named and organism == "human" else "Pass mouse regulons"
+    return (
+        f"The gene names look like mouse symbols ({list(symbols[:3])}) but {which} use human symbols: "
+        f"{int(by_case.sum()):,} mouse genes were matched to regulon genes only by ignoring case, that is to their "
+        f"human namesakes, which is not an ortholog mapping. {fix}, or map the genes to human orthologs first."
+    )
 
 
 def gene_symbols_of(adata: AnnData, gene_symbols: str | None) -> pd.Index:

@@ -18,7 +18,7 @@ from sctransformer_tools.module import CellBatch
 class SCTransformerTrainingPlan(TrainingPlan):
     """scvi-tools' :class:`~scvi.train.TrainingPlan` for an :class:`~sctransformer_tools.module.SCTransformerModule`.
 
-    A step asks the module for the losses of ``objectives`` (:class:`~sctransformer_tools.module.Objective`s,
+    A step asks the module for the losses of ``objectives`` (:class:`~sctransformer_tools.module.Objective` instances,
     sharing the encoder's readings of the minibatch) and trains their weighted sum (``train_loss``). The first
     objective is the primary one: ``validation_loss`` is its loss on the validation cells (what early stopping
     watches), and its metrics are logged by their own names (for classification
