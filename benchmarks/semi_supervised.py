@@ -117,14 +117,17 @@ def done(**key) -> bool:
     return any(identity(r) == identity(key) for r in load_records())
 
 
-def code_version() -> str:
-    """The commit of the code that ran (``+dirty`` with uncommitted changes)."""
+def _code_version() -> str:
+    """The commit of the code this process runs (``+dirty`` with uncommitted changes), read when it starts."""
     import subprocess
 
     run = {"cwd": ROOT, "capture_output": True, "text": True}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **run).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run).stdout.strip()
     return commit + ("+dirty" if dirty else "")
+
+
+CODE = _code_version()
 
 
 # ------------------------------------------------------------------------------------------------ in-study
@@ -196,7 +199,7 @@ def in_study(seeds, fractions, arms, extra: bool, threads: int, resume: bool) ->
                     warnings.filterwarnings("ignore", message="The query lacks", category=UserWarning)  # counted
                     pred = np.asarray(model.predict(query, inplace=False, library_size_key=LIBRARY_KEY), str)
                 rec = key | {
-                    "code": code_version(),
+                    "code": CODE,
                     "dataset": "pbmc3k",
                     "n_labelled": len(labelled),
                     "n_cells": reference.n_obs,
@@ -253,7 +256,7 @@ def mapping(seeds, arms, threads: int, resume: bool) -> None:
             map_s = time.perf_counter() - start
             pred = np.asarray(predictor.predict(query, inplace=False, library_size_key=LIBRARY_KEY), str)
             rec = {"experiment": "mapping", "arm": arm, "fraction": 1.0, "extra": False, "seed": seed}
-            rec["code"] = code_version()
+            rec["code"] = CODE
             rec |= {"dataset": "darmanis2015", "query_donors": held, "train_s": train_s, "map_s": map_s}
             rec |= {"threads": threads, "machine": machine()["cpu"], "n_query": query.n_obs}
             rec |= scores(query_cells.obs[LABELS_KEY], pred, labels)
