@@ -393,8 +393,9 @@ def test_relative_reward_takes_expression_out():
     torch.testing.assert_close(reward, torch.zeros(4))
     torch.testing.assert_close(objective.token_rewards(torch.tensor([1.3]), torch.tensor([1])), torch.tensor([1.0]))
     assert not bool(objective.gene_seen[2])
-    raw = MaskedExpression(8, masking="mam", reward="raw")
+    raw = MaskedExpression(8, masking="mam", reward="raw", n_genes=3).train()
     torch.testing.assert_close(raw.token_rewards(loss, genes), loss)  # the raw loss grows with expression
+    torch.testing.assert_close(raw.gene_loss[:2], torch.tensor([4.07, 0.65]))  # tracked all the same
     with pytest.raises(ValueError, match="give n_genes"):
         MaskedExpression(8, masking="mam")
 

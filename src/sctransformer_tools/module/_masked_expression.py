@@ -117,7 +117,8 @@ class MaskedExpression(Objective):
     loss_momentum
         Momentum of each gene's running mean loss (``reward="relative"``).
     n_genes
-        Panel genes (the size of the running mean loss); needed by the MAM arms with ``reward="relative"``.
+        Panel genes (the size of the running mean loss, ``gene_loss``, which the MAM arms keep whatever the reward);
+        needed by the MAM arms with ``reward="relative"``.
     target
         What is predicted of a masked token: ``"log_expression"``, ``"counts"`` or ``"bins"`` (see above).
     n_bins
@@ -195,11 +196,11 @@ class MaskedExpression(Objective):
             self.latents = nn.Parameter(torch.randn(n_latents, d_model) / d_model**0.5)
             self.query = nn.Linear(d_model, d_model, bias=False)
             self.key = nn.Linear(d_model, d_model, bias=False)
-        relative = learned and reward == "relative"
-        if relative and n_genes is None:
+        if learned and reward == "relative" and n_genes is None:
             raise ValueError("reward='relative' keeps a running mean loss per gene: give n_genes (the panel size).")
-        self.register_buffer("gene_loss", torch.zeros(int(n_genes)) if relative else None)
-        self.register_buffer("gene_seen", torch.zeros(int(n_genes), dtype=torch.bool) if relative else None)
+        tracked = learned and n_genes is not None  # each gene's running mean loss (kept with the raw reward too)
+        self.register_buffer("gene_loss", torch.zeros(int(n_genes)) if tracked else None)
+        self.register_buffer("gene_seen", torch.zeros(int(n_genes), dtype=torch.bool) if tracked else None)
         self._chosen: dict[str, torch.Tensor] = {}
 
     @property
@@ -404,10 +405,13 @@ class MaskedExpression(Objective):
         error = error.detach().float()
         if self.gene_loss is None:
             return error
-        reference = self.gene_loss[gene_ids]
-        reward = torch.where(
-            self.gene_seen[gene_ids], error / reference.clamp_min(_LOSS_FLOOR) - 1, torch.zeros_like(error)
-        )
+        if self.reward == "raw":
+            reward = error
+        else:
+            reference = self.gene_loss[gene_ids]
+            reward = torch.where(
+                self.gene_seen[gene_ids], error / reference.clamp_min(_LOSS_FLOOR) - 1, torch.zeros_like(error)
+            )
         if self.training:
             n_genes = len(self.gene_loss)
             total = torch.zeros(n_genes, device=error.device).index_add_(0, gene_ids, error)
