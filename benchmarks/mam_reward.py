@@ -4,7 +4,7 @@ A cheap check of the reward's design (issue 24, item 2), not a benchmark of what
 scTransformer (d_model 16, 1 layer) is pretrained on scanpy's ``pbmc68k_reduced`` with MAM rewarded by the raw
 per-token loss (``reward="raw"``) and by the loss relative to the gene's running mean loss (``"relative"``, the
 default), and with the shuffled-reward control; then ``model.get_masking_preference`` (Monte-Carlo inclusion rates,
-32 draws per cell) gives each gene's ratio to uniform masking, and the Spearman correlation of that ratio with the
+128 draws per cell, seeded by the run's seed) gives each gene's ratio to uniform masking, and the Spearman correlation of that ratio with the
 gene's mean log-normalised expression (over the cells expressing it) and its detection rate is printed per arm and
 seed, for genes expressed in at least 2% of the cells. Uniform masking is the reference (its ratio is 1 up to
 Monte-Carlo noise). ``spearman_loss_expression`` (relative-reward arms) correlates each gene's running mean loss,
@@ -70,7 +70,7 @@ def run(arm: str, seed: int, epochs: int, target: str, data: str, n_cells: int |
         enable_progress_bar=False,
         objective_kwargs={**settings["objective_kwargs"], "target": target},
     )
-    genes = model.get_masking_preference(adata, n_draws=32, inplace=False)
+    genes = model.get_masking_preference(adata, n_draws=128, seed=seed, inplace=False)
     objective = model.module.objectives["masked_expression"]
     if objective.gene_loss is not None:  # each gene's running mean loss: the raw reward a gene earns on average
         genes["running_loss"] = objective.gene_loss.cpu().numpy()

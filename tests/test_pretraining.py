@@ -432,3 +432,15 @@ def test_a_repeated_read_is_the_same_read(pbmc68k):
     torch.testing.assert_close(thrice.hidden[first], once.hidden, atol=1e-5, rtol=1e-5)
     dropped = module.tokenizer(x, batch.library, drop_prob=0.5).repeat(2)  # replicas share their token dropout
     torch.testing.assert_close(dropped.gene_ids[dropped.cell == 0], dropped.gene_ids[dropped.cell == 1])
+
+
+def test_weights_saved_before_the_baseline_change_load():
+    """A MAM objective saved with the former moving-average baseline loads: the baseline is dropped, the per-gene
+    running losses start unseen."""
+    objective = MaskedExpression(8, masking="mam", n_genes=4)
+    state = {k: v.clone() for k, v in objective.state_dict().items() if not k.startswith("gene_")}
+    state |= {"baseline": torch.tensor(0.3), "baseline_set": torch.tensor(True)}
+    fresh = MaskedExpression(8, masking="mam", n_genes=4)
+    fresh.load_state_dict(state, strict=True)
+    torch.testing.assert_close(fresh.latents, objective.latents)
+    assert not bool(fresh.gene_seen.any())

@@ -433,22 +433,17 @@ class PretrainingMixin:
             return genes, *(t.float().cpu().numpy() for t in (rate, uniform, rate / uniform, tokens.values))
 
         reading = {"layer": layer, "gene_symbols": gene_symbols, "library_size_key": library_size_key}
-        rng_state = torch.random.get_rng_state()
-        if seed is not None:
-            torch.manual_seed(seed)
-        try:
-            with self.reader.read(adata, **reading) as data:
-                n_cells = data.adata.n_obs
-                for genes, rate, uniform, ratio, values in self.reader.map_batches(data.adata, read, None, batch_size):
-                    np.add.at(totals["inclusion_rate"], genes, rate)
-                    np.add.at(totals["uniform_rate"], genes, uniform)
-                    np.add.at(totals["ratio_to_uniform"], genes, ratio)
-                    np.add.at(totals["n_cells"], genes, 1)
-                    np.add.at(totals["expression"], genes, values)
-                    np.add.at(totals["squares"], genes, values**2)
-        finally:
+        with torch.random.fork_rng(enabled=seed is not None), self.reader.read(adata, **reading) as data:
             if seed is not None:
-                torch.random.set_rng_state(rng_state)
+                torch.manual_seed(seed)
+            n_cells = data.adata.n_obs
+            for genes, rate, uniform, ratio, values in self.reader.map_batches(data.adata, read, None, batch_size):
+                np.add.at(totals["inclusion_rate"], genes, rate)
+                np.add.at(totals["uniform_rate"], genes, uniform)
+                np.add.at(totals["ratio_to_uniform"], genes, ratio)
+                np.add.at(totals["n_cells"], genes, 1)
+                np.add.at(totals["expression"], genes, values)
+                np.add.at(totals["squares"], genes, values**2)
         expressing = totals["n_cells"]
         dispersion = _normalised_dispersion(totals["expression"], totals["squares"], n_cells)
         ranked = np.argsort(-np.nan_to_num(dispersion, nan=-np.inf), kind="stable")[: min(n_top_genes, n_genes)]
