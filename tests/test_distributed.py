@@ -85,7 +85,7 @@ PRETRAIN_SCRIPT = textwrap.dedent(
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         history = {k: [float(x) for x in v.to_numpy().ravel()] for k, v in model.pretraining_history_.items()}
         with open(out, "w") as fh:
-            json.dump({"history": history, "trained": model.is_trained_, "done": model.pretraining_}, fh)
+            json.dump({"history": history, "trained": model.is_trained_, "done": model.pretraining_}, fh, default=str)
     """
 )
 

@@ -33,8 +33,14 @@ logger = logging.getLogger(__name__)
 #: ``adata.uns`` key of :meth:`PretrainingMixin.get_masking_preference`.
 MASKING_KEY = "sctransformer_masking"
 
-#: Tensors with one row per panel gene: copied gene by gene (matched by symbol), new genes initialised fresh.
-GENE_ROWS = ("gene_embedding.weight", "gene_value.weight")
+#: Tensors with one row per panel gene: copied gene by gene (matched by symbol), new genes initialised fresh (MAM's
+#: running loss per gene: new genes start unseen).
+GENE_ROWS = (
+    "gene_embedding.weight",
+    "gene_value.weight",
+    f"objectives.{MaskedExpression.name}.gene_loss",
+    f"objectives.{MaskedExpression.name}.gene_seen",
+)
 #: Tensors tied to the pretrained data (its panel, mask, batches and cell types): never copied.
 DATA_BOUND = (
     "tokenizer.panel_index",
@@ -85,11 +91,12 @@ class PretrainingMixin:
         """Pretrain the encoder by predicting the expression of masked gene tokens; then :meth:`train` fine-tunes.
 
         Each cell of the corpus hides the expression values of ``mask_ratio`` of its gene tokens (at least
-        one); the encoder reads the rest and predicts the hidden values from the masked tokens' final states. Which tokens are hidden is chosen uniformly at random
-        (``masking="uniform"``) or by Multinomial Attention Masking (``"mam"``), a learned policy trained to
-        mask what the encoder finds hardest to predict (see
-        :class:`~sctransformer_tools.module.MaskedExpression` for how it is trained and kept from
-        collapsing). Labels are never read. ``model.pretraining_history_`` holds the per-epoch losses
+        one); the encoder reads the rest and predicts the hidden values from the masked tokens' final states. Which
+        tokens are hidden is chosen uniformly at random (``masking="uniform"``) or by Multinomial Attention Masking
+        (``"mam"``), a learned policy trained to mask what the encoder finds hardest to predict relative to each
+        gene's usual difficulty; ``"mam_shuffled"`` is its control arm, the same policy trained on rewards permuted
+        among each cell's masked tokens (see :class:`~sctransformer_tools.module.MaskedExpression` for the
+        estimator, the reward and how the policy is kept from collapsing). Labels are never read. ``model.pretraining_history_`` holds the per-epoch losses
         (``train_mse``, ``validation_mse``, ``*_masking_entropy``), ``model.pretraining_`` what was done.
 
         The reconstruction target (``objective_kwargs={"target": ...}``) is by default the raw count, scored by a
@@ -109,7 +116,7 @@ class PretrainingMixin:
             More cells (e.g. unlabelled data of the same tissue, or the query itself: no label is read),
             raw counts in ``X`` or in the reference's layer; aligned to the model's genes by symbol.
         masking
-            ``"uniform"`` or ``"mam"``.
+            ``"uniform"``, ``"mam"`` or ``"mam_shuffled"`` (MAM's control arm).
         mask_ratio
             Share of each cell's expressed panel genes masked.
         include_reference
@@ -128,8 +135,9 @@ class PretrainingMixin:
             As in :meth:`train`.
         objective_kwargs
             Passed to :class:`~sctransformer_tools.module.MaskedExpression` (``target``, ``n_bins``, ``n_latents``,
-            ``max_logit``, ``entropy_weight``); ``target`` defaults to ``"counts"`` (``"log_expression"`` for a
-            model that reads log-normalised data).
+            ``max_logit``, ``entropy_weight``, ``n_draws``, ``reward``, ``loss_momentum``); ``target`` defaults to
+            ``"counts"`` (``"log_expression"`` for a model that reads log-normalised data). MAM reads each cell
+            ``n_draws=2`` times per step; ``{"n_draws": 2}`` gives uniform masking the same encoder cost.
 
         Examples
         --------
@@ -340,6 +348,7 @@ class PretrainingMixin:
         self,
         adata: AnnData | None = None,
         *,
+        n_draws: int = 32,
         batch_size: int = 256,
         key_added: str = MASKING_KEY,
         inplace: bool = True,
@@ -347,17 +356,24 @@ class PretrainingMixin:
         gene_symbols: str | None = None,
         library_size_key: str | None = None,
         n_top_genes: int = 2000,
+        seed: int | None = 0,
     ) -> pd.DataFrame:
-        """Which genes MAM's learned policy prefers to mask, to be read against expression and the regulons.
+        """How often the pretrained masking hides each gene, to be read against expression and the regulons.
 
-        For every cell, MAM's policy gives each expressed panel gene a probability of being masked; times the
-        cell's number of gene tokens, that is 1 for a uniform choice. A gene's **preference** is that ratio
-        averaged over the cells expressing it (above 1: masked more often than by chance).
+        Every cell read is masked ``n_draws`` times by the model's own sampler (MAM's policy, or uniform masking),
+        exactly as in pretraining but without token dropout, and each token's **inclusion rate** is the share of
+        those draws that mask it: a rate, at most 1. A uniform choice masks each of a cell's ``n`` tokens at the
+        rate ``k / n`` (``k`` = the masked tokens per cell); a token's **ratio to uniform** is its rate over its
+        cell's ``k / n`` (at most ``n / k``; 1: as often as at random). Per gene, both are averaged over the cells
+        expressing it, beside ``uniform_rate``, the mean ``k / n`` of these cells.
 
         Parameters
         ----------
         adata
             Cells to read (default: the reference).
+        n_draws
+            Draws of the mask per cell (Monte-Carlo error of a token's rate: at most ``0.5 / sqrt(n_draws)``,
+            further averaged over the cells expressing the gene).
         batch_size
             Cells per minibatch.
         key_added
@@ -370,14 +386,17 @@ class PretrainingMixin:
             Panel genes flagged ``is_highly_variable``: the most dispersed among the cells read (Seurat's
             normalised dispersion of log-normalised expression within 20 bins of mean expression, as
             :func:`scanpy.pp.highly_variable_genes` with ``flavor="seurat"``).
+        seed
+            Seed of the draws (``None``: torch's current random state).
 
         Returns
         -------
-        One row per panel gene: ``symbol``, ``preference``, ``n_cells`` (expressing it), ``detection`` (share of
-        cells expressing it), ``mean_expression`` (log-normalised, over the cells expressing it),
-        ``dispersion`` (normalised), ``is_highly_variable``, ``is_tf``, ``is_target`` (a target of a regulon
-        edge of the panel), ``is_regulon_gene``. :func:`sctransformer_tools.tl.masking_preference_summary`
-        compares the preference across these classes.
+        One row per panel gene: ``symbol``, ``inclusion_rate``, ``uniform_rate``, ``ratio_to_uniform`` (NaN for genes
+        no cell read expresses), ``n_cells`` (expressing it), ``detection`` (share of cells expressing it),
+        ``mean_expression`` (log-normalised, over the cells expressing it), ``dispersion`` (normalised),
+        ``is_highly_variable``, ``is_tf``, ``is_target`` (a target of a regulon edge of the panel),
+        ``is_regulon_gene``. :func:`sctransformer_tools.tl.masking_preference_summary` compares the ratio across
+        these classes.
 
         Sets the following fields (when ``inplace``)
         --------------------------------------------
@@ -391,8 +410,8 @@ class PretrainingMixin:
         >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
         >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
         >>> model.pretrain(masking="mam", max_epochs=1, enable_progress_bar=False)
-        >>> genes = model.get_masking_preference(adata)
-        >>> bool((genes["preference"].dropna() > 0).all()), "sctransformer_masking" in adata.uns
+        >>> genes = model.get_masking_preference(adata, n_draws=8)
+        >>> bool(genes["inclusion_rate"].dropna().between(0, 1).all()), "sctransformer_masking" in adata.uns
         (True, True)
         """
         import torch
@@ -400,28 +419,28 @@ class PretrainingMixin:
         done = getattr(self, "pretraining_", None)
         if not done or MaskedExpression.name not in self.module.objectives:
             raise ValueError("The model was not pretrained: call model.pretrain(masking='mam') first.")
-        if done["masking"] != "mam":
-            raise ValueError(
-                f"The model was pretrained with {done['masking']!r} masking, which has no preference: every gene is "
-                "masked at the same rate. Pretrain with masking='mam' to learn one."
-            )
+        if n_draws < 1:
+            raise ValueError(f"n_draws must be at least 1, got {n_draws}.")
         objective = self.module.objectives[MaskedExpression.name]
         n_genes = len(self.spec_.panel)
-        totals = {name: np.zeros(n_genes) for name in ("preference", "n_cells", "expression", "squares")}
+        names = ("inclusion_rate", "uniform_rate", "ratio_to_uniform", "n_cells", "expression", "squares")
+        totals = {name: np.zeros(n_genes) for name in names}
 
         def read(batch: CellBatch):
             _, identity, value, tokens = self.module.embed_tokens(batch)
-            logits = objective.logits(identity + value).float()
-            cell = tokens.cell
-            per_cell = torch.bincount(cell, minlength=tokens.n_cells).float()
-            ratio = objective.log_probabilities(logits, cell, tokens.n_cells).exp() * per_cell[cell]
-            return tokens.gene_ids.cpu().numpy(), ratio.cpu().numpy(), tokens.values.float().cpu().numpy()
+            rate, uniform = objective.inclusion_rates(identity, value, tokens, n_draws)
+            genes = tokens.gene_ids.cpu().numpy()
+            return genes, *(t.float().cpu().numpy() for t in (rate, uniform, rate / uniform, tokens.values))
 
         reading = {"layer": layer, "gene_symbols": gene_symbols, "library_size_key": library_size_key}
-        with self.reader.read(adata, **reading) as data:
+        with torch.random.fork_rng(enabled=seed is not None), self.reader.read(adata, **reading) as data:
+            if seed is not None:
+                torch.manual_seed(seed)
             n_cells = data.adata.n_obs
-            for genes, ratio, values in self.reader.map_batches(data, read, None, batch_size):
-                np.add.at(totals["preference"], genes, ratio)
+            for genes, rate, uniform, ratio, values in self.reader.map_batches(data, read, None, batch_size):
+                np.add.at(totals["inclusion_rate"], genes, rate)
+                np.add.at(totals["uniform_rate"], genes, uniform)
+                np.add.at(totals["ratio_to_uniform"], genes, ratio)
                 np.add.at(totals["n_cells"], genes, 1)
                 np.add.at(totals["expression"], genes, values)
                 np.add.at(totals["squares"], genes, values**2)
@@ -434,7 +453,9 @@ class PretrainingMixin:
             frame = pd.DataFrame(
                 {
                     "symbol": self.spec_.panel["symbol"].to_numpy(),
-                    "preference": totals["preference"] / expressing,
+                    "inclusion_rate": totals["inclusion_rate"] / expressing,
+                    "uniform_rate": totals["uniform_rate"] / expressing,
+                    "ratio_to_uniform": totals["ratio_to_uniform"] / expressing,
                     "n_cells": expressing.astype(int),
                     "detection": expressing / max(n_cells, 1),
                     "mean_expression": totals["expression"] / expressing,
@@ -448,7 +469,14 @@ class PretrainingMixin:
             )
         target = self.adata if adata is None else adata
         if inplace and target is not None:
-            params = {"batch_size": batch_size, "n_cells": int(n_cells), "n_top_genes": int(n_top_genes)}
+            params = {
+                "masking": done["masking"],
+                "n_draws": int(n_draws),
+                "batch_size": batch_size,
+                "n_cells": int(n_cells),
+                "n_top_genes": int(n_top_genes),
+                "seed": seed,
+            }
             target.uns[key_added] = {"genes": frame, "params": params}
         return frame
 

@@ -106,7 +106,11 @@ def add_objective(model: SCTransformer, name: str, **kwargs) -> None:
         log_normalized = module.tokenizer.log_normalized
         kwargs.setdefault("target", "log_expression" if log_normalized else "counts")
         objective = MaskedExpression(
-            module.cls.numel(), log_normalized=log_normalized, target_sum=module.tokenizer.target_sum, **kwargs
+            module.cls.numel(),
+            log_normalized=log_normalized,
+            target_sum=module.tokenizer.target_sum,
+            n_genes=module.tokenizer.n_genes,
+            **kwargs,
         )
     else:
         raise ValueError(

@@ -74,6 +74,13 @@ class CellBatch:
         """Cells in the minibatch."""
         return self.x.shape[0]
 
+    def repeat_cells(self, n: int) -> CellBatch:
+        """Every cell ``n`` times over, consecutively (cell ``c`` becomes ``c * n .. c * n + n - 1``)."""
+        if n == 1:
+            return self
+        cells = (None if t is None else t.repeat_interleave(n, 0) for t in self.fields()[:4])
+        return CellBatch(*cells, measured=self.measured)
+
     def to(self, device: torch.device | str) -> CellBatch:
         """The batch on ``device``."""
         return CellBatch(*(None if t is None else t.to(device) for t in self.fields()))

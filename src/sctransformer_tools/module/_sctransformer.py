@@ -321,12 +321,17 @@ class SCTransformerModule(BaseModuleClass):
 
     # ------------------------------------------------------------ the encoder
     def embed_tokens(
-        self, batch: CellBatch, token_dropout: float = 0.0
+        self, batch: CellBatch, token_dropout: float = 0.0, repeat: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, GeneTokens]:
         """The inputs of the first block: CLS tokens ``(cells, d_model)``, and per gene token its identity
         embedding and its value embedding (``(gene tokens, d_model)`` each; the token is their sum).
+
+        With ``repeat``, every cell is read ``repeat`` times as consecutive cells that share their gene tokens (the
+        same token dropout): cell ``c`` of ``batch`` becomes cells ``c * repeat .. c * repeat + repeat - 1``.
         """
         tokens = self.tokenizer(batch.x, batch.library, drop_prob=token_dropout, measured=batch.measured)
+        if repeat != 1:
+            tokens, batch = tokens.repeat(repeat), batch.repeat_cells(repeat)
         values, expression = tokens.values, tokens.expression
         if self.adapter is not None:  # a query model: what the encoder reads is adapted; the tokens keep the data's
             values, expression = self.adapter.adapt(values, tokens.gene_ids), self.adapter.adapt(expression)
@@ -364,6 +369,7 @@ class SCTransformerModule(BaseModuleClass):
         return_hidden: bool = False,
         return_layers: bool = False,
         need_weights: bool = False,
+        repeat: int = 1,
     ) -> EncoderOutput:
         """Read a minibatch: cell embeddings, and on request the gene tokens' states and the attention.
 
@@ -384,12 +390,16 @@ class SCTransformerModule(BaseModuleClass):
             Also return the attention weights: per layer, ``(pairs, weights)`` with ``weights`` of shape
             ``(n_pairs, heads)`` on the sparse path, or ``(None, weights)`` with ``(batch, heads, 1 + tokens,
             1 + tokens)`` weights on the dense path.
+        repeat
+            Read every cell ``repeat`` times, as consecutive cells sharing their gene tokens (and token dropout),
+            so that a token hook can draw several independent choices per cell in one pass (see
+            :meth:`embed_tokens`); everything returned then has ``repeat`` times as many cells.
 
         Returns
         -------
         The :class:`~sctransformer_tools.module.EncoderOutput`.
         """
-        cls, identity, value, tokens = self.embed_tokens(batch.to(self.cls.device), token_dropout)
+        cls, identity, value, tokens = self.embed_tokens(batch.to(self.cls.device), token_dropout, repeat)
         genes = identity + value if token_hook is None else token_hook(identity, value, tokens)
         h = torch.cat([cls.to(genes.dtype), genes], dim=0)
         layout = tokens.layout

@@ -41,6 +41,40 @@ class GeneTokens(NamedTuple):
     expression: torch.Tensor | None = None
     library: torch.Tensor | None = None
 
+    def repeat(self, n: int) -> GeneTokens:
+        """Every cell's tokens ``n`` times over, as ``n`` consecutive cells (cell ``c`` becomes ``c * n .. c * n + n - 1``).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from sctransformer_tools.module import ExpressedGeneTokenizer
+        >>> tokens = ExpressedGeneTokenizer(torch.tensor([0, 1]))(torch.tensor([[1.0, 2.0], [0.0, 3.0]]))
+        >>> twice = tokens.repeat(2)
+        >>> twice.n_cells, twice.cell.tolist(), twice.gene_ids.tolist()
+        (4, [0, 0, 1, 1, 2, 3], [0, 1, 0, 1, 1, 1])
+        """
+        if n == 1:
+            return self
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}.")
+        per_cell = torch.bincount(self.cell, minlength=self.n_cells)
+        start = torch.cumsum(per_cell, 0) - per_cell
+        counts = per_cell.repeat_interleave(n)
+        cell = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+        offset = torch.arange(len(cell), device=cell.device) - (torch.cumsum(counts, 0) - counts)[cell]
+        index = start[cell // n] + offset
+        expression = None if self.expression is None else self.expression.repeat_interleave(n, 0)
+        library = None if self.library is None else self.library.repeat_interleave(n, 0)
+        return GeneTokens(
+            cell,
+            self.gene_ids[index],
+            self.values[index],
+            self.n_cells * n,
+            TokenLayout.from_counts(counts),
+            expression,
+            library,
+        )
+
 
 class ExpressedGeneTokenizer(nn.Module):
     """Turn a cell's counts into tokens for the panel genes it expresses.

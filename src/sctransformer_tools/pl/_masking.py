@@ -1,4 +1,4 @@
-"""Which genes MAM's learned masking policy prefers, against their expression and their place in the regulons."""
+"""How often MAM's learned masking policy masks each gene, against its expression and its place in the regulons."""
 
 from __future__ import annotations
 
@@ -24,15 +24,19 @@ def masking_preference(
     *,
     key: str = "sctransformer_masking",
     x: str = "mean_expression",
+    y: str = "ratio_to_uniform",
     n_labels: int = 10,
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | os.PathLike | None = None,
 ) -> Axes | None:
-    """MAM's masking preference of each panel gene against its expression, TFs and regulon targets coloured.
+    """How often MAM masks each panel gene (relative to uniform masking) against its expression, TFs and regulon
+    targets coloured.
 
-    A preference of 1 is a uniform choice; the dashed line marks it. The title gives Spearman's rank
-    correlation of preference with ``x``; the ``n_labels`` most preferred genes are named.
+    ``y="ratio_to_uniform"``: a gene's Monte-Carlo inclusion rate over its cells' uniform rate ``k / n``; the dashed
+    line at 1 marks uniform masking. ``y="inclusion_rate"``: the rate itself (the dashed line is the genes' median
+    uniform rate). The title gives Spearman's rank correlation of ``y`` with ``x``; the ``n_labels`` genes of
+    highest ``y`` are named.
 
     Parameters
     ----------
@@ -44,6 +48,8 @@ def masking_preference(
     x
         Column for the horizontal axis: ``"mean_expression"`` (log-normalised, over expressing cells) or
         ``"detection"`` (share of cells expressing the gene).
+    y
+        Column for the vertical axis: ``"ratio_to_uniform"`` or ``"inclusion_rate"``.
     n_labels
         Genes named on the plot.
     {ax}
@@ -60,7 +66,7 @@ def masking_preference(
     >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
     >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
     >>> model.pretrain(masking="mam", max_epochs=1, enable_progress_bar=False)
-    >>> _ = model.get_masking_preference(adata)
+    >>> _ = model.get_masking_preference(adata, n_draws=8)
     >>> ax = sct.pl.masking_preference(adata, show=False)
     """
     from scipy.stats import spearmanr
@@ -70,7 +76,9 @@ def masking_preference(
     genes = preference_table(data, key)
     if x not in ("mean_expression", "detection"):
         raise ValueError(f"x must be 'mean_expression' or 'detection', got {x!r}.")
-    genes = genes.dropna(subset=["preference", x])
+    if y not in ("ratio_to_uniform", "inclusion_rate"):
+        raise ValueError(f"y must be 'ratio_to_uniform' or 'inclusion_rate', got {y!r}.")
+    genes = genes.dropna(subset=[y, x])
     kind = np.where(genes["is_tf"], "TF", np.where(genes["is_target"], "regulon target", "other panel gene"))
     created = ax is None
     fig, ax = new_axes(ax, (5.2, 4.6))
@@ -79,24 +87,23 @@ def masking_preference(
         if sel.any():
             ax.scatter(
                 genes[x][sel],
-                genes["preference"][sel],
+                genes[y][sel],
                 s=10,
                 color=color,
                 label=f"{name} ({sel.sum()})",
                 alpha=0.8,
                 linewidths=0,
             )
-    ax.axhline(1.0, color="black", ls="--", lw=0.8)
-    for _, row in genes.nlargest(n_labels, "preference").iterrows():
-        ax.annotate(
-            str(row["symbol"]), (row[x], row["preference"]), fontsize=7, xytext=(2, 2), textcoords="offset points"
-        )
-    rho = spearmanr(genes[x], genes["preference"]).statistic if len(genes) > 2 else float("nan")
+    uniform = 1.0 if y == "ratio_to_uniform" else float(genes["uniform_rate"].median())
+    ax.axhline(uniform, color="black", ls="--", lw=0.8)
+    for _, row in genes.nlargest(n_labels, y).iterrows():
+        ax.annotate(str(row["symbol"]), (row[x], row[y]), fontsize=7, xytext=(2, 2), textcoords="offset points")
+    rho = spearmanr(genes[x], genes[y]).statistic if len(genes) > 2 else float("nan")
     ax.set_xlabel(
         "log-normalised expression\n(mean over expressing cells)" if x == "mean_expression" else "detection rate"
     )
-    ax.set_ylabel("masking preference\n(1 = uniform)")
-    ax.set_title(f"MAM's masking preference\n(Spearman with {x.replace('_', ' ')}: {rho:.2f})")
+    ax.set_ylabel("masking rate / uniform rate" if y == "ratio_to_uniform" else "masking rate (share of draws)")
+    ax.set_title(f"How often MAM masks each gene\n(Spearman with {x.replace('_', ' ')}: {rho:.2f})")
     ax.legend(frameon=False, fontsize=8)
     if created:  # keep the title and axis labels inside the figure at scanpy's larger font sizes
         fig.tight_layout()

@@ -1,7 +1,8 @@
-"""Audit of the learned gene embeddings: do regulators sit near their targets, markers near each other?"""
+"""Audit of the learned gene representations: can TFs be told from their targets, do markers of a type cluster?"""
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -17,22 +18,37 @@ from sctransformer_tools._data import log_normalised
 if TYPE_CHECKING:
     from sctransformer_tools.model import SCTransformer
 
-PROJECTIONS = ("spectral", "pca", "none")
+logger = logging.getLogger(__name__)
+
+PROJECTIONS = ("spectral", "svd", "pca", "none")
 NEGATIVES = ("random", "tf_matched")
+TESTS = ("class_separation", "pairwise_proximity")
+#: Name of the static gene identity table among the audited representations.
+TABLE = "gene_embedding"
+#: Default dimension of the subspace per test: six for the source's class separation, sixteen as before for the
+#: pairwise proximity test.
+DEFAULT_COMPONENTS = {"class_separation": 6, "pairwise_proximity": 16}
+SUMMARY_COLUMNS = [
+    "representation",
+    "test",
+    "auroc",
+    "auroc_sd",
+    "null_mean",
+    "null_sd",
+    "z",
+    "p_value",
+    "n_positive",
+    "n_negative",
+    "n_permutations",
+]
 
 
 def gene_embeddings(model: SCTransformer) -> pd.DataFrame:
     """The model's learned gene identity embeddings (panel genes x ``d_model``), indexed by gene symbol."""
-    module = getattr(model, "module", None)
-    if module is None or not hasattr(module, "gene_embedding"):
+    if not callable(getattr(model, "get_gene_embeddings", None)):
         raise TypeError(f"Expected a trained SCTransformer, got {type(model).__name__}.")
-    weight = module.gene_embedding.weight.detach().float().cpu().numpy()
-    panel = model.panel_
-    if len(panel) != weight.shape[0]:
-        raise ValueError(
-            f"The model's panel ({len(panel)} genes) does not match its embedding ({weight.shape[0]} rows)."
-        )
-    return pd.DataFrame(weight, index=pd.Index(panel["symbol"].astype(str).to_numpy(), name="gene"))
+    table = model.get_gene_embeddings()
+    return table.rename_axis("gene")
 
 
 def spectral_coordinates(
@@ -85,11 +101,14 @@ def project(
         raise ValueError(f"method must be one of {PROJECTIONS}, got {method!r}.")
     if method == "none":
         return np.asarray(embedding, dtype=np.float64)
+    n = int(min(n_components, *embedding.shape))
     if method == "pca":
         from sklearn.decomposition import PCA
 
-        n = int(min(n_components, *embedding.shape))
         return PCA(n_components=n, random_state=seed).fit_transform(embedding.astype(np.float64))
+    if method == "svd":  # the singular axes of the matrix as it is (not centred)
+        u, s, _ = np.linalg.svd(np.asarray(embedding, dtype=np.float64), full_matrices=False)
+        return u[:, :n] * s[:n]
     return spectral_coordinates(embedding, n_components=n_components, n_neighbors=n_neighbors, seed=seed)
 
 
@@ -109,34 +128,143 @@ def _pair_auroc(unit: np.ndarray, pos: np.ndarray, neg: np.ndarray, perm: np.nda
     return float(roc_auc_score(labels, np.r_[sim_pos, sim_neg]))
 
 
-def _test(
-    name: str, unit: np.ndarray, pos: np.ndarray, neg: np.ndarray, n_permutations: int, rng: np.random.Generator
-) -> tuple[dict[str, Any], np.ndarray]:
-    """AUROC of positive vs negative pairs, and its null with gene labels permuted."""
-    auroc = _pair_auroc(unit, pos, neg)
-    null = np.array([_pair_auroc(unit, pos, neg, rng.permutation(len(unit))) for _ in range(n_permutations)])
+def _row(name: str, auroc: float, null: np.ndarray, n_positive: int, n_negative: int, sd: float = np.nan) -> dict:
+    """A summary row: the AUROC against its permutation null (mean, sd, z, empirical p-value)."""
+    n = len(null)
     row = {
         "test": name,
-        "auroc": auroc,
-        "null_mean": float(null.mean()) if n_permutations else np.nan,
-        "null_sd": float(null.std(ddof=1)) if n_permutations > 1 else np.nan,
-        "p_value": float((1 + (null >= auroc).sum()) / (1 + n_permutations)) if n_permutations else np.nan,
-        "n_positive": len(pos),
-        "n_negative": len(neg),
-        "n_permutations": n_permutations,
+        "auroc": float(auroc),
+        "auroc_sd": float(sd),
+        "null_mean": float(null.mean()) if n else np.nan,
+        "null_sd": float(null.std(ddof=1)) if n > 1 else np.nan,
+        "p_value": float((1 + (null >= auroc).sum()) / (1 + n)) if n else np.nan,
+        "n_positive": int(n_positive),
+        "n_negative": int(n_negative),
+        "n_permutations": n,
     }
     row["z"] = (auroc - row["null_mean"]) / row["null_sd"] if row["null_sd"] and row["null_sd"] > 0 else np.nan
-    return row, null
+    return row
 
 
-def _regulon_pairs(model, regulons) -> pd.DataFrame:
-    if regulons is None:
-        edges = model.regulon_edges()
-    else:
-        net = grn.load_regulons(regulons)
-        edges = grn.regulon_edges_in(model.panel_["symbol"].astype(str).to_numpy(), net)
+def _test(
+    name: str,
+    unit: np.ndarray,
+    pos: np.ndarray,
+    neg: np.ndarray,
+    n_permutations: int,
+    rng: np.random.Generator,
+    within: np.ndarray | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """AUROC of positive vs negative pairs by cosine similarity, and its null with gene labels permuted (among all
+    genes, or among the genes ``within``).
+    """
+    auroc = _pair_auroc(unit, pos, neg)
+    null = []
+    for _ in range(n_permutations):
+        if within is None:
+            perm = rng.permutation(len(unit))
+        else:
+            perm = np.arange(len(unit))
+            perm[within] = within[rng.permutation(len(within))]
+        null.append(_pair_auroc(unit, pos, neg, perm))
+    null = np.asarray(null, dtype=np.float64)
+    return _row(name, auroc, null, len(pos), len(neg)), null
+
+
+def tf_target_classes(genes: Sequence[str], edges: pd.DataFrame) -> np.ndarray:
+    """Class of each gene for the TF-vs-target test: 1 a TF (a source of an edge), 0 a target that is not itself a
+    TF, -1 neither. A gene that is both a TF and a target counts as a TF: the question is whether regulators
+    differ from the genes they regulate, and a regulator stays one when it is regulated too.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> edges = pd.DataFrame({"source": ["PAX5", "PAX5", "EBF1"], "target": ["CD19", "EBF1", "CD79A"]})
+    >>> tf_target_classes(["PAX5", "EBF1", "CD19", "CD79A", "LYZ"], edges).tolist()
+    [1, 1, 0, 0, -1]
+    """
+    genes = pd.Index(np.asarray(genes, dtype=str))
+    classes = np.full(len(genes), -1, dtype=np.int64)
+    classes[genes.isin(edges["target"].astype(str))] = 0
+    classes[genes.isin(edges["source"].astype(str))] = 1
+    return classes
+
+
+def _auroc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for the binary ``y`` (Mann-Whitney, ties counted half)."""
+    from scipy.stats import rankdata
+
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    ranks = rankdata(score)
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _stratified_folds(y: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold of each sample: every class dealt out in turn over ``n_folds`` folds, in random order."""
+    fold = np.empty(len(y), dtype=np.int64)
+    offset = 0
+    for value in (0, 1):
+        members = rng.permutation(np.flatnonzero(y == value))
+        fold[members] = (np.arange(len(members)) + offset) % n_folds
+        offset += len(members)
+    return fold
+
+
+def _cv_auroc(x: np.ndarray, y: np.ndarray, n_folds: int, rng: np.random.Generator) -> tuple[float, float]:
+    """Mean and sd over stratified folds of the held-out AUROC of a linear discriminant of ``y`` on ``x``.
+
+    The discriminant is Fisher's (LDA): on the training genes, coordinates standardised, the direction
+    ``S^-1 (mean_1 - mean_0)`` with ``S`` the pooled within-class covariance plus a small ridge (1e-3 of its mean
+    variance); held-out genes are scored along it. Class sizes do not move the direction (nor so the AUROC).
+    """
+    fold = _stratified_folds(y, n_folds, rng)
+    scores = []
+    for k in range(n_folds):
+        train, test = fold != k, fold == k
+        centre, scale = x[train].mean(0), x[train].std(0)
+        scale = np.where(scale > 0, scale, 1.0)
+        xt, xs = (x[train] - centre) / scale, (x[test] - centre) / scale
+        yt = y[train]
+        means = [xt[yt == c].mean(0) for c in (0, 1)]
+        within = np.concatenate([xt[yt == c] - means[c] for c in (0, 1)])
+        covariance = within.T @ within / max(len(within) - 2, 1)
+        covariance += 1e-3 * max(np.trace(covariance) / len(covariance), 1e-12) * np.eye(len(covariance))
+        direction = np.linalg.solve(covariance, means[1] - means[0])
+        scores.append(_auroc(y[test], xs @ direction))
+    return float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else np.nan
+
+
+def _class_test(
+    name: str, coords: np.ndarray, classes: np.ndarray, n_folds: int, n_permutations: int, rng: np.random.Generator
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Cross-validated AUROC of class 1 vs class 0 (-1: left out), and its null with the classes permuted."""
+    labelled = classes >= 0
+    x, y = coords[labelled], classes[labelled]
+    smaller = int(min(y.sum(), len(y) - y.sum()))
+    if smaller < 2:
+        raise ValueError(
+            f"The {name} test needs >= 2 genes of each class (found {int(y.sum())} and {len(y) - int(y.sum())})."
+        )
+    folds = min(n_folds, smaller)
+    auroc, sd = _cv_auroc(x, y, folds, rng)
+    null = np.asarray([_cv_auroc(x, rng.permutation(y), folds, rng)[0] for _ in range(n_permutations)])
+    return _row(name, auroc, null, int(y.sum()), len(y) - int(y.sum()), sd), null
+
+
+def _regulon_net(model, regulons) -> pd.DataFrame:
+    """TF -> target edges (``source``, ``target``): ``regulons`` when given, else the model's own."""
+    if regulons is not None:
+        return grn.load_regulons(regulons)
+    if model is None:
+        raise ValueError("Give regulons= (a model's own regulons are used only when a model is given).")
+    return model.regulon_edges()[["source", "target"]]
+
+
+def _edges_in(genes: pd.Index, net: pd.DataFrame, representation: str) -> pd.DataFrame:
+    edges = grn.regulon_edges_in(genes.to_numpy(), net)
     if edges.empty:
-        raise ValueError("No regulon edge has both its TF and its target in the model's gene panel.")
+        raise ValueError(f"No regulon edge has both its TF and its target among the genes of {representation!r}.")
     return edges
 
 
@@ -160,14 +288,13 @@ def _negative_pairs(
     raise ValueError("Could not draw enough negative gene pairs: the panel is too small or too connected.")
 
 
-def _marker_sets(model, markers, groupby, layer, n_markers, method) -> dict[str, list[str]]:
+def _marker_sets(panel: pd.Index, markers, groupby, layer, n_markers, method) -> dict[str, list[str]]:
     if isinstance(markers, AnnData):
         import scanpy as sc
 
         if groupby is None or groupby not in markers.obs:
             raise KeyError(f"markers is an AnnData: give groupby=, an obs column of it (got {groupby!r}).")
         data = log_normalised(markers, layer)
-        panel = pd.Index(model.panel_["symbol"].astype(str))
         data = data[:, data.var_names.isin(panel)].copy()
         data.obs[groupby] = markers.obs[groupby].astype(str).to_numpy()
         with warnings.catch_warnings():  # scanpy warns that the copy is fragmented (we built it that way)
@@ -182,8 +309,12 @@ def _marker_sets(model, markers, groupby, layer, n_markers, method) -> dict[str,
     return {str(k): [str(g) for g in v] for k, v in markers.items()}
 
 
-def _marker_pairs(sets: dict[str, list[str]], genes: pd.Index, max_pairs: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Same-type and different-type pairs of marker genes (genes marking several types are dropped)."""
+def _marker_pairs(
+    sets: dict[str, list[str]], genes: pd.Index, max_pairs: int, rng
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Same-type and different-type pairs of marker genes (genes marking several types are dropped), and the
+    positions of the marker genes used.
+    """
     lookup = pd.Series(np.arange(len(genes)), index=genes)
     lookup = lookup[~lookup.index.duplicated()]
     upper = pd.Series(lookup.to_numpy(), index=lookup.index.str.upper())
@@ -201,7 +332,7 @@ def _marker_pairs(sets: dict[str, list[str]], genes: pd.Index, max_pairs: int, r
     by_type = {t: sorted(g) for t, g in by_type.items() if len(g) >= 2}
     if len(by_type) < 2:
         raise ValueError(
-            "The marker audit needs >= 2 cell types with >= 2 marker genes each in the model's panel "
+            "The marker audit needs >= 2 cell types with >= 2 marker genes each among the audited genes "
             f"(found {len(by_type)}); give more markers or a larger n_markers."
         )
     genes_ = np.concatenate([np.asarray(v) for v in by_type.values()])
@@ -214,15 +345,51 @@ def _marker_pairs(sets: dict[str, list[str]], genes: pd.Index, max_pairs: int, r
         pos = pos[rng.choice(len(pos), max_pairs, replace=False)]
     if len(neg) > max_pairs:
         neg = neg[rng.choice(len(neg), max_pairs, replace=False)]
-    return pos, neg
+    return pos, neg, np.sort(genes_)
+
+
+def _representations(
+    model, adata, embeddings, contextual: bool, max_cells: int | None, batch_size: int, seed: int
+) -> dict[str, pd.DataFrame]:
+    """The gene representations audited: given ``embeddings``, or the model's identity table and its contextual
+    gene states per depth (``"input"``: tokens entering the first block; ``"block_i"``: after block ``i``).
+    """
+    if embeddings is not None:
+        out = {}
+        for name, frame in embeddings.items():
+            if not isinstance(frame, pd.DataFrame):
+                raise TypeError(f"embeddings[{name!r}] must be a DataFrame (genes x dimensions, index: gene symbols).")
+            out[str(name)] = frame
+        if not out:
+            raise ValueError("embeddings is empty: give at least one table of genes x dimensions.")
+        return out
+    out = {TABLE: gene_embeddings(model)}
+    if not contextual:
+        return out
+    cells = adata if adata is not None else getattr(model, "adata", None)
+    if cells is None:
+        logger.info("No cells to read (the model holds no data and adata is None): auditing the gene table only.")
+        return out
+    indices = None
+    if max_cells is not None and cells.n_obs > max_cells:
+        indices = np.sort(np.random.default_rng(seed).choice(cells.n_obs, max_cells, replace=False))
+    states = model.get_gene_states(adata, indices=indices, batch_size=batch_size)
+    out |= {("input" if depth == 0 else f"block_{depth}"): frame for depth, frame in states.items()}
+    return out
 
 
 def gene_embedding_audit(
-    model: SCTransformer,
+    model: SCTransformer | None = None,
+    adata: AnnData | None = None,
     *,
-    method: Literal["spectral", "pca", "none"] = "spectral",
-    n_components: int = 16,
+    test: Literal["class_separation", "pairwise_proximity"] = "class_separation",
+    embeddings: Mapping[str, pd.DataFrame] | None = None,
+    contextual: bool = True,
+    max_cells: int | None = 2000,
+    method: Literal["spectral", "svd", "pca", "none"] = "spectral",
+    n_components: int | None = None,
     n_neighbors: int = 15,
+    n_folds: int = 5,
     n_permutations: int = 100,
     regulons: str | os.PathLike | pd.DataFrame | None = None,
     negatives: Literal["random", "tf_matched"] = "random",
@@ -232,58 +399,88 @@ def gene_embedding_audit(
     n_markers: int = 25,
     marker_method: str = "wilcoxon",
     max_pairs: int = 20_000,
+    batch_size: int = 256,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Audit the geometry of the learned gene embeddings (scGPT-style gene-embedding analysis).
+    """Audit the geometry of the model's gene representations, layer by layer, against the regulons and markers.
 
-    The gene identity embeddings (``model.module.gene_embedding.weight``, one row per panel gene) are
-    projected onto a low-dimensional subspace, then asked two questions by cosine similarity there:
+    The representations audited are the static gene identity table (``"gene_embedding"``,
+    :meth:`~sctransformer_tools.SCTransformer.get_gene_embeddings`) and, with ``contextual``, the contextual gene
+    states of the residual stream at every depth (``"input"``: the tokens entering the first block; ``"block_i"``:
+    after block ``i``), each gene's token state averaged over the cells read that express it
+    (:meth:`~sctransformer_tools.SCTransformer.get_gene_states`). Each is projected onto a low-dimensional
+    subspace (``method``, ``n_components``) and asked, by ``test``:
 
-    (a) are known TF -> target pairs closer than random gene pairs? (AUROC, ``"tf_target"``)
-    (b) with ``markers``: are marker genes of the same cell type closer than marker genes of different
-        types? (AUROC, ``"markers"``)
+    ``"class_separation"`` (default; the way Kendiukhov 2026, *Multi-Dimensional Spectral Geometry of Biological
+    Knowledge in Single-Cell Transformer Representations*, arXiv:2602.22247, measures scGPT)
+        ``"tf_vs_target"``: can TFs be told apart from their targets as two gene classes? In a six-dimensional
+        spectral subspace (``n_components=6``), a linear discriminant (Fisher's, on standardised coordinates)
+        separates TFs (sources of regulon edges among the genes) from targets (genes regulated by one of
+        them that are not TFs themselves: a gene that is both counts as a TF, see :func:`tf_target_classes`);
+        the AUROC is that of held-out genes, averaged over ``n_folds`` stratified folds (``auroc_sd``: its sd
+        over the folds). Null: the same with the classes permuted among these genes.
+        ``"marker_clustering"`` (with ``markers``): do the marker genes of one cell type cluster? The AUROC of the
+        cosine similarity, in the same subspace, of same-type marker pairs against different-type marker pairs.
+        Null: the marker genes' embeddings permuted among the marker genes.
+    ``"pairwise_proximity"`` (the package's earlier test, kept under its own name; ``n_components=16``)
+        ``"tf_target"``: are known TF -> target pairs closer (cosine similarity) than random gene pairs
+        (``negatives``)? ``"markers"``: are same-type marker pairs closer than different-type ones? Null: the
+        embeddings permuted among all genes. This asks whether a regulator sits *near* its targets, not whether
+        regulators and targets form two classes: two well-separated classes give a low AUROC here (each pair
+        straddles them), so its figures are not comparable with the source's.
 
-    Each AUROC is set against a null in which the gene labels are permuted (the embedding rows are
-    shuffled among the panel genes, the pairs kept): its mean and sd over ``n_permutations``, a
-    z-score and the empirical p-value ``(1 + #{null >= observed}) / (1 + n_permutations)``. The null sits
-    at 0.5 by construction; a shuffled gene's neighbours are random genes.
+    The source reports, for scGPT's contextual gene states, a TF-vs-target AUROC of 0.744 (every one of 12 layers
+    significant) and a marker AUROC of 0.851. Only the ``"class_separation"`` rows of contextual states
+    (``"input"``, ``"block_i"``) are measured in the same way, and even they differ in model, genes, data and the
+    details of the subspace (the source builds its subspace from the spectral axes of scGPT's gene states; here
+    ``method="spectral"`` by default, ``"svd"`` for singular axes), so they are a point of reference, not a
+    replication. The identity table is read the same way for comparison.
 
-    **Projection.** ``method="spectral"`` (default) is a Laplacian eigenmap of the genes' cosine kNN
-    graph: the top non-trivial eigenvectors of the regularised normalised adjacency
-    ``D^-1/2 (A + tau/n 11^T) D^-1/2`` (regularised spectral clustering, Qin & Rohe 2013; ``tau`` = mean
-    degree). scGPT reads gene programs as communities of this kNN graph (Leiden clusters); the spectral
-    coordinates are the continuous version of those communities, so the AUROC asks "do regulators and
-    their targets fall in the same gene programs?". Unlike PCA it ignores global directions of the
-    embedding space (learned embeddings often share a dominant direction tied to expression frequency,
-    which inflates every cosine and would favour highly expressed hub genes) and keeps local
-    neighbourhood structure. ``"pca"`` (top principal components of the embeddings) and ``"none"`` (raw
-    embeddings) are offered for comparison.
+    **Projection.** ``method="spectral"`` (default) is a Laplacian eigenmap of the genes' cosine kNN graph: the
+    top non-trivial eigenvectors of the regularised normalised adjacency ``D^-1/2 (A + tau/n 11^T) D^-1/2``
+    (regularised spectral clustering, Qin & Rohe 2013; ``tau`` = mean degree), each scaled by its eigenvalue; it
+    ignores global directions of the space (learned representations often share a dominant direction tied to
+    expression frequency) and keeps neighbourhoods. ``"svd"``: the top singular axes of the genes x dimensions
+    matrix as it is (not centred); ``"pca"``: the top principal components; ``"none"``: the representation as it
+    is. The projection never reads the classes.
 
     Parameters
     ----------
     model
-        A trained :class:`~sctransformer_tools.SCTransformer`.
+        A :class:`~sctransformer_tools.SCTransformer` (trained, pretrained or not: an untrained encoder is a
+        baseline). ``None`` with ``embeddings``.
+    adata
+        Cells whose contextual gene states are read (default: the model's reference).
+    test
+        ``"class_separation"`` or ``"pairwise_proximity"`` (see above).
+    embeddings
+        Representations to audit instead of the model's: name -> DataFrame of genes x dimensions (index: gene
+        symbols); e.g. another model's states, or synthetic ones.
+    contextual
+        Also audit the contextual gene states at every depth (needs cells: ``adata`` or the model's reference).
+    max_cells
+        Cells read for the contextual states, drawn at random beyond it (``None``: all).
     method
-        ``"spectral"``, ``"pca"`` or ``"none"`` (see above).
+        ``"spectral"``, ``"svd"``, ``"pca"`` or ``"none"`` (see above).
     n_components
-        Dimension of the subspace (for ``"pca"`` at most ``d_model``).
+        Dimension of the subspace; ``None``: 6 for ``"class_separation"``, 16 for ``"pairwise_proximity"``.
     n_neighbors
         Neighbours of each gene in the kNN graph (``"spectral"``).
+    n_folds
+        Stratified folds of the TF-vs-target classifier (at most the smaller class).
     n_permutations
-        Gene-label permutations of the null (0: none).
+        Permutations of the null (0: none).
     regulons
-        Regulons whose edges are the positive pairs, matched to the panel's gene symbols
-        (``"collectri"``, ``"dorothea"``, a DataFrame or a path; e.g. another resource than the one the
-        model was trained with). Default: the model's own regulon edges among its panel genes.
+        Regulons giving the TFs, targets and edges, matched to the genes' symbols (``"collectri"``, ``"dorothea"``,
+        a DataFrame or a path; e.g. another resource than the model's). Default: the model's own regulon edges.
     negatives
-        ``"random"``: uniform random pairs of panel genes that are not regulon edges, as many as the
-        positives; ``"tf_matched"``: each negative pairs a positive's TF with a random non-target gene,
-        which controls for TFs whose embeddings are close to everything.
+        Negative pairs of ``"pairwise_proximity"``: ``"random"`` (uniform random gene pairs that are not regulon
+        edges, as many as the positives) or ``"tf_matched"`` (each pairs a positive's TF with a random non-target).
     markers
         Marker genes: a dict cell type -> genes, or an AnnData (counts in ``X`` or ``layer``) whose
-        ``obs[groupby]`` groups are ranked with :func:`scanpy.tl.rank_genes_groups` (on a
-        log-normalised copy restricted to the panel genes) to take the top ``n_markers`` per group.
-        Genes marking several types are dropped. ``None``: no marker test.
+        ``obs[groupby]`` groups are ranked with :func:`scanpy.tl.rank_genes_groups` (on a log-normalised copy
+        restricted to the audited genes) to take the top ``n_markers`` per group. Genes marking several types
+        are dropped. ``None``: no marker test.
     groupby
         ``obs`` column of the groups when ``markers`` is an AnnData.
     layer
@@ -294,20 +491,25 @@ def gene_embedding_audit(
         ``rank_genes_groups`` method.
     max_pairs
         Largest number of positive (and of negative) pairs, drawn at random beyond it.
+    batch_size
+        Cells per minibatch when reading contextual states.
     seed
-        Seed of the pair sampling, the permutations and the eigensolver.
+        Seed of the cells read, the pair sampling, the folds, the permutations and the eigensolver (each
+        representation is audited with the same draws).
 
     Returns
     -------
     A dict with
 
     ``"summary"``
-        DataFrame, one row per test (``"tf_target"``, ``"markers"``): ``auroc``, ``null_mean``,
-        ``null_sd``, ``p_value``, ``n_positive``, ``n_negative``, ``n_permutations``, ``z``.
+        DataFrame, one row per representation and test: ``representation``, ``test``, ``auroc``, ``auroc_sd``
+        (over folds; class separation only), ``null_mean``, ``null_sd``, ``z``, ``p_value`` (empirical,
+        ``(1 + #{null >= auroc}) / (1 + n_permutations)``), ``n_positive`` / ``n_negative`` (TFs / targets, or
+        positive / negative pairs), ``n_permutations``.
     ``"null"``
-        Dict test -> array of the ``n_permutations`` null AUROCs.
+        Representation -> test -> array of the null AUROCs.
     ``"coordinates"``
-        DataFrame, panel genes x components: the projected embeddings.
+        Representation -> DataFrame, genes x components: the projected representation.
     ``"markers"``
         The marker sets used (``None`` without markers).
     ``"params"``
@@ -323,49 +525,87 @@ def gene_embedding_audit(
     >>> audit = sct.tl.gene_embedding_audit(
     ...     model, n_permutations=10, markers=adata, groupby="bulk_labels", marker_method="t-test"
     ... )
-    >>> list(audit["summary"]["test"]), len(audit["null"]["tf_target"])
-    (['tf_target', 'markers'], 10)
+    >>> audit["summary"][["representation", "test"]].drop_duplicates("representation")["representation"].tolist()
+    ['gene_embedding', 'input', 'block_1']
+    >>> sorted(audit["null"]["block_1"]), len(audit["null"]["block_1"]["tf_vs_target"])
+    (['marker_clustering', 'tf_vs_target'], 10)
     """
+    if test not in TESTS:
+        raise ValueError(f"test must be one of {TESTS}, got {test!r}.")
     if method not in PROJECTIONS:
         raise ValueError(f"method must be one of {PROJECTIONS}, got {method!r}.")
     if negatives not in NEGATIVES:
         raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}.")
     if n_permutations < 0:
         raise ValueError(f"n_permutations must be >= 0, got {n_permutations}.")
+    n_components = DEFAULT_COMPONENTS[test] if n_components is None else int(n_components)
     if n_components < 1:
         raise ValueError(f"n_components must be >= 1, got {n_components}.")
-    rng = np.random.default_rng(seed)
-    embedding = gene_embeddings(model)
-    genes = embedding.index
-    coords = project(embedding.to_numpy(), method, n_components, n_neighbors, seed)
-    unit = _unit_rows(coords)
-
-    edges = _regulon_pairs(model, regulons)
-    pos = edges[["source_idx", "target_idx"]].to_numpy(dtype=np.int64)
-    if len(pos) > max_pairs:
-        pos = pos[rng.choice(len(pos), max_pairs, replace=False)]
-    neg = _negative_pairs(pos, len(genes), len(pos), negatives, rng)
-    rows, nulls = [], {}
-    row, nulls["tf_target"] = _test("tf_target", unit, pos, neg, n_permutations, rng)
-    rows.append(row)
-
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be >= 2, got {n_folds}.")
+    if model is None and embeddings is None:
+        raise ValueError("Give a model, or embeddings= to audit.")
+    representations = _representations(model, adata, embeddings, contextual, max_cells, batch_size, seed)
+    net = _regulon_net(model, regulons)
     marker_sets = None
     if markers is not None:
-        marker_sets = _marker_sets(model, markers, groupby, layer, n_markers, marker_method)
-        mpos, mneg = _marker_pairs(marker_sets, genes, max_pairs, rng)
-        row, nulls["markers"] = _test("markers", unit, mpos, mneg, n_permutations, rng)
-        rows.append(row)
+        if model is not None and embeddings is None:
+            panel = pd.Index(model.panel_["symbol"].astype(str))
+        else:
+            panel = pd.Index(sorted(set().union(*(frame.index.astype(str) for frame in representations.values()))))
+        marker_sets = _marker_sets(panel, markers, groupby, layer, n_markers, marker_method)
 
-    columns = ["test", "auroc", "null_mean", "null_sd", "z", "p_value", "n_positive", "n_negative", "n_permutations"]
+    rows, nulls, coordinates = [], {}, {}
+    for name, frame in representations.items():
+        frame = frame[~frame.index.astype(str).duplicated()]
+        genes = pd.Index(frame.index.astype(str))
+        values = frame.to_numpy(dtype=np.float64)
+        coords = project(values, method, n_components, n_neighbors, seed)
+        coordinates[name] = pd.DataFrame(
+            coords, index=genes, columns=[f"{method}_{i + 1}" for i in range(coords.shape[1])]
+        )
+        unit = _unit_rows(coords)
+        rng = np.random.default_rng(seed)
+        edges = _edges_in(genes, net, name)
+        found: dict[str, np.ndarray] = {}
+        if test == "class_separation":
+            row, found["tf_vs_target"] = _class_test(
+                "tf_vs_target", coords, tf_target_classes(genes, edges), n_folds, n_permutations, rng
+            )
+            rows.append({"representation": name} | row)
+            if marker_sets is not None:
+                mpos, mneg, members = _marker_pairs(marker_sets, genes, max_pairs, rng)
+                row, found["marker_clustering"] = _test(
+                    "marker_clustering", unit, mpos, mneg, n_permutations, rng, within=members
+                )
+                rows.append({"representation": name} | row)
+        else:
+            pos = edges[["source_idx", "target_idx"]].to_numpy(dtype=np.int64)
+            if len(pos) > max_pairs:
+                pos = pos[rng.choice(len(pos), max_pairs, replace=False)]
+            neg = _negative_pairs(pos, len(genes), len(pos), negatives, rng)
+            row, found["tf_target"] = _test("tf_target", unit, pos, neg, n_permutations, rng)
+            rows.append({"representation": name} | row)
+            if marker_sets is not None:
+                mpos, mneg, _ = _marker_pairs(marker_sets, genes, max_pairs, rng)
+                row, found["markers"] = _test("markers", unit, mpos, mneg, n_permutations, rng)
+                rows.append({"representation": name} | row)
+        nulls[name] = found
+
     return {
-        "summary": pd.DataFrame(rows)[columns],
+        "summary": pd.DataFrame(rows)[SUMMARY_COLUMNS],
         "null": nulls,
-        "coordinates": pd.DataFrame(coords, index=genes, columns=[f"{method}_{i + 1}" for i in range(coords.shape[1])]),
+        "coordinates": coordinates,
         "markers": marker_sets,
         "params": {
+            "test": test,
+            "representations": list(representations),
+            "contextual": bool(contextual and embeddings is None),
+            "max_cells": max_cells,
             "method": method,
-            "n_components": int(coords.shape[1]),
+            "n_components": int(n_components),
             "n_neighbors": int(n_neighbors),
+            "n_folds": int(n_folds),
             "n_permutations": int(n_permutations),
             "regulons": "model" if regulons is None else (regulons if isinstance(regulons, str) else "custom"),
             "negatives": negatives,
