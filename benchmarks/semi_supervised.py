@@ -65,6 +65,8 @@ IN_STUDY_ARMS: dict[str, tuple[dict, dict, bool]] = {
     "labelled only, no profile": ({"profile_components": 0}, {}, False),
     "labelled only": ({}, {}, False),
     "unlabelled in the profile": ({}, {"objectives": {}}, True),
+    "unlabelled in the profile, 300 steps": ({}, {"objectives": {}, "steps": 300}, True),
+    "unlabelled in the profile, 150 steps": ({}, {"objectives": {}, "steps": 150}, True),
     "+ pseudo-labels": ({}, {"objectives": {"pseudo_labels": 1.0}}, True),
     "+ pseudo-labels, not aligned": (
         {},
@@ -189,6 +191,9 @@ def in_study(seeds, fractions, arms, extra: bool, threads: int, resume: bool) ->
                 train_kwargs = dict(train_kwargs)
                 for name, settings in train_kwargs.pop("objective_settings", {}).items():
                     model.add_objective(name, **settings)
+                if "steps" in train_kwargs:  # about that many optimiser steps on the labelled cells
+                    batches = -(-int(0.9 * len(labelled)) // 32)
+                    train_kwargs["max_epochs"] = max(1, -(-train_kwargs.pop("steps") // batches))
                 model.train(enable_progress_bar=False, **train_kwargs)
                 train_s = time.perf_counter() - start
                 query = query_of(val)

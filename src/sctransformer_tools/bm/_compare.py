@@ -10,13 +10,17 @@ TIE = 5e-4
 
 
 def _variants(results: pd.DataFrame) -> pd.Series:
-    """``mask`` for scTransformer rows (``"mask (regulons)"`` when several regulon sets), ``method`` otherwise."""
+    """``mask`` for scTransformer rows (``"mask (regulons)"`` when several regulon sets, ``"mask [mode]"`` when
+    several modes), ``method`` otherwise.
+    """
     sct = results["method"] == "sctransformer"
     several = results.loc[sct, "regulons"].nunique() > 1
     names = results["method"].astype(str).copy()
     if sct.any():
         masks = results.loc[sct, "mask"].astype(str)
         names[sct] = masks + " (" + results.loc[sct, "regulons"].astype(str) + ")" if several else masks
+        if "mode" in results and results.loc[sct, "mode"].nunique() > 1:
+            names[sct] = names[sct] + " [" + results.loc[sct, "mode"].astype(str) + "]"
     return names
 
 
@@ -34,7 +38,8 @@ def compare(results: pd.DataFrame, metric: str = "macro_f1", reference: str = "g
         Column compared.
     reference
         An scTransformer mask (``"grn"``; ``"grn (dorothea_ABC)"`` to pick a regulon set when the results hold
-        several, a bare mask then meaning the first set) or a peer's name.
+        several, a bare mask then meaning the first set; ``"grn [unlabelled]"`` to pick a mode when they hold
+        several) or a peer's name.
 
     Returns
     -------
@@ -72,7 +77,7 @@ def compare(results: pd.DataFrame, metric: str = "macro_f1", reference: str = "g
     frame = results.assign(_variant=_variants(results).to_numpy())
     names = list(dict.fromkeys(frame["_variant"]))
     if reference not in names:
-        prefixed = [n for n in names if n.startswith(f"{reference} (")]
+        prefixed = [n for n in names if n.startswith((f"{reference} (", f"{reference} ["))]
         if not prefixed:
             raise ValueError(f"reference {reference!r} is not among the results' methods and masks: {names}.")
         reference = prefixed[0]

@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 #: scTransformer's masks: the GRN and its three controls of the same density.
 MASKS = ("grn", "dense", "random", "shuffled")
+#: How scTransformer learns (``modes=``): from the labelled training cells only; with the test cells as unlabelled
+#: cells of the reference (semi-supervised, their labels unread); or from the training cells, then mapped onto the
+#: test cells (``load_query_data`` + ``train()``, scArches' convention).
+MODES = ("labelled", "unlabelled", "mapping")
 #: Methods :func:`run` knows.
 METHODS = ("sctransformer", *PEERS)
 #: Metrics :func:`run` reports by default.
@@ -167,8 +171,11 @@ def _shell(adata: AnnData, layer: str | None, drop: str | None = None) -> AnnDat
     )
 
 
-def _fit(method: str, train: AnnData, labels_key: str, seed: int, layer, library_size_key, options: dict):
-    """Train one method on the training cells: an :class:`~sctransformer_tools.SCTransformer` or a fitted peer."""
+def _fit(method: str, train: AnnData, labels_key: str, seed: int, layer, library_size_key, options: dict, query=None):
+    """Train one method on the training cells: an :class:`~sctransformer_tools.SCTransformer` or a fitted peer.
+
+    ``options["mode"]="unlabelled"``: ``query``'s cells join the reference without labels.
+    """
     if method != "sctransformer":
         adaptor = PEERS[method]
         kwargs = {"seed": seed, "layer": layer}
@@ -178,12 +185,36 @@ def _fit(method: str, train: AnnData, labels_key: str, seed: int, layer, library
     from sctransformer_tools.model import SCTransformer
 
     ref = _shell(train, layer)
+    if options["mode"] == "unlabelled":
+        ref = _with_unlabelled(ref, query, labels_key, layer)
     SCTransformer.setup_anndata(
         ref, layer=layer, labels_key=labels_key, library_size_key=library_size_key, **options["setup"]
     )
     model = SCTransformer(ref, mask=options["mask"], seed=seed, **options["model_kwargs"])
     model.train(**options["train_kwargs"])
     return model
+
+
+def _with_unlabelled(reference: AnnData, query: AnnData, labels_key: str, layer: str | None) -> AnnData:
+    """The reference and the query's cells (on the reference's genes, zero-filled) in one AnnData; the query's
+    cells unlabelled.
+    """
+    import anndata as ad
+
+    from sctransformer_tools._data import align_genes
+
+    cells = align_genes(query, reference.var_names, layer=layer)
+    obs = query.obs.drop(columns=[labels_key], errors="ignore").copy()
+    obs[labels_key] = np.nan
+    cells = AnnData(
+        X=cells.X if layer is None else None,
+        obs=obs,
+        var=pd.DataFrame(index=reference.var_names),
+        layers=None if layer is None else {layer: cells.X},
+    )
+    both = ad.concat([reference, cells], join="outer", merge="same", index_unique=None)
+    both.obs[labels_key] = pd.Categorical(both.obs[labels_key].astype(object))
+    return both
 
 
 def run(
@@ -193,11 +224,13 @@ def run(
     split: Split = 0.2,
     methods: Sequence[str] = ("sctransformer", "logistic_regression"),
     masks: Sequence[str] = MASKS,
+    modes: Sequence[str] = ("labelled",),
     seeds: Sequence[int] = (0,),
     regulons: str | os.PathLike | pd.DataFrame | Mapping[str, str | os.PathLike | pd.DataFrame] = "collectri",
     model_kwargs: Mapping | None = None,
     train_kwargs: Mapping | None = None,
     peer_kwargs: Mapping[str, Mapping] | None = None,
+    mapping_kwargs: Mapping | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     layer: str | None = None,
     library_size_key: str | None = None,
@@ -225,6 +258,10 @@ def run(
         ``"celltypist"``, ``"scanvi"``; the last two need ``pip install 'sctransformer-tools[bench]'``).
     masks
         scTransformer's masks, among ``"grn"``, ``"dense"``, ``"random"`` and ``"shuffled"``.
+    modes
+        How scTransformer learns (:data:`MODES`): ``"labelled"`` (the training cells), ``"unlabelled"`` (the test
+        cells join the reference as unlabelled cells, labels unread) and ``"mapping"`` (trained on the training
+        cells, then mapped onto the test cells with :meth:`~sctransformer_tools.SCTransformer.load_query_data`).
     seeds
         Seeds of the models (and of the split, for a test share).
     regulons
@@ -237,6 +274,8 @@ def run(
         unless ``enable_progress_bar=True``.
     peer_kwargs
         Per peer, keyword arguments of its adaptor (e.g. ``{"scanvi": {"scvi_epochs": 100}}``).
+    mapping_kwargs
+        Arguments of the query model's ``train()`` in ``"mapping"`` mode.
     metrics
         Names in :data:`~sctransformer_tools.bm.METRICS` (see :func:`~sctransformer_tools.bm.register_metric`).
     layer
@@ -254,9 +293,10 @@ def run(
 
     Returns
     -------
-    One row per method x mask x regulon set x seed: ``method``, ``mask`` and ``regulons`` (``None`` for peers),
-    ``seed``, the ``metrics``, ``train_s`` (building and training), ``predict_s``, ``n_train``, ``n_test``,
-    ``n_test_scored``, ``n_test_excluded``, then what ``callback`` added.
+    One row per method x mask x regulon set x mode x seed: ``method``, ``mask``, ``regulons`` and ``mode``
+    (``None`` for peers), ``seed``, the ``metrics``, ``train_s`` (building and training; with ``"mapping"`` the
+    mapping too, also in ``map_s``), ``predict_s``, ``n_train``, ``n_test``, ``n_test_scored``,
+    ``n_test_excluded``, then what ``callback`` added.
 
     Examples
     --------
@@ -293,6 +333,9 @@ def run(
     bad = set(masks) - set(MASKS)
     if bad:
         raise ValueError(f"Unknown masks {sorted(bad)}: choose from {MASKS}.")
+    bad = set(modes) - set(MODES)
+    if bad:
+        raise ValueError(f"Unknown modes {sorted(bad)}: choose from {MODES}.")
     missing = [m for m in metrics if m not in METRICS]
     if missing:
         raise ValueError(f"Unknown metrics {missing}: choose from {list(METRICS)} or register_metric() them.")
@@ -301,11 +344,17 @@ def run(
         "model_kwargs": dict(model_kwargs or {}),
         "train_kwargs": {"enable_progress_bar": False, **(train_kwargs or {})},
         "peer_kwargs": {k: dict(v) for k, v in (peer_kwargs or {}).items()},
+        "mapping_kwargs": dict(mapping_kwargs or {}),
     }
-    runs: list[tuple[str, str | None, str | None]] = []
+    runs: list[tuple[str, str | None, str | None, str | None]] = []
     if "sctransformer" in methods:
-        runs += [("sctransformer", mask, reg) for reg in regulon_sets for mask in dict.fromkeys(masks)]
-    runs += [(m, None, None) for m in dict.fromkeys(methods) if m != "sctransformer"]
+        runs += [
+            ("sctransformer", mask, reg, mode)
+            for mode in dict.fromkeys(modes)
+            for reg in regulon_sets
+            for mask in dict.fromkeys(masks)
+        ]
+    runs += [(m, None, None, None) for m in dict.fromkeys(methods) if m != "sctransformer"]
 
     rows = []
     per_seed = isinstance(split, float | int) and not isinstance(split, bool)  # a test share: drawn per seed
@@ -327,14 +376,21 @@ def run(
             "n_test_scored": int(scored.sum()),
             "n_test_excluded": int((~scored).sum()),
         }
-        for method, mask, reg in runs:
-            logger.info("run %s %s %s seed %d", method, mask or "", reg or "", seed)
+        for method, mask, reg, mode in runs:
+            logger.info("run %s %s %s %s seed %d", method, mask or "", reg or "", mode or "", seed)
             context = monitor() if monitor is not None else contextlib.nullcontext()
-            options["mask"], options["setup"] = mask, regulon_sets.get(reg)
+            options["mask"], options["setup"], options["mode"] = mask, regulon_sets.get(reg), mode
             start = time.perf_counter()
             with context:
-                fitted = _fit(method, train, labels_key, int(seed), layer, library_size_key, options)
+                fitted = _fit(method, train, labels_key, int(seed), layer, library_size_key, options, query)
             train_s = time.perf_counter() - start
+            map_s = None
+            if mode == "mapping":
+                start = time.perf_counter()
+                fitted = fitted.load_query_data(query, fitted, layer=layer, library_size_key=library_size_key)
+                fitted.train(**{"enable_progress_bar": False, **options["mapping_kwargs"]})
+                map_s = time.perf_counter() - start
+                train_s += map_s
             start = time.perf_counter()
             if method == "sctransformer":
                 pred = fitted.predict(query, inplace=False, layer=layer, library_size_key=library_size_key)
@@ -342,9 +398,9 @@ def run(
                 pred = fitted.predict(query)
             pred = np.asarray(pred, dtype=str)
             predict_s = time.perf_counter() - start
-            row = {"method": method, "mask": mask, "regulons": reg, "seed": int(seed)}
+            row = {"method": method, "mask": mask, "regulons": reg, "mode": mode, "seed": int(seed)}
             row |= score(truth_all[scored], pred[scored], train_labels, metrics)
-            row |= {"train_s": train_s, "predict_s": predict_s} | counts
+            row |= {"train_s": train_s, "map_s": map_s, "predict_s": predict_s} | counts
             if callback is not None:
                 callback(row, fitted, train, test)
             rows.append(row)

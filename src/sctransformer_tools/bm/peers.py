@@ -10,9 +10,14 @@ the package's own (:mod:`sctransformer_tools._data`), as scTransformer reads the
   standardised; a gene the query lacks takes its training mean (no contribution).
 - ``celltypist``: :func:`celltypist.train` on every gene, log-normalised the same way, applied with
   :func:`celltypist.annotate` (best match, no majority voting). Trained locally: nothing is downloaded.
+- ``celltypist_majority``: the same model, applied with CellTypist's majority voting over its own
+  over-clustering of the query (``majority_voting=True``).
 - ``scanvi``: scVI pre-trained on the training cells' counts of the same HVGs, then
   :meth:`scvi.model.SCANVI.from_scvi_model` with the labels; query cells are classified and embedded
   (``embed``) by that reference model (no query training).
+- ``scanvi_surgery``: the same reference (its cells one batch), mapped onto each query by scArches surgery
+  (:meth:`scvi.model.SCANVI.load_query_data`: the query a new batch, only its batch parameters trained on the
+  query's cells, ``weight_decay=0`` as in the scvi-tools tutorial), which then classifies it.
 """
 
 from __future__ import annotations
@@ -137,17 +142,21 @@ class CellTypistPeer:
     layer: str | None = None
     library_size_key: str | None = None
     info: dict = field(default_factory=dict)
+    majority_voting: bool = False
 
     def predict(self, adata: AnnData) -> np.ndarray:
-        """Predicted cell type of every cell of ``adata`` (CellTypist drops the genes it lacks)."""
+        """Predicted cell type of every cell of ``adata`` (CellTypist drops the genes it lacks); with
+        ``majority_voting``, the majority call of the cell's cluster in CellTypist's over-clustering.
+        """
         ct = _optional("celltypist")
         query = AnnData(
             X=_log_normalised(adata, None, self.layer, self.library_size_key),
             obs=pd.DataFrame(index=adata.obs_names),
             var=pd.DataFrame(index=adata.var_names),
         )
-        result = ct.annotate(query, model=self.model, majority_voting=False)
-        return result.predicted_labels["predicted_labels"].astype(str).to_numpy()
+        result = ct.annotate(query, model=self.model, majority_voting=self.majority_voting)
+        column = "majority_voting" if self.majority_voting else "predicted_labels"
+        return result.predicted_labels[column].astype(str).to_numpy()
 
 
 #: What CellTypist raises when scikit-learn lacks ``LogisticRegression(multi_class=...)`` (removed in 1.8).
@@ -232,6 +241,26 @@ def celltypist(
     return CellTypistPeer(model, genes, layer, library_size_key, {"n_features": int(len(model.features))})
 
 
+def celltypist_majority(train: AnnData, labels_key: str, **kwargs) -> CellTypistPeer:
+    """:func:`celltypist`, applied with CellTypist's majority voting over its over-clustering of each query.
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> try:
+    ...     fitted = sct.bm.peers.celltypist_majority(adata[:500], "bulk_labels", max_iter=50)
+    ...     ok = len(fitted.predict(adata[500:])) == 200
+    ... except (ImportError, RuntimeError):  # CellTypist absent, or too old for this scikit-learn
+    ...     ok = True
+    >>> ok
+    True
+    """
+    peer = celltypist(train, labels_key, **kwargs)
+    peer.majority_voting = True
+    return peer
+
+
 #: scvi-tools' lines at the start of every training (the peer's ``info`` keeps the epochs) and on reading a query
 #: (the peer aligns queries to its genes itself).
 _SCVI_LINES = {
@@ -250,15 +279,27 @@ class ScanviPeer:
     layer: str | None = None
     info: dict = field(default_factory=dict)
     unlabeled: str = "__unlabeled__"
+    surgery_epochs: int | None = None
 
     def _read(self, adata: AnnData, how: str) -> np.ndarray:
-        from sctransformer_tools.model._quiet import _dropping, quiet_scvi
+        from sctransformer_tools.model._quiet import _dropping, quiet_scvi, quiet_training
 
         query = align_genes(adata, self.genes, layer=self.layer)
-        query.obs = pd.DataFrame({self.labels_key: self.unlabeled}, index=adata.obs_names)
+        batch = "reference" if self.surgery_epochs is None else "query"  # surgery: the query is a batch of its own
+        query.obs = pd.DataFrame({self.labels_key: self.unlabeled, BATCH: batch}, index=adata.obs_names)
+        model = self.model
         with quiet_scvi(), _dropping(_SCVI_LINES):
-            type(self.model).prepare_query_anndata(query, self.model)
-            out = getattr(self.model, how)(query)
+            type(model).prepare_query_anndata(query, model)
+            if self.surgery_epochs is not None:  # scArches: the query a new batch, its parameters trained on it
+                with quiet_training():
+                    model = type(model).load_query_data(query, model)
+                    model.train(
+                        max_epochs=self.surgery_epochs,
+                        plan_kwargs={"weight_decay": 0.0},
+                        enable_progress_bar=False,
+                        accelerator="cpu",
+                    )
+            out = getattr(model, how)(query)
         return np.asarray(out[0] if isinstance(out, tuple) else out)
 
     def predict(self, adata: AnnData) -> np.ndarray:
@@ -324,9 +365,10 @@ def scanvi(
     quiet = {"enable_progress_bar": False, "accelerator": accelerator}
     genes = highly_variable_genes(train, n_top_genes, layer=layer)
     ref = align_genes(train, genes, layer=layer)
-    ref.obs = pd.DataFrame({labels_key: train.obs[labels_key].astype(str).to_numpy()}, index=train.obs_names)
+    labels = train.obs[labels_key].astype(str).to_numpy()
+    ref.obs = pd.DataFrame({labels_key: labels, BATCH: "reference"}, index=train.obs_names)
     with quiet_training(), _dropping(_SCVI_LINES):
-        scvi.model.SCVI.setup_anndata(ref, labels_key=labels_key)
+        scvi.model.SCVI.setup_anndata(ref, labels_key=labels_key, batch_key=BATCH)
         vae = scvi.model.SCVI(ref, n_latent=n_latent)
         vae.train(max_epochs=scvi_epochs, **quiet)
         model = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category=unlabeled, labels_key=labels_key)
@@ -339,5 +381,43 @@ def scanvi(
     return ScanviPeer(model, genes, labels_key, layer, info, unlabeled)
 
 
+#: The batch column of the scANVI peers: the reference's cells are one batch, a query another.
+BATCH = "_peer_batch"
+
+
+def scanvi_surgery(train: AnnData, labels_key: str, *, surgery_epochs: int = 100, **kwargs) -> ScanviPeer:
+    """:func:`scanvi`, mapped onto each query by scArches surgery before it classifies it.
+
+    Parameters
+    ----------
+    train, labels_key
+        As in :func:`scanvi`.
+    surgery_epochs
+        Epochs of query training (scvi-tools' scArches tutorial: 100).
+    **kwargs
+        Passed to :func:`scanvi`.
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> fitted = sct.bm.peers.scanvi_surgery(
+    ...     adata[:500], "bulk_labels", n_top_genes=300, scvi_epochs=1, scanvi_epochs=1, surgery_epochs=1
+    ... )
+    >>> fitted.predict(adata[500:]).shape
+    (200,)
+    """
+    peer = scanvi(train, labels_key, **kwargs)
+    peer.surgery_epochs = int(surgery_epochs)
+    peer.info["surgery_epochs"] = int(surgery_epochs)
+    return peer
+
+
 #: Peer name -> adaptor ``(train, labels_key, *, layer, seed, ...) -> fitted peer``.
-PEERS = {"logistic_regression": logistic_regression, "celltypist": celltypist, "scanvi": scanvi}
+PEERS = {
+    "logistic_regression": logistic_regression,
+    "celltypist": celltypist,
+    "celltypist_majority": celltypist_majority,
+    "scanvi": scanvi,
+    "scanvi_surgery": scanvi_surgery,
+}
