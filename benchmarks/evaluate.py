@@ -49,7 +49,7 @@ matplotlib.use("Agg")  # a script: figures go to files
 from harness import study  # noqa: E402
 from harness.datasets import DATASETS as SPLITS  # noqa: E402
 from harness.datasets import load_split  # noqa: E402
-from harness.records import append_invocation, append_record, load_records, record_identity  # noqa: E402
+from harness.records import PROFILE_ORDER, append_invocation, append_record, load_records, record_identity  # noqa: E402
 from harness.report import write_report  # noqa: E402
 
 import sctransformer_tools as sct  # noqa: E402
@@ -59,34 +59,98 @@ DATASETS = list(SPLITS)
 REGULONS = {"collectri": "collectri", "dorothea_ABC": "dorothea_ABC"}
 MAIN_REGULONS = next(iter(REGULONS))
 
-#: Settings of each profile. ``dataset_model_kwargs`` override ``model_kwargs`` per dataset.
+#: Settings of each profile. ``dataset_model_kwargs`` override ``model_kwargs`` per dataset; ``mode`` is how
+#: scTransformer learns (``sct.bm.run``'s ``modes``); ``dataset_methods`` restrict the methods per dataset.
 PROFILES = {
-    "full": {
+    "defaults": {  # today's defaults, labelled training cells; every mask, every peer
         "datasets": DATASETS,
         "seeds": [0, 1, 2],
-        "methods": list(study.METHODS),
+        "methods": ["sctransformer", "logistic_regression", "celltypist", "celltypist_majority", "scanvi"],
+        "dataset_methods": {d: ["scanvi_surgery"] for d in ("darmanis2015", "allen_m1", "pbmc3k_to_pbmc68k")},
         "masks": ["grn", "dense", "random", "shuffled", "grn@dorothea_ABC", "shuffled@dorothea_ABC"],
+        "mode": "labelled",
+        "model_kwargs": {},
+        "dataset_model_kwargs": {"darmanis2015": {"max_tokens": 1024}},
+        "train_kwargs": {},
+        "peer_kwargs": {},
+        "attention_kwargs": {"n_shuffles": 3, "max_cells": 2000},
+        "attention": True,
+    },
+    "unlabelled": {  # the test cells join the reference as unlabelled cells (semi-supervised, labels unread)
+        "datasets": DATASETS,
+        "seeds": [0, 1, 2],
+        "methods": ["sctransformer"],
+        "dataset_methods": {},
+        "masks": ["grn", "shuffled"],
+        "mode": "unlabelled",
+        "model_kwargs": {},
+        "dataset_model_kwargs": {"darmanis2015": {"max_tokens": 1024}},
+        "train_kwargs": {},
+        "peer_kwargs": {},
+        "attention_kwargs": {},
+        "attention": False,
+    },
+    "mapping": {  # trained on the reference, then mapped onto the test cells (another donor or study)
+        "datasets": ["darmanis2015", "allen_m1", "pbmc3k_to_pbmc68k"],
+        "seeds": [0, 1, 2],
+        "methods": ["sctransformer"],
+        "dataset_methods": {},
+        "masks": ["grn", "shuffled"],
+        "mode": "mapping",
+        "model_kwargs": {},
+        "dataset_model_kwargs": {"darmanis2015": {"max_tokens": 1024}},
+        "train_kwargs": {},
+        "peer_kwargs": {},
+        "attention_kwargs": {},
+        "attention": False,
+    },
+    "full": {  # 0.2.0's study settings (records of that release)
+        "datasets": DATASETS,
+        "seeds": [0, 1, 2],
+        "methods": ["sctransformer", "logistic_regression", "celltypist", "scanvi"],
+        "dataset_methods": {},
+        "masks": ["grn", "dense", "random", "shuffled", "grn@dorothea_ABC", "shuffled@dorothea_ABC"],
+        "mode": "labelled",
         "model_kwargs": {},
         "dataset_model_kwargs": {"darmanis2015": {"max_tokens": 1024}},
         # pinned: the study's settings, whatever the package's defaults of train() become
         "train_kwargs": {"max_epochs": 30, "lr": 2e-3, "batch_size": 64, "weight_averaging": True},
         "peer_kwargs": {},
         "attention_kwargs": {"n_shuffles": 3, "max_cells": 2000},
+        "attention": True,
     },
     "quick": {
         "datasets": ["pbmc3k"],
         "seeds": [0],
         "methods": ["sctransformer", "logistic_regression", "celltypist"],
+        "dataset_methods": {},
         "masks": ["grn", "dense", "random", "shuffled"],
+        "mode": "labelled",
         "model_kwargs": {"d_model": 32, "n_layers": 2, "n_heads": 2, "n_top_genes": 500, "max_tokens": 256},
         "dataset_model_kwargs": {},
         "train_kwargs": {"max_epochs": 8, "batch_size": 64, "lr": 5e-3, "weight_averaging": False},
         "peer_kwargs": {},
         "attention_kwargs": {"n_shuffles": 2, "max_cells": 256},
+        "attention": True,
     },
 }
 
 PROFILE_NOTES = {
+    "defaults": (
+        "`defaults`: the package's defaults as a user gets them (`SCTransformer(adata, mask=...)`, `train()`: the "
+        "expression profile, size factors over the panel genes, 8 epochs or 600 steps), trained on the labelled "
+        "training cells; every mask and every peer (CellTypist also with majority voting; scANVI also with scArches "
+        "surgery where the test cells are another donor or study)."
+    ),
+    "unlabelled": (
+        "`unlabelled`: the same model with the test cells joined to the reference as unlabelled cells (their labels "
+        "unread), as a user annotating a dataset together with a reference does; the GRN mask and its shuffle."
+    ),
+    "mapping": (
+        "`mapping`: the same model trained on the reference, then mapped onto the test cells "
+        "(`SCTransformer.load_query_data(test, model)` + `train()`), where they are another donor or study; the GRN "
+        "mask and its shuffle."
+    ),
     "full": (
         "Full profile: the package's default model (d_model 64, 2 layers x 4 heads, CollecTRI/DoRothEA "
         "panel + 2,000 HVGs, up to 2,048 gene tokens per cell; 1,024 on Darmanis 2015, whose full-length cells "
@@ -176,7 +240,7 @@ def _preamble(meta: dict, records: list[dict]) -> str:
         "",
     ]
     profiles = list(dict.fromkeys((r.get("profile") or "custom") for r in records))
-    for profile in sorted(profiles, key=lambda p: {"full": 0, "quick": 2}.get(p, 1)):
+    for profile in sorted(profiles, key=lambda p: PROFILE_ORDER.get(p, 4)):
         if profile in PROFILE_NOTES:
             lines.append(f"- {PROFILE_NOTES[profile]}")
         runs = [m for m in meta.get("invocations", []) if m.get("profile") == profile]
@@ -209,6 +273,9 @@ def render(out_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="pbmc3k, one seed, small model, few epochs")
+    parser.add_argument(
+        "--profile", choices=[p for p in PROFILES if p != "quick"], default="defaults", help="settings of the runs"
+    )
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--methods", nargs="+", choices=list(study.METHODS), default=None)
@@ -254,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
-    profile_name = "quick" if args.quick else "full"
+    profile_name = "quick" if args.quick else args.profile
     profile = PROFILES[profile_name]
     datasets = args.datasets or profile["datasets"]
     seeds = args.seeds if args.seeds is not None else profile["seeds"]
@@ -287,8 +354,10 @@ def main(argv: list[str] | None = None) -> None:
                 split.train,
                 split.test,
                 split.labels_key,
-                methods=methods,
+                methods=list(methods) + [m for m in profile["dataset_methods"].get(dataset, []) if not args.methods],
                 masks=masks,
+                mode=profile["mode"],
+                attention=profile["attention"],
                 regulons=REGULONS,
                 seeds=[seed],
                 dataset=dataset,

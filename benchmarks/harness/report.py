@@ -425,7 +425,7 @@ def write_report(
     if frame.empty:
         parts.append("No successful runs recorded yet.")
     else:
-        profiles = sorted(dict.fromkeys(frame["profile"]), key=lambda p: PROFILE_ORDER.get(p, 1))
+        profiles = sorted(dict.fromkeys(frame["profile"]), key=lambda p: PROFILE_ORDER.get(p, 4))
         for profile in profiles:
             sub_records = [r for r in records if (r.get("profile") or "custom") == profile and not r.get("error")]
             sub = frame[frame["profile"] == profile]

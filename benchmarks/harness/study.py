@@ -45,7 +45,9 @@ METHODS = ("sctransformer", *PEERS)
 _TEST_GENES = {
     "logistic_regression": ("test_genes_missing", False),
     "celltypist": ("test_genes_shared", True),
+    "celltypist_majority": ("test_genes_shared", True),
     "scanvi": ("test_genes_zero_filled", False),
+    "scanvi_surgery": ("test_genes_zero_filled", False),
 }
 
 
@@ -114,6 +116,7 @@ def evaluate(
     *,
     methods: Sequence[str] = METHODS,
     masks: Sequence[str] = MASKS,
+    mode: str = "labelled",
     regulons: str | Mapping[str, str | os.PathLike | pd.DataFrame] = "collectri",
     seeds: Sequence[int] = (0,),
     dataset: str = "custom",
@@ -157,6 +160,9 @@ def evaluate(
     masks
         scTransformer masks, each ``"grn" | "dense" | "random" | "shuffled"``, optionally with a regulon
         set: ``"grn@dorothea_ABC"``. A bare name uses the first regulon set.
+    mode
+        How scTransformer learns (``sct.bm.run``'s ``modes``): ``"labelled"``, ``"unlabelled"`` (the test cells
+        as unlabelled reference cells) or ``"mapping"`` (reference mapping onto the test cells).
     regulons
         Regulon set name (``"collectri"``, ``"dorothea_ABC"``) or a mapping name -> source (a name, a
         DataFrame or a path, see :func:`regulon_setup`). Dense models' attention is also scored against
@@ -246,6 +252,8 @@ def evaluate(
         method, mask, reg, seed = identity["method"], identity["mask"], identity["regulons"], identity["seed"]
         query = _query(test, labels_key)
         info = {
+            "recall": row.get("recall"),
+            "map_s": row.get("map_s"),
             "train_s": row["train_s"],
             "peak_mb": usage.peak_mb,
             "peak_delta_mb": usage.peak_delta_mb,
@@ -339,7 +347,7 @@ def evaluate(
             records.append(measure(identity, row, fitted, monitors[-1]))
 
         method, mask, reg = identity["method"], identity["mask"], identity["regulons"]
-        compat = celltypist_compat() if method == "celltypist" else contextlib.nullcontext()
+        compat = celltypist_compat() if method.startswith("celltypist") else contextlib.nullcontext()
         with compat:
             sct.bm.run(
                 None,
@@ -347,6 +355,7 @@ def evaluate(
                 split=(train, test),
                 methods=[method],
                 masks=[mask] if mask is not None else MASKS,
+                modes=[mode],
                 seeds=[identity["seed"]],
                 regulons={reg: sources[reg]} if reg is not None else "collectri",
                 model_kwargs=model_kwargs,
@@ -366,6 +375,8 @@ def evaluate(
     for seed in seeds:
         for method, mask, reg in runs:
             identity = {"dataset": dataset, "method": method, "mask": mask, "regulons": reg, "seed": int(seed)}
+            if method == "sctransformer":
+                identity["mode"] = mode
             if skip is not None and skip({"profile": profile, **identity}):
                 logger.info("skip %s (already recorded)", identity)
                 continue

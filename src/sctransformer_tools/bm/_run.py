@@ -195,6 +195,11 @@ def _fit(method: str, train: AnnData, labels_key: str, seed: int, layer, library
     return model
 
 
+def _recall(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Recall of every true cell type (the share of its cells called it)."""
+    return {str(t): float(np.mean(pred[truth == t] == t)) for t in sorted(set(truth))}
+
+
 def _with_unlabelled(reference: AnnData, query: AnnData, labels_key: str, layer: str | None) -> AnnData:
     """The reference and the query's cells (on the reference's genes, zero-filled) in one AnnData; the query's
     cells unlabelled.
@@ -294,9 +299,9 @@ def run(
     Returns
     -------
     One row per method x mask x regulon set x mode x seed: ``method``, ``mask``, ``regulons`` and ``mode``
-    (``None`` for peers), ``seed``, the ``metrics``, ``train_s`` (building and training; with ``"mapping"`` the
-    mapping too, also in ``map_s``), ``predict_s``, ``n_train``, ``n_test``, ``n_test_scored``,
-    ``n_test_excluded``, then what ``callback`` added.
+    (``None`` for peers), ``seed``, the ``metrics``, ``recall`` (per true cell type), ``train_s`` (building and
+    training; with ``"mapping"`` the mapping too, also in ``map_s``), ``predict_s``, ``n_train``, ``n_test``,
+    ``n_test_scored``, ``n_test_excluded``, then what ``callback`` added.
 
     Examples
     --------
@@ -400,6 +405,7 @@ def run(
             predict_s = time.perf_counter() - start
             row = {"method": method, "mask": mask, "regulons": reg, "mode": mode, "seed": int(seed)}
             row |= score(truth_all[scored], pred[scored], train_labels, metrics)
+            row["recall"] = _recall(truth_all[scored], pred[scored])
             row |= {"train_s": train_s, "map_s": map_s, "predict_s": predict_s} | counts
             if callback is not None:
                 callback(row, fitted, train, test)
