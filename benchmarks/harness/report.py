@@ -357,6 +357,63 @@ def _coverage_markdown(frame: pd.DataFrame) -> str:
     return _markdown_table(header, rows)
 
 
+#: Profiles of today's defaults, one training mode each (``benchmarks/evaluate.py``).
+MODE_PROFILES = {"defaults": "labelled", "unlabelled": "+ unlabelled", "mapping": "mapped"}
+#: Cell types whose recall the modes table shows, where a dataset has them (the hard pairs of PBMCs).
+HARD_TYPES = ("Naive CD4 T", "Memory CD4 T", "CD8 T", "CD14+ Mono", "FCGR3A+ Mono", "DC")
+
+
+def modes_markdown(frame: pd.DataFrame, metric: str = "macro_f1") -> str:
+    """Today's defaults in every training mode beside every peer: per dataset, macro-F1 and the hard types' recall;
+    then each mode against the best peer and against labelled-only training, paired by seed."""
+    from .stats import difference_stats
+
+    rows = frame[frame["profile"].isin(list(MODE_PROFILES))].copy()
+    if rows.empty:
+        return ""
+    sct_rows = rows["method"] == "sctransformer"
+    rows["name"] = rows["variant"]
+    rows.loc[sct_rows, "name"] = (
+        rows.loc[sct_rows, "variant"] + ", " + rows.loc[sct_rows, "profile"].map(MODE_PROFILES).astype(str)
+    )
+    out = []
+    for dataset, part in rows.groupby("dataset", sort=False):
+        recall = pd.DataFrame(list(part["recall"].apply(lambda r: r if isinstance(r, dict) else {})), index=part.index)
+        types = [t for t in HARD_TYPES if t in recall]
+        header = ["model", "seeds", HEADERS.get(metric, metric), "accuracy", *(f"{t} recall" for t in types)]
+        table = []
+        for name, g in part.groupby("name", sort=False):
+            values = numeric(g, metric)
+            cells = [
+                name,
+                str(len(values.dropna())),
+                _fmt(values.mean(), values.std(ddof=1) if len(values) > 1 else None),
+            ]
+            cells.append(_fmt(numeric(g, "accuracy").mean()))
+            cells += [_fmt(recall.loc[g.index, t].astype(float).mean(), decimals=2) for t in types]
+            table.append(cells)
+        out += [f"**{dataset}**", "", _markdown_table(header, table), ""]
+        by_name = {n: g.drop_duplicates("seed", keep="last").set_index("seed") for n, g in part.groupby("name")}
+        peers = [n for n in by_name if not n.startswith(("grn", "shuffled", "random", "dense"))]
+        lines = []
+        for name in [n for n in by_name if n.startswith("grn (collectri)")]:
+            others = [f"grn (collectri), {MODE_PROFILES['defaults']}"] + peers
+            for other in others:
+                if other == name or other not in by_name:
+                    continue
+                both = pd.concat([by_name[name][metric], by_name[other][metric]], axis=1, keys=["a", "b"]).dropna()
+                if both.empty:
+                    continue
+                stats = difference_stats((both["a"].astype(float) - both["b"].astype(float)).to_numpy())
+                lines.append(
+                    f"| {name} − {other} | {stats['n_pairs']} | {stats['mean']:+.3f} | "
+                    f"{stats['wins']} / {stats['losses']} / {stats['ties']} |"
+                )
+        if lines:
+            out += ["| comparison | seeds | mean difference | wins / losses / ties |", "|---|---|---|---|", *lines, ""]
+    return "\n".join(out)
+
+
 def write_report(
     records: Iterable[Mapping],
     out_dir: str | os.PathLike,
@@ -425,6 +482,9 @@ def write_report(
     if frame.empty:
         parts.append("No successful runs recorded yet.")
     else:
+        modes = modes_markdown(frame, metric)
+        if modes:
+            parts += ["## Today's defaults: training modes and peers", "", modes, ""]
         profiles = sorted(dict.fromkeys(frame["profile"]), key=lambda p: PROFILE_ORDER.get(p, 4))
         for profile in profiles:
             sub_records = [r for r in records if (r.get("profile") or "custom") == profile and not r.get("error")]

@@ -200,10 +200,11 @@ class PredictionMixin:
                 raise ValueError("This model has no novelty model: train it (or retrain it) to use novelty_threshold.")
 
             def logits_and_novelty(batch: CellBatch):
-                logits = _logits(self, batch)
+                encoded = self.module.encode(batch)
+                logits = self.module.classify(encoded.embedding).float().cpu()
                 if fit is None:
                     return logits, torch.full((len(logits),), float("nan"))
-                expression = _expression(self, batch).cpu().numpy()
+                expression = encoded.tokens.expression.float().cpu().numpy()  # as the tokenizer read the cells
                 return logits, torch.as_tensor(novelty_percentile(fit, expression))
 
             chunks = self.reader.map_batches(data, logits_and_novelty, indices, batch_size)

@@ -431,8 +431,9 @@ class CellReader:
     ) -> list[T]:
         """``fn`` applied to each minibatch of what :meth:`read` yielded (or a registered AnnData).
 
-        On the model's device, in evaluation mode and without gradients. Minibatches of a query that lacks panel
-        genes say which it measures (``CellBatch.measured``).
+        On the model's device, in evaluation mode and without gradients, in bfloat16 autocast where training chose
+        bf16 as the faster precision on this machine (``model.precision_``). Minibatches of a query that lacks
+        panel genes say which it measures (``CellBatch.measured``).
         """
         adata = data.adata if isinstance(data, QueryData) else data
         if adata.n_obs == 0 or (indices is not None and len(indices) == 0):
@@ -443,6 +444,8 @@ class CellReader:
             measured = torch.as_tensor(data.measured, device=model.device)
         loader = model._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         model.module.eval()
-        with torch.inference_mode():
+        device = torch.device(model.device).type
+        bf16 = (getattr(model, "precision_", None) or {}).get("precision") == "bf16-mixed"
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             batches = (CellBatch.from_tensors(tensors).to(model.device) for tensors in loader)
             return [fn(replace(batch, measured=measured)) for batch in batches]
