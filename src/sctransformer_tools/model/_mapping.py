@@ -26,7 +26,7 @@ from scvi.data import AnnDataManager
 from scvi.data._constants import _MODEL_NAME_KEY, _SETUP_ARGS_KEY, _SETUP_METHOD_NAME
 
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
-from sctransformer_tools.module import MaskedExpression, PseudoLabels
+from sctransformer_tools.module import Consistency, MaskedExpression, PseudoLabels
 
 from ._mudata import counts_layer, expression_view, is_mudata, rna_modality
 from ._quiet import quiet_scvi
@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 #: ``benchmarks/semi_supervised.py`` on the cross-study split); masked expression only where the reference has
 #: a trained masked-expression head.
 ADAPT_OBJECTIVES: dict[str, float] = {PseudoLabels.name: 1.0, MaskedExpression.name: 1.0}
+#: Objectives that train the classifier on its own calls (built without distribution alignment on a query).
+SELF_TRAINING = (PseudoLabels.name, Consistency.name)
 #: Optimiser steps of ``query_model.train()`` by default (whole epochs of the query, at least one).
 ADAPT_STEPS = 300
 #: Attributes of the reference a query model keeps (what it predicts with).
@@ -176,7 +178,9 @@ class MappingMixin:
             weights.pop(MaskedExpression.name)  # the reference learned no masked-expression head to adapt with
         for name in weights:
             if name not in self.module.objectives:
-                add_objective(self, name)
+                # no distribution alignment on a query: its composition may differ from the reference's, and the
+                # classifier is the reference's, trained on all of its labels (only the adapter moves)
+                add_objective(self, name, **({"align": False} if name in SELF_TRAINING else {}))
         if not weights:
             raise ValueError("No objective to adapt the query with: pass objectives={'pseudo_labels': 1.0, ...}.")
         n_cells = self.adata.n_obs
