@@ -186,7 +186,7 @@ def _fit(method: str, train: AnnData, labels_key: str, seed: int, layer, library
 
     ref = _shell(train, layer)
     if options["mode"] == "unlabelled":
-        ref = _with_unlabelled(ref, query, labels_key, layer)
+        ref = with_unlabelled(ref, query, labels_key, layer)
     SCTransformer.setup_anndata(
         ref, layer=layer, labels_key=labels_key, library_size_key=library_size_key, **options["setup"]
     )
@@ -200,9 +200,34 @@ def _recall(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {str(t): float(np.mean(pred[truth == t] == t)) for t in sorted(set(truth))}
 
 
-def _with_unlabelled(reference: AnnData, query: AnnData, labels_key: str, layer: str | None) -> AnnData:
-    """The reference and the query's cells (on the reference's genes, zero-filled) in one AnnData; the query's
-    cells unlabelled.
+def with_unlabelled(reference: AnnData, query: AnnData, labels_key: str, layer: str | None = None) -> AnnData:
+    """The reference and a query's cells in one new AnnData, the query's cells unlabelled, to train on both.
+
+    The query is read on the reference's genes (a gene it lacks is zero-filled); its labels, if any, are dropped.
+    ``setup_anndata(both, labels_key=labels_key)`` then marks its cells unlabelled (a missing label).
+
+    Parameters
+    ----------
+    reference
+        Labelled cells, raw counts in ``X`` or ``layer``.
+    query
+        Cells to annotate, counts in the same place.
+    labels_key
+        ``obs`` column of the reference's cell types.
+    layer
+        Layer of counts (``None``: ``X``).
+
+    Returns
+    -------
+    ``reference`` and ``query`` concatenated.
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> both = sct.bm.with_unlabelled(adata[:500], adata[500:], "bulk_labels")
+    >>> both.n_obs, int(both.obs["bulk_labels"].isna().sum())
+    (700, 200)
     """
     import anndata as ad
 
