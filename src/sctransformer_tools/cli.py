@@ -23,7 +23,7 @@ from sctransformer_tools._constants import MASK_KINDS
 
 logger = logging.getLogger("sctransformer_tools.cli")
 #: Help of --max-epochs (the same rule as the API's train(max_epochs=None)).
-EPOCHS_HELP = "training epochs (default: 8, or more on small references for at least 600 optimiser steps)"
+EPOCHS_HELP = "training epochs (default: 8, or more on small references for at least 300 optimiser steps)"
 #: How ``annotate`` learns from the query's cells by default (chosen by measurement: docs/results/evaluation.md).
 ANNOTATE_MODE = "mapping"
 MODE_HELP = {
