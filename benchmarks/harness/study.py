@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 #: Masks of scTransformer: the GRN and its three controls of the same density.
 MASKS = ("grn", "dense", "random", "shuffled")
 #: Peers of the study, in run order.
-PEERS = ("logistic_regression", "celltypist", "scanvi")
+PEERS = ("logistic_regression", "celltypist", "celltypist_majority", "scanvi", "scanvi_surgery")
 #: Everything :func:`evaluate` can run.
 METHODS = ("sctransformer", *PEERS)
 #: Per peer: the record key counting the test set's genes, and how (from the peer's training genes).
