@@ -64,21 +64,45 @@ def test_query_with_counts_in_x_is_read_whatever_layer_the_reference_used(traine
         trained.predict(named, layer="spliced")
 
 
-def test_library_sizes_from_a_usual_column_and_a_warning_without_one(trained, reference_and_query, caplog):
-    """Issue 13.2: a query measuring part of the genes needs its library sizes; say where they come from."""
-    _, query, _ = reference_and_query
+def test_library_sizes_from_a_usual_column_and_a_warning_without_one(reference_and_query, caplog):
+    """Issue 13.2: a model dividing by library sizes (``size_factors="library"``) needs them for a query measuring
+    part of the genes; say where they come from, and warn without them."""
+    reference, query, _ = reference_and_query
+    reference = reference.copy()
+    sct.SCTransformer.setup_anndata(reference, layer="counts", labels_key="bulk_labels", regulons="collectri")
+    model = sct.SCTransformer(reference, n_layers=1, d_model=32, n_heads=2, seed=0, size_factors="library")
+    model.train(max_epochs=EPOCHS, lr=5e-3, enable_progress_bar=False)
     subset = query[:, query.var_names[:300]].copy()  # 300 of the 765 genes: row sums are not library sizes
     with caplog.at_level(logging.INFO, logger="sctransformer_tools"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the 465 missing genes
-        trained.predict(subset, novelty_threshold=0.95)
+        model.predict(subset, novelty_threshold=0.95)
     assert "Library sizes of the query read from adata.obs['n_counts']" in caplog.text
     with_totals = (subset.obs["sctransformer_prediction"] == "Unknown").mean()
     without = subset.copy()
     del without.obs["n_counts"], without.uns["sctransformer_query"]
     with pytest.warns(UserWarning, match=r"no library-size column.*expect inflated novelty.*library_size_key="):
-        trained.predict(without, novelty_threshold=0.95)
+        model.predict(without, novelty_threshold=0.95)
     assert without.uns["sctransformer_query"]["library_size"] == "row sums"
     assert (without.obs["sctransformer_prediction"] == "Unknown").mean() > with_totals + 0.2
+
+
+def test_panel_size_factors_need_no_library_size_column(trained, reference_and_query, caplog):
+    """Issue 25.8: the default model divides by each cell's own panel counts, so a gene subset without a column of
+    totals is read exactly as with one, and nothing warns about library sizes."""
+    _, query, _ = reference_and_query
+    assert trained.spec_.settings["size_factors"] == "panel"
+    subset = query[:, query.var_names[:300]].copy()
+    without = subset.copy()
+    del without.obs["n_counts"]
+    calls = []
+    for cells in (subset, without):
+        with caplog.at_level(logging.INFO, logger="sctransformer_tools"), warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            calls.append(trained.predict(cells, soft=True, inplace=False).to_numpy())
+        assert not [w for w in seen if "library" in str(w.message)], [str(w.message) for w in seen]
+        assert cells.uns["sctransformer_query"]["library_size"] == "panel genes"
+    assert "Library sizes" not in caplog.text
+    np.testing.assert_allclose(calls[0], calls[1], atol=1e-6)
 
 
 def test_the_users_query_keeps_its_genes_and_columns(trained, reference_and_query):
@@ -272,7 +296,9 @@ def test_cli_version_help_and_a_validation_summary(reference_and_query, tmp_path
         main(["annotate", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "``" not in help_text and "(default: None)" not in help_text
-    assert "(default: 8, more on small references for at least 600 optimiser steps" in help_text
+    from sctransformer_tools.model._training import MIN_STEPS
+
+    assert f"(default: 8, or more on small references for at least {MIN_STEPS} optimiser steps" in help_text
     reference, query, _ = reference_and_query
     reference.write_h5ad(tmp_path / "ref.h5ad")
     query.write_h5ad(tmp_path / "query.h5ad")

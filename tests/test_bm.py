@@ -159,7 +159,8 @@ def results(pbmc68k_full):
 
 def test_run_rows_and_columns(results):
     out, _, _ = results
-    assert list(out.columns[:4]) == ["method", "mask", "regulons", "seed"]
+    assert list(out.columns[:5]) == ["method", "mask", "regulons", "mode", "seed"]
+    assert out["mode"].tolist() == ["labelled", "labelled", None] * 2
     expected = [("sctransformer", "grn"), ("sctransformer", "dense"), ("logistic_regression", None)] * 2
     assert [(m, k) for m, k in zip(out["method"], out["mask"], strict=True)] == expected
     assert out["seed"].tolist() == [0, 0, 0, 1, 1, 1]
@@ -347,8 +348,18 @@ def test_compare_rejects_bad_input():
 
 
 def test_public_surface_is_small():
-    assert sorted(bm.__all__) == ["METRICS", "compare", "metrics", "peers", "register_metric", "run", "split"]
-    assert set(bm.peers.PEERS) == {"logistic_regression", "celltypist", "scanvi"}
+    assert sorted(bm.__all__) == [
+        "METRICS",
+        "MODES",
+        "compare",
+        "metrics",
+        "peers",
+        "register_metric",
+        "run",
+        "split",
+        "with_unlabelled",
+    ]
+    assert set(bm.peers.PEERS) == {"logistic_regression", "celltypist", "celltypist_majority", "scanvi", "scanvi_surgery"}
     source = Path(bm.__file__).parent
     for path in source.glob("*.py"):
         text = path.read_text()

@@ -30,7 +30,7 @@ from sctransformer_tools.module import Consistency, MaskedExpression, PseudoLabe
 
 from ._mudata import counts_layer, expression_view, is_mudata, rna_modality
 from ._quiet import quiet_scvi
-from ._reader import read_query, warn_about_match
+from ._reader import CellReader
 from ._spec import ModelSpec
 from ._training import DEFAULT_BATCH_SIZE, add_objective, fit, restore_objectives
 
@@ -116,15 +116,16 @@ class MappingMixin:
             raise ValueError("The reference model has not been trained: train it before mapping a query onto it.")
         registry, spec, var_names = reference["registry"], reference["spec"], reference["var_names"]
         query = expression_view(adata, rna_modality(adata, None)) if is_mudata(adata) else adata
-        params = {
-            "layer": layer,
-            "gene_symbols": gene_symbols,
-            "library_size_key": library_size_key,
-            "min_panel_match": min_panel_match,
-        }
-        matrix, obs, _, report, _ = read_query(query, var_names, spec.genes, registry, params)
-        warn_about_match(report, query.uns.get(ADATA_KEYS.QUERY))
-        internal = _register(cls, matrix, obs, var_names, registry)
+        read = CellReader(var_names, spec.genes, registry, size_factors=spec.settings["size_factors"]).align(
+            query,
+            layer=layer,
+            gene_symbols=gene_symbols,
+            library_size_key=library_size_key,
+            min_panel_match=min_panel_match,
+            previous=query.uns.get(ADATA_KEYS.QUERY),
+        )
+        report = read.report
+        internal = _register(cls, read.matrix, read.obs, var_names, registry)
         model = cls(internal, spec=spec)
         for name in KEPT:
             if name in reference["attributes"]:

@@ -24,7 +24,6 @@ from sctransformer_tools._constants import ADATA_KEYS, AUTO
 from sctransformer_tools.module import CellBatch, MaskedExpression
 
 from ._mudata import counts_layer, expression_view, is_mudata, reads_mudata, rna_modality
-from ._reader import read_query, warn_about_match
 from ._spec import ARCHITECTURE
 from ._training import DEFAULT_BATCH_SIZE, add_objective, default_max_epochs, fit
 
@@ -482,8 +481,6 @@ class PretrainingMixin:
 
     def _pretraining_corpus(self, extra_adatas: Sequence, include_reference: bool, layer: str | None):
         """Counts of every corpus cell on the model's genes (CSR), their ``obs`` and a description per source."""
-        var_names = pd.Index(self.get_var_names())
-        panel_genes = pd.Index(self.spec_.panel.index)
         setup = self.registry_[_SETUP_ARGS_KEY]
         inputs = []
         if include_reference:
@@ -501,11 +498,9 @@ class PretrainingMixin:
         matrices, frames, sources = [], [], []
         batch_key = setup.get("batch_key")
         for name, adata, params in inputs:
-            params = {"gene_symbols": None, "min_panel_match": 0.05, **params}
             what = "the reference" if name == "reference" else name
-            matrix, obs, _, report, _ = read_query(adata, var_names, panel_genes, self.registry_, params, what)
-            if name != "reference":
-                warn_about_match(report, None, what=name)
+            read = self.reader.align(adata, **params, what=what, warn=name if name != "reference" else False)
+            matrix, obs, report = read.matrix, read.obs, read.report
             obs.index = f"{len(frames)}:" + obs.index.astype(str)
             if batch_key is not None and batch_key not in obs:
                 obs[batch_key] = np.nan  # read as the "unseen batch"
