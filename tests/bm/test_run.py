@@ -189,11 +189,27 @@ def test_regulon_sets_by_name():
     assert _regulon_sets({"mine": net})["mine"]["regulons"] is net
 
 
+def test_mask_specs_name_a_mask_and_its_regulon_set():
+    assert bm.parse_mask("grn", "collectri") == ("grn", "collectri")
+    assert bm.parse_mask("random@dorothea_AB", "collectri") == ("random", "dorothea_AB")
+    with pytest.raises(ValueError, match="Unknown mask 'grnn'"):
+        bm.parse_mask("grnn@collectri", "collectri")
+
+
 # ------------------------------------------------------------------------------------------ surface
 
 
 def test_public_surface_is_small():
-    assert sorted(bm.__all__) == ["METRICS", "compare", "metrics", "peers", "register_metric", "run", "split"]
+    assert sorted(bm.__all__) == [
+        "METRICS",
+        "compare",
+        "metrics",
+        "parse_mask",
+        "peers",
+        "register_metric",
+        "run",
+        "split",
+    ]
     assert set(bm.peers.PEERS) == {"logistic_regression", "celltypist", "scanvi"}
     source = Path(bm.__file__).parent
     for path in source.glob("*.py"):

@@ -47,6 +47,20 @@ def test_regulon_table_errors(tmp_path):
         grn.load_regulons(pd.DataFrame({"source": ["PAX5", None], "target": ["CD19", "CD79A"]}))
 
 
+def test_regulon_source_reads_names_files_and_sources(tmp_path):
+    """One reading of regulon-set names for bm.run and the study (benchmarks/harness)."""
+    assert grn.regulon_source("CollecTRI") == {"regulons": "collectri"}
+    assert grn.regulon_source("dorothea") == {"regulons": "dorothea", "regulon_levels": "ABC"}
+    assert grn.regulon_source("dorothea_ab", "Dorothea_AB") == {"regulons": "dorothea", "regulon_levels": "AB"}
+    path = tmp_path / "mine.csv"
+    path.write_text("source,target\nA,B\n")
+    assert grn.regulon_source(str(path)) == {"regulons": str(path)}
+    net = pd.DataFrame({"source": ["A"], "target": ["B"]})
+    assert grn.regulon_source("mine", net)["regulons"] is net
+    with pytest.raises(ValueError, match="Unknown regulon set 'trrust'"):
+        grn.regulon_source("trrust")
+
+
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     """No cache (an empty cache folder) and no internet (every download fails), as on a fresh offline machine."""

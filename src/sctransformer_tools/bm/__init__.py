@@ -10,10 +10,10 @@ from sctransformer_tools._deprecated import deprecated_names as _deprecated_name
 
 from . import metrics, peers
 from ._compare import compare
-from ._run import run, split
+from ._run import parse_mask, run, split
 from .metrics import METRICS, register_metric
 
-__all__ = ["METRICS", "compare", "metrics", "peers", "register_metric", "run", "split"]
+__all__ = ["METRICS", "compare", "metrics", "parse_mask", "peers", "register_metric", "run", "split"]
 
 _STUDY = (
     "it belonged to the study harness, which now lives in the repository's benchmarks/harness/ (run "
