@@ -80,7 +80,7 @@ def test_an_untrained_model_and_an_empty_query(reference_and_query, reference_mo
     sct.SCTransformer.setup_anndata(reference, layer="counts", labels_key="bulk_labels", regulons="collectri")
     untrained = sct.SCTransformer(reference, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
     for call in (untrained.predict, untrained.get_latent_representation, untrained.get_attention):
-        with pytest.raises(RuntimeError, match=r"has not been reference_model.*model.train\(\)"):
+        with pytest.raises(RuntimeError, match=r"has not been trained.*model.train\(\)"):
             call(query)
     empty = query[:0].copy()
     assert reference_model.predict(empty).shape == (0,)
