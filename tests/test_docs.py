@@ -34,7 +34,7 @@ CONTRACT_METHODS = [
     "load",
     "mask_summary",
 ]
-PUBLIC_MODULES = ["grn", "tl", "pl", "bm", "ds", "module", "nn", "model"]
+PUBLIC_MODULES = ["grn", "tl", "pl", "bm", "pp", "ds", "module", "nn", "model"]
 
 
 @pytest.fixture(scope="module")

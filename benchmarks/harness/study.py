@@ -257,9 +257,7 @@ def evaluate(
                 info["embedding"] = f"{method}_latent"
             else:
                 if "pca_hvg" not in pca:
-                    from sctransformer_tools._data import highly_variable_genes
-
-                    genes = highly_variable_genes(train, 2000)
+                    genes = sct.pp.highly_variable_genes(train, 2000)
                     pca["pca_hvg"] = pca_embedding(test, genes, library_size_key=library_size_key)
                 embedding = pca["pca_hvg"]
                 info["embedding"] = "pca_hvg"

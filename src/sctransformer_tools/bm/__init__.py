@@ -26,8 +26,8 @@ __getattr__ = _deprecated_names(
         "celltypist_peer": "sctransformer_tools.bm.peers:celltypist",
         "scanvi_peer": "sctransformer_tools.bm.peers:scanvi",
         "rare_classes": "sctransformer_tools.bm.metrics:rare_classes",
-        "highly_variable_genes": "sctransformer_tools._data:highly_variable_genes",
-        "align_genes": "sctransformer_tools._data:align_genes",
+        "highly_variable_genes": "sctransformer_tools.pp:highly_variable_genes",
+        "align_genes": "sctransformer_tools.pp:align_genes",
     },
     dict.fromkeys(
         [
