@@ -171,6 +171,14 @@ def test_mask_page_example_runs():
     assert result.attempted >= 3 and result.failed == 0
 
 
+def test_developer_page_example_runs():
+    """The objective of the developer page (docs/developers.md) trains as the page shows."""
+    result = doctest.testfile(
+        str(DOCS / "developers.md"), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE
+    )
+    assert result.attempted >= 5 and result.failed == 0
+
+
 def test_the_api_pages_show_short_names_and_only_the_public_api(site):
     """Issue 25.7: the sidebar lists ``grn.load_regulons``, not ``sctransformer_tools.grn.load_regulons``, grouped
     by module as scanpy's documentation is, and the name helpers of ``grn`` are not listed."""
