@@ -45,7 +45,7 @@ def _trained_folder() -> Path:
 def toy_model() -> tuple[SCTransformer, AnnData]:
     """A tiny trained scTransformer and the data it was trained on, for examples and tests.
 
-    The model (:data:`TOY_ARCHITECTURE`: one layer, 16 dimensions, the CollecTRI regulon genes only, GRN mask) is
+    The model (one layer of two heads, 16 dimensions, the CollecTRI regulon genes only, GRN mask) is
     pretrained with MAM masking for one epoch and trained for two on :func:`pbmc68k_reduced` (``labels_key=
     "bulk_labels"``). It is trained once per process; each call returns a new model loaded from it with a new copy
     of the data, so that what one caller does to either never reaches the next. Too small to annotate anything:
