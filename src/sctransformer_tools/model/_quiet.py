@@ -73,8 +73,9 @@ def quiet_training() -> Iterator[None]:
 
     The warnings: Lightning's own use of a deprecated torch API (``isinstance(treespec, LeafSpec)``), and the
     note that an epoch has fewer steps than the logging interval (metrics are logged per epoch here). The
-    messages are listed in ``sctransformer_tools.model._quiet`` (``LIGHTNING_MESSAGES``, ``SCVI_MESSAGES``), dropped only inside the block
-    (``SCTransformer.train`` runs in it; wrap another scvi-tools model's training in it to train it as quietly).
+    messages are listed in ``sctransformer_tools.model._quiet`` (``LIGHTNING_MESSAGES``, ``SCVI_MESSAGES``) and
+    dropped only inside the block (``SCTransformer.train`` runs in it; wrap another scvi-tools model's training in it
+    to train it as quietly).
 
     Examples
     --------
