@@ -24,8 +24,8 @@ layer in the same harness, i.e. what any layer that maps the tokens to new token
 the loss's temporaries and the input gradient: ~4 tensors of ``batch x genes x d_model``);
 ``memory_ratio_above_floor`` compares the two paths' memory beyond it. In the full run, rows of batch 8,
 fp32, real edges also measure the fused sparse layer (``grn_fused_*``:
-:class:`~sctransformer_tools.nn.MaskedMultiheadAttention` with ``fused=True``, a few cells and one head at a time, projections
-recomputed in backward) and time the attention proper from given q, k, v (``*_core_s``, ``*_core_mb``: without the QKV
+:class:`~sctransformer_tools.nn.MaskedMultiheadAttention` with ``fused=True``, a few cells and one head at a time,
+projections recomputed in backward) and time the attention proper from given q, k, v (``*_core_s``, ``*_core_mb``: without the QKV
 and output projections). The full run adds 500, 2,000 and 8,000 genes, batch 32, bf16 and random edges.
 ``--model`` adds model-level figures of the default model on pbmc3k (training and inference cells/s, model
 FLOP utilisation against this machine's measured matmul peak). ``--whole-panel`` trains a model over every

@@ -3,8 +3,8 @@
 Six minibatches of 64 pbmc3k cells (default model, CollecTRI GRN mask, float32), forward + backward, the
 three paths alternated twice so that all see the same machine state. ``csr`` is the default (every
 intermediate kept for backward); ``fused`` is the opt-in memory-lean layer
-(:class:`~sctransformer_tools.nn.MaskedMultiheadAttention` with ``fused=True``: a few cells and one head at a time, projections
-recomputed in backward); the gather/scatter path is what devices without sparse CSR kernels run.
+(:class:`~sctransformer_tools.nn.MaskedMultiheadAttention` with ``fused=True``: a few cells and one head at a time,
+projections recomputed in backward); the gather/scatter path is what devices without sparse CSR kernels run.
 
 Usage (from the project root)::
 

@@ -115,8 +115,8 @@ def evaluate(
         set: ``"grn@dorothea_ABC"``. A bare name uses the first regulon set.
     regulons
         Regulon set name (``"collectri"``, ``"dorothea_ABC"``) or a mapping name -> source (a name, a
-        DataFrame or a path, see :func:`sctransformer_tools.grn.regulon_source`). Dense models' attention is also scored against
-        every other set of the mapping.
+        DataFrame or a path, see :func:`sctransformer_tools.grn.regulon_source`). Dense models' attention is also
+        scored against every other set of the mapping.
     seeds
         Seeds of the models (the split is fixed by the inputs).
     dataset

@@ -413,8 +413,8 @@ def gene_embedding_audit(
 
     ``"class_separation"`` (default)
         The way Kendiukhov 2026, *Multi-Dimensional Spectral Geometry of Biological Knowledge in Single-Cell
-        Transformer Representations*, arXiv:2602.22247, measures scGPT. ``"tf_vs_target"``: can TFs be told apart from their targets as two gene classes? In a six-dimensional
-        spectral subspace (``n_components=6``), a linear discriminant (Fisher's, on standardised coordinates)
+        Transformer Representations*, arXiv:2602.22247, measures scGPT. ``"tf_vs_target"``: can TFs be told apart
+        from their targets as two gene classes? In a six-dimensional spectral subspace (``n_components=6``), a linear discriminant (Fisher's, on standardised coordinates)
         separates TFs (sources of regulon edges among the genes) from targets (genes regulated by one of
         them that are not TFs themselves: a gene that is both counts as a TF, see :func:`tf_target_classes`);
         the AUROC is that of held-out genes, averaged over ``n_folds`` stratified folds (``auroc_sd``: its sd
