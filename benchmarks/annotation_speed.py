@@ -68,16 +68,18 @@ def machine() -> dict:
     }
 
 
-def step_times(adata, rounds: int = 3, steps: int = 4) -> dict:
-    """Median seconds per training step of the default model, float32 vs bf16 autocast, alternated."""
+def step_times(adata, rounds: int = 3, steps: int = 4, **model_kwargs) -> dict:
+    """Median seconds per training step of the default model, float32 vs bf16 autocast, alternated.
+
+    ``model_kwargs`` change the model (the tests time a tiny one).
+    """
     import torch
 
     import sctransformer_tools as sct
-    from sctransformer_tools.model._precision import choose_precision
 
     ref = adata.copy()
     sct.SCTransformer.setup_anndata(ref, labels_key="cell_type")
-    model = sct.SCTransformer(ref)
+    model = sct.SCTransformer(ref, **model_kwargs)
     batches = list(model._make_data_loader(adata=ref, indices=np.arange(64 * steps), batch_size=64, shuffle=False))
     module = model.module.train()
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
@@ -98,7 +100,7 @@ def step_times(adata, rounds: int = 3, steps: int = 4) -> dict:
         times["float32"].append(run(False))
         times["bf16"].append(run(True))
     fp32, bf16 = float(np.median(times["float32"])), float(np.median(times["bf16"]))
-    chosen = choose_precision(module, batches[0], "cpu")
+    chosen = sct.model.choose_precision(module, batches[0], "cpu")
     return {"float32_s": fp32, "bf16_s": bf16, "bf16_over_float32": bf16 / fp32, "auto_picks": chosen["precision"]}
 
 
@@ -106,7 +108,7 @@ def scanvi_all(adata) -> dict:
     """scVI then scANVI on the 2,000 most variable genes (scvi-tools' default epochs), trained and applied to all cells."""
     import scvi
 
-    from sctransformer_tools._data import align_genes, highly_variable_genes
+    from sctransformer_tools.pp import align_genes, highly_variable_genes
 
     start = time.perf_counter()
     genes = highly_variable_genes(adata, 2000)
@@ -343,13 +345,13 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "annotation_speed.json")
     parser.add_argument("--skip-f1", action="store_true", help="leave out the macro-F1 comparison (part 4)")
     parser.add_argument("--skip-semi", action="store_true", help="leave out the semi-supervised cost (part 6)")
     parser.add_argument("--markdown", type=Path, help="print the tables of an existing result JSON and stop")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
         return

@@ -401,8 +401,8 @@ def scanvi_semi_supervised(train, test, extra, fractions, seed, scvi_epochs=60, 
     """
     import scvi
 
-    from sctransformer_tools._data import align_genes, highly_variable_genes
-    from sctransformer_tools.model._quiet import quiet_training
+    from sctransformer_tools.model import quiet_training
+    from sctransformer_tools.pp import align_genes, highly_variable_genes
 
     hvg = highly_variable_genes(train, 2000)
     measured = set.intersection(*(set(a.var_names) for a in extra))
@@ -585,7 +585,7 @@ def darmanis(seeds, threads: int, resume: bool, arms=None) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ command line
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--experiments", nargs="+", default=["label_efficiency", "cross_study", "darmanis"])
     parser.add_argument("--methods", choices=["all", "sctransformer", "peers"], default="all")
@@ -601,7 +601,7 @@ def main() -> None:
     parser.add_argument(
         "--refresh-masking", action="store_true", help="re-pretrain MAM backbones, rewrite their masking fields only"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.refresh_masking:
         global REFRESH_MASKING
         REFRESH_MASKING = True

@@ -192,10 +192,10 @@ def render(text: str) -> str:
     return _BLOCK.sub(replace, text)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md differs from the records")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     readme = ROOT / "README.md"
     text = readme.read_text()
     new = render(text)

@@ -279,7 +279,7 @@ def mapping(seeds, arms, threads: int, resume: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ command line
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--experiments", nargs="+", default=["in_study", "mapping"])
     parser.add_argument("--arms", nargs="+", default=None)
@@ -289,7 +289,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not args.report_only:
         import logging
 

@@ -6,7 +6,6 @@ import contextlib
 import inspect
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+
+from sctransformer_tools.grn import regulon_source
 
 from .metrics import METRICS, score
 from .peers import PEERS
@@ -103,6 +104,35 @@ def split(
     return adata[np.sort(train)].copy(), adata[np.sort(test)].copy()
 
 
+def parse_mask(spec: str, default_regulons: str) -> tuple[str, str]:
+    """A mask and its regulon set, from ``"mask"`` or ``"mask@regulons"``.
+
+    The study's way of naming a model trained on another regulon set than the first (``"grn@dorothea_ABC"``);
+    the regulon-set name reads as in :func:`sctransformer_tools.grn.regulon_source`.
+
+    Parameters
+    ----------
+    spec
+        ``"grn"``, ``"dense"``, ``"random"`` or ``"shuffled"``, optionally followed by ``@`` and a regulon-set name.
+    default_regulons
+        The regulon set of a bare mask name.
+
+    Returns
+    -------
+    ``(mask, regulons)``.
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> sct.bm.parse_mask("shuffled@dorothea_ABC", "collectri"), sct.bm.parse_mask("dense", "collectri")
+    (('shuffled', 'dorothea_ABC'), ('dense', 'collectri'))
+    """
+    mask, _, regulons = spec.partition("@")
+    if mask not in MASKS:
+        raise ValueError(f"Unknown mask {mask!r} in {spec!r}: choose from {MASKS} (optionally 'mask@regulons').")
+    return mask, regulons or default_regulons
+
+
 def _splits(adata: AnnData | None, labels_key: str, how: Split, seed: int) -> tuple[AnnData, AnnData]:
     """The ``(train, test)`` of one seed (see :func:`run`'s ``split``)."""
     if isinstance(how, tuple):
@@ -128,33 +158,15 @@ def _splits(adata: AnnData | None, labels_key: str, how: Split, seed: int) -> tu
     raise TypeError(f"split must be a test share, an obs column or a (train, test) pair, got {type(how).__name__}.")
 
 
-def _regulon_setup(name: str, source: str | os.PathLike | pd.DataFrame | None = None) -> dict:
-    """``setup_anndata`` arguments of a named regulon set (``dorothea_ABC``: DoRothEA at levels A-C)."""
-    if source is None or isinstance(source, str) and source.lower() == name.lower():
-        low = name.lower()
-        if low == "collectri":
-            return {"regulons": "collectri"}
-        match = re.fullmatch(r"dorothea(?:_([a-e]+))?", low)
-        if match:
-            return {"regulons": "dorothea", "regulon_levels": (match.group(1) or "abc").upper()}
-        if Path(name).expanduser().exists():
-            return {"regulons": name}
-        raise ValueError(
-            f"Unknown regulon set {name!r}: use 'collectri', 'dorothea_ABC' (levels A-E), a file, or "
-            "regulons={name: DataFrame or path}."
-        )
-    return {"regulons": source}
-
-
 def _regulon_sets(regulons) -> dict[str, dict]:
     """Name -> ``setup_anndata`` arguments of every regulon set of :func:`run`'s ``regulons``."""
     if isinstance(regulons, pd.DataFrame):
         return {"custom": {"regulons": regulons}}
     if isinstance(regulons, str | os.PathLike):
         name = str(regulons)
-        setup = _regulon_setup(name)
+        setup = regulon_source(name)
         return {Path(name).name if setup["regulons"] == name else name: setup}
-    sets = {str(name): _regulon_setup(str(name), source) for name, source in dict(regulons).items()}
+    sets = {str(name): regulon_source(str(name), source) for name, source in dict(regulons).items()}
     if not sets:
         raise ValueError("regulons must name at least one regulon set.")
     return sets

@@ -26,6 +26,7 @@ from scvi.data import AnnDataManager
 from scvi.data._constants import _MODEL_NAME_KEY, _SETUP_ARGS_KEY, _SETUP_METHOD_NAME
 
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
+from sctransformer_tools._docs import dsp
 from sctransformer_tools.module import Consistency, MaskedExpression, PseudoLabels
 
 from ._mudata import counts_layer, expression_view, is_mudata, rna_modality
@@ -55,6 +56,7 @@ class MappingMixin:
     """``load_query_data`` and a query model's ``train``: reference mapping."""
 
     @classmethod
+    @dsp.dedent
     def load_query_data(
         cls,
         adata: AnnData,
@@ -81,8 +83,10 @@ class MappingMixin:
             The query (raw counts in ``X`` or a layer; a MuData: its RNA modality).
         reference_model
             A trained model, or the folder it was saved to.
-        layer, gene_symbols, library_size_key, min_panel_match
-            How to read the query (as in :meth:`prepare_query_anndata`).
+        %(param_layer)s
+        %(param_gene_symbols)s
+        %(param_library_size_key)s
+        %(param_min_panel_match)s
         unfrozen
             Reference parameters to adapt too, by name prefix (e.g. ``("blocks.0.norm_attn",)``); default: only
             the query adapter.
@@ -98,11 +102,8 @@ class MappingMixin:
         Examples
         --------
         >>> import sctransformer_tools as sct
-        >>> adata = sct.ds.pbmc68k_reduced()
-        >>> reference, query = adata[::2].copy(), adata[1::2].copy()
-        >>> sct.SCTransformer.setup_anndata(reference, labels_key="bulk_labels")
-        >>> model = sct.SCTransformer(reference, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> model, _ = sct.ds.toy_model()  # a tiny reference model, trained on pbmc68k_reduced
+        >>> query = sct.ds.pbmc68k_reduced()[1::2].copy()
         >>> query_model = sct.SCTransformer.load_query_data(query, model)
         >>> query_model.train(max_epochs=1, enable_progress_bar=False)
         >>> labels = query_model.predict(query)

@@ -21,7 +21,7 @@ keeps a seeded sample of the reference cells' panel expression (sparse, ``REFERE
 :func:`restrict_novelty` refits the model on the genes such a query measures.
 
 How well the percentile separates a cell type held out of the reference from known ones is tested in
-``tests/test_model.py`` and reported with the README's measurements, not restated here.
+``tests/model/test_model.py`` and reported with the README's measurements, not restated here.
 """
 
 from __future__ import annotations

@@ -269,11 +269,8 @@ class PretrainingMixin:
         Examples
         --------
         >>> import sctransformer_tools as sct
-        >>> adata = sct.ds.pbmc68k_reduced()
-        >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-        >>> backbone = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-        >>> backbone.pretrain(max_epochs=1, enable_progress_bar=False)
-        >>> other = adata[:, 100:].copy()  # another dataset: fewer genes
+        >>> backbone, adata = sct.ds.toy_model()  # a tiny model, MAM-pretrained then trained, and its data
+        >>> other = sct.ds.pbmc68k_reduced()[:, 100:].copy()  # another dataset: fewer genes
         >>> sct.SCTransformer.setup_anndata(other, labels_key="louvain")
         >>> model = sct.SCTransformer.from_pretrained(backbone, other, n_top_genes=0)
         >>> model.pretrained_from_["matched_genes"] <= model.pretrained_from_["panel_genes"]
@@ -405,10 +402,7 @@ class PretrainingMixin:
         Examples
         --------
         >>> import sctransformer_tools as sct
-        >>> adata = sct.ds.pbmc68k_reduced()
-        >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-        >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-        >>> model.pretrain(masking="mam", max_epochs=1, enable_progress_bar=False)
+        >>> model, adata = sct.ds.toy_model()  # a tiny model, MAM-pretrained then trained, and its data
         >>> genes = model.get_masking_preference(adata, n_draws=8)
         >>> bool(genes["inclusion_rate"].dropna().between(0, 1).all()), "sctransformer_masking" in adata.uns
         (True, True)

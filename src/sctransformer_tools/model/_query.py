@@ -10,6 +10,7 @@ from anndata import AnnData
 from scvi.data._constants import _SETUP_ARGS_KEY
 
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
+from sctransformer_tools._docs import dsp
 
 from ._mudata import counts_layer, expression_view, is_mudata, rna_modality, write_back
 from ._reader import CellReader
@@ -23,6 +24,7 @@ class QueryMixin:
 
     # ------------------------------------------------------------------ public
     @classmethod
+    @dsp.dedent
     def prepare_query_anndata(
         cls,
         adata: AnnData | MuData,
@@ -56,19 +58,10 @@ class QueryMixin:
             :meth:`~sctransformer_tools.SCTransformer.setup_mudata`).
         reference_model
             A trained model or the folder it was saved to.
-        layer
-            Layer of the query holding raw counts (``None``: ``X``). Default: the layer the reference was
-            trained on if the query has it, else ``X`` (or a layer named ``"counts"``/``"raw_counts"``/...
-            when ``X`` holds no whole numbers).
-        gene_symbols
-            ``var`` column holding gene names in the model's naming (e.g. symbols when ``var_names`` are
-            Ensembl IDs); ``var_names`` when ``None``.
-        library_size_key
-            ``obs`` column of each cell's total counts over all genes. Default: a column with a usual name
-            (``n_counts``, ``total_counts``, ``nCount_RNA``, ``nUMI``, ...) when it can be one, else the row sums
-            (with a warning when the query measures only a subset of genes).
-        min_panel_match
-            Smallest share of the model's panel genes the query must measure.
+        %(param_layer)s
+        %(param_gene_symbols)s
+        %(param_library_size_key)s
+        %(param_min_panel_match)s
         inplace
             Record the check in ``adata.uns`` (default), or return a new AnnData of the query aligned to the
             model's genes (counts in ``X``, the query's ``obs``).
