@@ -95,19 +95,23 @@ class PretrainingMixin:
         (``"mam"``), a learned policy trained to mask what the encoder finds hardest to predict relative to each
         gene's usual difficulty; ``"mam_shuffled"`` is its control arm, the same policy trained on rewards permuted
         among each cell's masked tokens (see :class:`~sctransformer_tools.module.MaskedExpression` for the
-        estimator, the reward and how the policy is kept from collapsing). Labels are never read. ``model.pretraining_history_`` holds the per-epoch losses
-        (``train_mse``, ``validation_mse``, ``*_masking_entropy``), ``model.pretraining_`` what was done.
+        estimator, the reward and how the policy is kept from collapsing). Labels are never read.
+        ``model.pretraining_history_`` holds the per-epoch losses (``train_mse``, ``validation_mse``,
+        ``*_masking_entropy``), ``model.pretraining_`` what was done.
 
         The reconstruction target (``objective_kwargs={"target": ...}``) is by default the raw count, scored by a
         zero-truncated Poisson likelihood with the cell's library size as offset (``"counts"``); a model set up with
         ``log_normalized=True`` has no counts and predicts log-normalised expression by squared error
-        (``"log_expression"``). ``"bins"`` predicts per-cell quantile bins (scGPT). ``benchmarks/pretraining.py``
-        chose the default: with MAM, the count target gave a higher macro-F1 after fine-tuning than log-normalised
-        expression on pbmc3k (+0.021 pooled over label shares and 3 seeds, higher in 7 of 12 pairs) and across
-        studies (+0.009, 3 of 3 seeds); bins did not differ from log-normalised expression. Backed AnnData (reference or extra data)
-        are read chunk by chunk into a sparse corpus of the model's genes; ``strategy="ddp"`` trains data-parallel
-        as :meth:`train` does (with unused-parameter detection: the CLS vector gets no gradient from reconstructing
-        gene tokens).
+        (``"log_expression"``). ``"bins"`` predicts per-cell quantile bins (scGPT). The default was chosen in 0.2 by
+        ``benchmarks/pretraining.py`` on the test split it reports, with MAM's 0.2 estimator (biased; superseded):
+        against log-normalised expression, macro-F1 after fine-tuning on pbmc3k +0.021; higher in 7, lower in 5,
+        tied in 0 of 12 pairs (label share x seed), of which with 1% of the labels -0.044; higher in 0, lower in 3,
+        tied in 0 of 3 pairs; across studies +0.009; higher in 3, lower in 0, tied in 0 of 3 pairs. The benchmark's
+        ``target_selection`` experiment compares the targets on a validation split instead; the default stays until
+        its records say otherwise (``docs/results/pretraining.md``). Backed AnnData (reference or extra data) are read
+        chunk by chunk into a sparse corpus of the model's genes; ``strategy="ddp"`` trains data-parallel as
+        :meth:`train` does (with unused-parameter detection: the CLS vector gets no gradient from reconstructing gene
+        tokens).
 
         Parameters
         ----------
