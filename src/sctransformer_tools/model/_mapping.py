@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ from scvi.data import AnnDataManager
 from scvi.data._constants import _MODEL_NAME_KEY, _SETUP_ARGS_KEY, _SETUP_METHOD_NAME
 
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
+from sctransformer_tools._data import user_stacklevel
 from sctransformer_tools._docs import dsp
 from sctransformer_tools.module import Consistency, MaskedExpression, PseudoLabels
 
@@ -233,6 +235,25 @@ class MappingMixin:
             " + ".join(weights),
             max_epochs,
             seconds,
+        )
+        _warn_if_nothing_was_confident(self.mapping_history_, weights, self.module.objectives)
+
+
+def _warn_if_nothing_was_confident(history, weights: Mapping[str, float], objectives) -> None:
+    """Self-training objectives learn only from confident calls: say so when no query cell was confident."""
+    self_training = [name for name in weights if name in SELF_TRAINING]
+    if not self_training or len(self_training) < len(weights) or history is None:
+        return
+    shares = [history[key] for key in history if key.endswith("confident_share")]
+    if shares and all(float(np.nanmax(np.asarray(share, dtype=float))) == 0.0 for share in shares):
+        threshold = min(objectives[name].threshold for name in self_training)
+        warnings.warn(
+            f"No query cell reached the confidence the adaptation learns from ({threshold:.2f}, objectives "
+            f"{' + '.join(self_training)}), so the query parameters did not move and the query model predicts as "
+            "the reference does. Train the reference longer, or adapt with another objective "
+            "(objectives={'masked_expression': 1.0} after pretraining).",
+            UserWarning,
+            stacklevel=user_stacklevel(),
         )
 
 

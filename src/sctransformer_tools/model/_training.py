@@ -43,8 +43,10 @@ MIN_STEPS = 300
 #: Cells per minibatch of ``train``.
 DEFAULT_BATCH_SIZE = 32
 #: What ``train`` adds to the classifier's loss when the reference has unlabelled cells: objectives that read
-#: every cell, with their weights (chosen by ``benchmarks/semi_supervised.py``).
-SEMI_SUPERVISED: dict[str, float] = {PseudoLabels.name: 1.0}
+#: every cell, with their weights. None by default: chosen on validation cells by ``benchmarks/semi_supervised.py``
+#: (``docs/results/semi_supervised.md``), where the unlabelled cells' share of the expression profile gave the
+#: gain and pseudo-labels, consistency or masked expression added to it did not repay their cost.
+SEMI_SUPERVISED: dict[str, float] = {}
 
 
 def default_max_epochs(n_train_cells: int, batch_size: int = DEFAULT_BATCH_SIZE, n_read: int | None = None) -> int:
@@ -298,10 +300,11 @@ class TrainingMixin:
         """Train the cell-type classifier, with a progress bar, validation metrics and weight averaging.
 
         When the reference has unlabelled cells (a missing label, or ``unlabeled_category`` of
-        :meth:`setup_anndata`), the model learns from them too, as scANVI does: every step reads a minibatch of
-        all training cells and one of labelled cells, and objectives that need no label
-        (:data:`SEMI_SUPERVISED`) are added to the classifier's loss. ``model.training_`` records what was
-        trained on. A stratified share ``1 - train_size`` of the labelled cells of every cell type is held out for
+        :meth:`setup_anndata`), the model learns from them too: they shape the expression profile the CLS token
+        starts from (fitted on every cell when the model is built), and objectives that need no label
+        (:data:`SEMI_SUPERVISED`, none by default, or ``objectives=``) can be added to the classifier's loss; every
+        step then reads a minibatch of all training cells and one of labelled cells, as scANVI does.
+        ``model.training_`` records what was trained on. A stratified share ``1 - train_size`` of the labelled cells of every cell type is held out for
         validation (at least one of each type with at least :data:`MIN_VALIDATED_CELLS` labelled cells; smaller
         types are all trained on). The learning rate warms up, then follows
         a cosine decay over ``max_epochs``. By default the model keeps an exponential moving average of its
