@@ -16,7 +16,7 @@ from sctransformer_tools.module import CellBatch
 
 from ._calibration import fit_temperature
 from ._mudata import reads_mudata
-from ._novelty import MAX_FIT_CELLS, fit_novelty, novelty_percentile, restrict_novelty
+from ._novelty import MAX_FIT_CELLS, fit_novelty, novelty_percentile, restrict_novelty, upgrade_novelty
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +57,20 @@ class PredictionMixin:
         return 1.0 if not calibration else float(calibration["temperature"])
 
     def _novelty_for(self, measured: np.ndarray) -> dict | None:
-        """The novelty model for data measuring the panel genes ``measured`` (refitted on them if needed)."""
+        """The novelty model for data measuring the panel genes ``measured`` (refitted on them if needed).
+
+        A fit of an earlier version is refitted once from the reference cells it kept
+        (:func:`~sctransformer_tools.model._novelty.upgrade_novelty`); both refits are cached, not saved.
+        """
         fit = getattr(self, "novelty_", None)
+        if fit is None:
+            return None
+        cache = self.__dict__.get("_restricted_novelty")  # not saved: no trailing underscore
+        if cache is None or cache["of"] is not fit:  # a new fit (trained again, loaded) starts a new cache
+            cache = self.__dict__["_restricted_novelty"] = {"of": fit, "current": upgrade_novelty(fit)}
+        fit = cache["current"]
         if fit is None or measured.all():
             return fit
-        cache = self.__dict__.setdefault("_restricted_novelty", {})  # not saved: no trailing underscore
         key = np.flatnonzero(~measured).tobytes()
         if key not in cache:
             cache[key] = restrict_novelty(fit, measured)
