@@ -32,3 +32,17 @@ if not Path(os.environ.get("SCTRANSFORMER_TOOLS_DATA", REGULONS)).expanduser().e
 os.environ.setdefault("SCTRANSFORMER_TOOLS_DATA", str(REGULONS))
 os.environ["SCTRANSFORMER_TOOLS_DATA"] = str(Path(os.environ["SCTRANSFORMER_TOOLS_DATA"]).expanduser().resolve())
 os.environ.setdefault("SCTRANSFORMER_TOOLS_SCRNA", str(SCRNA.resolve()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _toy_model_for_doctests(doctest_namespace):
+    """The docstring examples that only need a trained model share one: ``sct.ds.toy_model()`` trains a tiny model
+    once per process (at its first call) and gives each caller a new copy, loaded from where it was saved.
+
+    The examples call it themselves, so that they run as the documentation shows them; doctests also find it in
+    their namespace as ``toy_model``. Training starts at the first example that asks for it, never for a session
+    without one.
+    """
+    from sctransformer_tools.ds import toy_model
+
+    doctest_namespace["toy_model"] = toy_model

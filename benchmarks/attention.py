@@ -24,8 +24,8 @@ layer in the same harness, i.e. what any layer that maps the tokens to new token
 the loss's temporaries and the input gradient: ~4 tensors of ``batch x genes x d_model``);
 ``memory_ratio_above_floor`` compares the two paths' memory beyond it. In the full run, rows of batch 8,
 fp32, real edges also measure the fused sparse layer (``grn_fused_*``:
-:class:`~sctransformer_tools.nn._attention.FusedPairAttention`, a few cells and one head at a time, projections
-recomputed in backward) and time the attention proper from given q, k, v (``*_core_s``, ``*_core_mb``: without the QKV
+:class:`~sctransformer_tools.nn.MaskedMultiheadAttention` with ``fused=True``, a few cells and one head at a time,
+projections recomputed in backward) and time the attention proper from given q, k, v (``*_core_s``, ``*_core_mb``: without the QKV
 and output projections). The full run adds 500, 2,000 and 8,000 genes, batch 32, bf16 and random edges.
 ``--model`` adds model-level figures of the default model on pbmc3k (training and inference cells/s, model
 FLOP utilisation against this machine's measured matmul peak). ``--whole-panel`` trains a model over every
@@ -273,8 +273,12 @@ def _sparse_aware_flops() -> dict:
     }
 
 
-def model_figures(max_epochs: int = 3) -> dict:
-    """Training / inference cells per second and FLOP utilisation of the default model on pbmc3k."""
+def model_figures(max_epochs: int = 3, adata=None, labels_key: str = "cell_type", **model_kwargs) -> dict:
+    """Training / inference cells per second and FLOP utilisation of the default model on pbmc3k.
+
+    ``adata`` (default: pbmc3k), ``labels_key`` and ``model_kwargs`` change the data and the model (the tests run a
+    tiny model on scanpy's pbmc68k_reduced).
+    """
     import anndata as ad
     import numpy as np
     import torch
@@ -282,9 +286,9 @@ def model_figures(max_epochs: int = 3) -> dict:
 
     import sctransformer_tools as sct
 
-    adata = ad.read_h5ad(PBMC3K)
-    sct.SCTransformer.setup_anndata(adata, labels_key="cell_type")
-    model = sct.SCTransformer(adata)
+    adata = ad.read_h5ad(PBMC3K) if adata is None else adata
+    sct.SCTransformer.setup_anndata(adata, labels_key=labels_key)
+    model = sct.SCTransformer(adata, **model_kwargs)
     start = time.perf_counter()
     model.train(max_epochs=max_epochs, enable_progress_bar=False, train_size=1.0)
     train_s = time.perf_counter() - start
@@ -295,12 +299,12 @@ def model_figures(max_epochs: int = 3) -> dict:
     # FLOPs of one forward + backward over a sample of cells, in the training precision
     loader = model._make_data_loader(adata=adata, indices=np.arange(256), batch_size=256)
     tensors = next(iter(loader))
-    precision = sct.model._model._auto_precision("cpu")
+    precision = model.precision_["precision"]  # what train(precision="auto") chose here
     module = model.module.train()
     with FlopCounterMode(display=False, custom_mapping=_sparse_aware_flops()) as counter:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
-            _, _, losses = module(tensors)
-        losses.loss.backward()
+            loss = module.loss(tensors)  # the classification loss, as training computes it
+        loss.loss.backward()
     module.zero_grad(set_to_none=True)
     flops_per_cell = counter.get_total_flops() / 256
     dtype = "bf16" if precision == "bf16-mixed" else "fp32"
@@ -417,7 +421,7 @@ def plot(records: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1,000 and 4,000 genes, batch 8, fp32")
     parser.add_argument("--model", action="store_true", help="also measure the default model on pbmc3k")
@@ -432,7 +436,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[8], help="batch sizes with --genes")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--whole-panel-worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if args.worker is not None or args.whole_panel_worker is not None:
         cap = float(os.environ.get("SCT_BENCH_MEM_CAP_GB", "16")) * 2**30

@@ -99,7 +99,7 @@ def run(arm: str, seed: int, epochs: int, target: str, data: str, n_cells: int |
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--data", default="pbmc68k", choices=["pbmc68k", "pbmc3k"])
     parser.add_argument("--n-cells", type=int, default=None, help="cells drawn at random (default: all)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("sctransformer_tools").setLevel(logging.WARNING)
     rows = []

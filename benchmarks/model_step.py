@@ -3,8 +3,8 @@
 Six minibatches of 64 pbmc3k cells (default model, CollecTRI GRN mask, float32), forward + backward, the
 three paths alternated twice so that all see the same machine state. ``csr`` is the default (every
 intermediate kept for backward); ``fused`` is the opt-in memory-lean layer
-(:class:`~sctransformer_tools.nn._attention.FusedPairAttention`: a few cells and one head at a time, projections
-recomputed in backward); the gather/scatter path is what devices without sparse CSR kernels run.
+(:class:`~sctransformer_tools.nn.MaskedMultiheadAttention` with ``fused=True``: a few cells and one head at a time,
+projections recomputed in backward); the gather/scatter path is what devices without sparse CSR kernels run.
 
 Usage (from the project root)::
 
@@ -13,6 +13,7 @@ Usage (from the project root)::
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 import warnings
@@ -22,36 +23,39 @@ import anndata as ad
 import numpy as np
 
 import sctransformer_tools as sct
-from sctransformer_tools.nn import _attention
 
 PBMC3K = Path(__file__).resolve().parents[2] / "shared" / "data" / "scrna" / "pbmc3k_seurat_labels.h5ad"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=PBMC3K, help="h5ad of counts (default: pbmc3k)")
+    parser.add_argument("--labels-key", default="cell_type")
+    parser.add_argument("--batches", type=int, default=6, help="minibatches of 64 cells per path and round")
+    parser.add_argument("--rounds", type=int, default=2, help="times the three paths are alternated")
+    parser.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON: SCTransformer arguments")
+    args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
-    adata = ad.read_h5ad(PBMC3K)
-    sct.SCTransformer.setup_anndata(adata, labels_key="cell_type")
-    model = sct.SCTransformer(adata)
-    batches = list(model._make_data_loader(adata=adata, indices=np.arange(64 * 6), batch_size=64))
+    adata = ad.read_h5ad(args.data)
+    sct.SCTransformer.setup_anndata(adata, labels_key=args.labels_key)
+    model = sct.SCTransformer(adata, **args.model_kwargs)
+    batches = list(model._make_data_loader(adata=adata, indices=np.arange(64 * args.batches), batch_size=64))
     module = model.module.train()
 
     def step(tensors) -> None:
-        _, _, losses = module(tensors)
-        losses.loss.backward()
+        module.loss(tensors).loss.backward()  # the classification loss, as training computes it
         module.zero_grad(set_to_none=True)
 
-    default = _attention.CSR_DEVICE_TYPES
     seconds = {"fused": [], "csr": [], "gather": []}
-    for kernel in ("fused", "csr", "gather") * 2:
-        _attention.CSR_DEVICE_TYPES = () if kernel == "gather" else default
+    for kernel in ("fused", "csr", "gather") * args.rounds:
         for block in module.blocks:
             block.attn.fused = kernel == "fused"
-        step(batches[0])  # warm-up
-        start = time.perf_counter()
-        for tensors in batches:
-            step(tensors)
+        with sct.nn.sparse_kernels("gather" if kernel == "gather" else "csr"):
+            step(batches[0])  # warm-up
+            start = time.perf_counter()
+            for tensors in batches:
+                step(tensors)
         seconds[kernel].append(round((time.perf_counter() - start) / len(batches), 3))
-    _attention.CSR_DEVICE_TYPES = default
     print(json.dumps({"step_s": seconds, "batch_size": 64, "cells": adata.n_obs}))
 
 

@@ -105,14 +105,14 @@ def run(path: Path, backed: bool, args) -> dict:
     return record
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", type=int, default=1_000_000, help="cells of the tiled file")
     parser.add_argument("--train-batches", type=int, default=200)
     parser.add_argument("--predict-cells", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker is not None:
         print(json.dumps(worker(*json.loads(args.worker))))
         return

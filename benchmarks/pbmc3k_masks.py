@@ -84,7 +84,7 @@ def summarize(path: Path) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--masks", nargs="+", default=["grn", "dense", "random", "shuffled"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="append records to this JSON-lines file")
     parser.add_argument("--model-kwargs", default="{}", help="extra SCTransformer kwargs as a JSON object")
     parser.add_argument("--summarize", type=Path, default=None, help="print the table of a results file and exit")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.summarize is not None:
         print(summarize(args.summarize))
         return

@@ -6,6 +6,9 @@ Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in READM
 - ``evaluation``: ``docs/results/evaluation.json`` (full profile: macro-F1 mean ± sd over seeds per dataset,
   and the pooled paired comparison of the GRN mask with its controls);
 - ``headline``: the same records, only the pooled comparison of the GRN mask with its controls;
+- ``headline_reading``: that comparison in words (pairs higher, lower and tied; the smallest t-test p);
+- ``pretraining``: ``benchmarks/results/pretraining.jsonl`` (``benchmarks/pretraining.py``), pretrained arms minus
+  training from scratch, paired by seed (:func:`harness.pretraining_report.headline`);
 - ``speed``: ``benchmarks/results/annotation_speed.json`` (``benchmarks/annotation_speed.py``);
 - ``attention``: ``benchmarks/results/attention.json`` (``benchmarks/attention.py``);
 - ``out_of_core``: ``benchmarks/results/out_of_core.json`` (``benchmarks/out_of_core.py``).
@@ -32,8 +35,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from annotation_speed import markdown as speed_markdown  # noqa: E402
+from harness.pretraining_report import headline as pretraining_headline  # noqa: E402
+from harness.pretraining_report import load_records as load_pretraining_records  # noqa: E402
 from harness.records import load_records, variant_name  # noqa: E402
-from harness.stats import pooled_comparison  # noqa: E402
+from harness.stats import TIE, pooled_comparison  # noqa: E402
 
 DATASETS = {
     "pbmc3k": "pbmc3k (80/20)",
@@ -106,6 +111,46 @@ def pooled_table(records: list[dict], comparators: tuple[str, ...] | None = None
     return "\n".join(lines)
 
 
+#: The GRN mask's same-density controls (and the dense model) of the README's headline.
+HEADLINE_COMPARATORS = ("shuffled (collectri)", "random (collectri)", "dense (collectri)", "shuffled (dorothea_ABC)")
+
+
+def headline_reading(records: list[dict], comparators: tuple[str, ...] = HEADLINE_COMPARATORS) -> str:
+    """The headline comparison in words: per comparison, the pairs where the GRN mask was higher, lower or tied.
+
+    A tie is ``|difference| < harness.stats.TIE``, as in the table; the sentence names the smallest paired t-test p.
+    """
+    full = [r for r in records if r.get("profile") == "full"]
+    pooled = pooled_comparison(full)
+    pooled = pooled[(pooled["profile"] == "full") & pooled["comparator"].isin(comparators)]
+    if pooled.empty:
+        return "(no pooled comparison recorded yet)"
+    parts = []
+    for _, row in pooled.iterrows():
+        reference = VARIANTS.get(row["reference"], row["reference"])
+        comparator = VARIANTS.get(row["comparator"], row["comparator"])
+        wins, losses, ties = int(row["wins"]), int(row["losses"]), int(row["ties"])
+        more = "more losses than wins" if losses > wins else "more wins than losses" if wins > losses else "as many"
+        parts.append(
+            f"{reference} − {comparator}: higher in {wins}, lower in {losses}, tied in {ties} of {int(row['n_pairs'])}"
+            f" pairs ({more})"
+        )
+    p_values = pooled["p_value"].dropna()
+    below = pooled[pooled["p_value"] < 0.05]
+    if below.empty:
+        closing = f"no pooled difference has a paired t-test p below 0.05 (the smallest is {p_values.min():.2f})"
+    else:
+        closing = "paired t-test p below 0.05: " + ", ".join(
+            f"{VARIANTS.get(r, r)} − {VARIANTS.get(c, c)} ({p:.3f})"
+            for r, c, p in zip(below["reference"], below["comparator"], below["p_value"], strict=True)
+        )
+    return (
+        f"Pairs (dataset × seed) where the GRN mask's macro-F1 was higher, lower or tied (|difference| < {TIE}): "
+        + "; ".join(parts)
+        + f"; {closing}."
+    )
+
+
 def attention_table(result: dict) -> str:
     """One layer, forward + backward: sparse (default), fused and dense paths per gene count and batch."""
     m = result["machine"]
@@ -166,9 +211,9 @@ def tables() -> dict[str, str]:
     out = {
         "evaluation": evaluation_table(records),
         # the README's headline: the GRN mask against its controls of the same density (and the dense model)
-        "headline": pooled_table(
-            records, ("shuffled (collectri)", "random (collectri)", "dense (collectri)", "shuffled (dorothea_ABC)")
-        ),
+        "headline": pooled_table(records, HEADLINE_COMPARATORS),
+        "headline_reading": headline_reading(records),
+        "pretraining": pretraining_headline(load_pretraining_records(results / "pretraining.jsonl")),
         "attention": attention_table(json.loads((results / "attention.json").read_text())),
         "out_of_core": out_of_core_table(json.loads((results / "out_of_core.json").read_text())),
     }
@@ -192,10 +237,10 @@ def render(text: str) -> str:
     return _BLOCK.sub(replace, text)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md differs from the records")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     readme = ROOT / "README.md"
     text = readme.read_text()
     new = render(text)

@@ -77,9 +77,13 @@ IN_STUDY_ARMS: dict[str, tuple[dict, dict, bool]] = {
     "+ masked expression": ({}, {"objectives": {"masked_expression": 1.0}}, True),
     "+ pseudo-labels + masked expression": ({}, {"objectives": {"pseudo_labels": 1.0, "masked_expression": 1.0}}, True),
 }
-#: Mapping arms: ``None`` predicts with the reference model; otherwise the query model's adaptation objectives.
-MAPPING_ARMS: dict[str, dict | None] = {
+#: Mapping arms: ``None`` predicts with the reference model; a dict, the query model's adaptation objectives; a
+#: tuple ``("unlabelled", objectives)``, a model trained on the reference with the query's cells unlabelled.
+MAPPING_ARMS: dict[str, dict | tuple | None] = {
     "reference only": None,
+    "query unlabelled in training": ("unlabelled", {}),
+    "query unlabelled in training + pseudo-labels": ("unlabelled", {"pseudo_labels": 1.0}),
+    "query unlabelled in training + masked expression": ("unlabelled", {"masked_expression": 1.0}),
     "mapped: pseudo-labels": {"pseudo_labels": 1.0},
     "mapped: consistency": {"consistency": 1.0},
     "mapped: masked expression": {"masked_expression": 1.0},
@@ -255,6 +259,11 @@ def mapping(seeds, arms, threads: int, resume: bool) -> None:
             start = time.perf_counter()
             if objectives is None:
                 predictor = model
+            elif isinstance(objectives, tuple):  # trained anew, the query's cells unlabelled
+                both = sct.bm.with_unlabelled(ref, query, LABELS_KEY)
+                sct.SCTransformer.setup_anndata(both, labels_key=LABELS_KEY, library_size_key=LIBRARY_KEY)
+                predictor = sct.SCTransformer(both, seed=seed, max_tokens=1024)
+                predictor.train(enable_progress_bar=False, objectives=objectives[1])
             else:
                 predictor = sct.SCTransformer.load_query_data(query, model, library_size_key=LIBRARY_KEY)
                 predictor.train(enable_progress_bar=False, objectives=objectives)
@@ -270,7 +279,7 @@ def mapping(seeds, arms, threads: int, resume: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ command line
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--experiments", nargs="+", default=["in_study", "mapping"])
     parser.add_argument("--arms", nargs="+", default=None)
@@ -280,7 +289,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not args.report_only:
         import logging
 

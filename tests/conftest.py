@@ -91,6 +91,63 @@ def pbmc68k(pbmc68k_full) -> ad.AnnData:
     return pbmc68k_full.copy()
 
 
+@pytest.fixture(scope="session")
+def reference_and_query(pbmc68k_full):
+    """The README's situation: the reference keeps its counts in a layer, the query (other cells) in X."""
+    from sctransformer_tools._data import stratified_split
+
+    train, test = stratified_split(pbmc68k_full.obs["bulk_labels"].astype(str).to_numpy(), 0.8, seed=0)
+    reference = pbmc68k_full[train].copy()
+    reference.layers["counts"] = reference.X.copy()
+    reference.X = reference.X.multiply(1.0 / reference.obs["n_counts"].to_numpy()[:, None] * 1e4).tocsr()  # normalised
+    query = pbmc68k_full[test].copy()
+    truth = query.obs.pop("bulk_labels").astype(str)
+    return reference, query, truth
+
+
+@pytest.fixture(scope="session")
+def reference_model(reference_and_query):
+    """A small model trained 8 epochs on the reference of :func:`reference_and_query` (counts in a layer)."""
+    import sctransformer_tools as sct
+
+    reference, _, _ = reference_and_query
+    reference = reference.copy()
+    sct.SCTransformer.setup_anndata(reference, layer="counts", labels_key="bulk_labels", regulons="collectri")
+    model = sct.SCTransformer(reference, n_layers=1, d_model=32, n_heads=2, seed=0)
+    model.train(max_epochs=8, lr=5e-3, enable_progress_bar=False)
+    return model
+
+
+@pytest.fixture(scope="session")
+def fitted(pbmc3k_full):
+    """A 1-layer, d_model=16 model trained 2 epochs on ~600 pbmc3k cells (CollecTRI), with attention and predictions.
+
+    Returns ``(model, adata)``; ``adata`` holds the attention, the predictions and a stand-in ``X_umap``.
+    """
+    import torch
+
+    import sctransformer_tools as sct
+
+    rng = np.random.default_rng(0)
+    labels = pbmc3k_full.obs["cell_type"]
+    idx = np.concatenate([rng.permutation(np.flatnonzero(labels == ct))[:80] for ct in labels.cat.categories])
+    adata = pbmc3k_full[np.sort(idx)].copy()
+    sct.SCTransformer.setup_anndata(adata, labels_key="cell_type", regulons="collectri")
+    # a d_model=16 model gains nothing from intra-op threads, and they stall badly when the cores are shared
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = sct.SCTransformer(adata, d_model=16, n_layers=1, n_heads=2, n_top_genes=0)
+        model.train(max_epochs=2, enable_progress_bar=False)
+        model.get_attention(adata, groupby="cell_type", batch_size=256)
+        model.predict(adata, unknown_threshold=0.15)
+        latent = model.get_latent_representation(adata)
+    finally:
+        torch.set_num_threads(threads)
+    adata.obsm["X_umap"] = latent[:, :2]  # stands in for a UMAP: the wrapper is tested, not umap-learn
+    return model, adata
+
+
 @pytest.fixture
 def package_log(caplog):
     """``caplog`` with the records of the package's logger, at INFO (that logger does not propagate to the root

@@ -34,7 +34,7 @@ CONTRACT_METHODS = [
     "load",
     "mask_summary",
 ]
-PUBLIC_MODULES = ["grn", "tl", "pl", "bm", "ds", "module", "nn", "model"]
+PUBLIC_MODULES = ["grn", "tl", "pl", "bm", "pp", "ds", "module", "nn", "model"]
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +169,14 @@ def test_mask_page_example_runs():
     """The doctest on the mask page (docs/mask.md) gives what it shows."""
     result = doctest.testfile(str(DOCS / "mask.md"), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def test_developer_page_example_runs():
+    """The objective of the developer page (docs/developers.md) trains as the page shows."""
+    result = doctest.testfile(
+        str(DOCS / "developers.md"), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE
+    )
+    assert result.attempted >= 5 and result.failed == 0
 
 
 def test_the_api_pages_show_short_names_and_only_the_public_api(site):

@@ -148,7 +148,7 @@ def pca_embedding(
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
-    from sctransformer_tools._data import align_genes, library_sizes, log_normalised
+    from sctransformer_tools.pp import align_genes, library_sizes, log_normalised
 
     aligned = align_genes(adata, genes)
     aligned.obs = pd.DataFrame({"library": library_sizes(adata, None, library_size_key)}, index=adata.obs_names)

@@ -92,6 +92,11 @@ def mapping_tables(frame: pd.DataFrame) -> list[str]:
     if part.empty:
         return []
     lines = ["### Reference mapping (Darmanis: a held-out donor group of the training folds as the query)", ""]
+    lines += [
+        "`mapping s` is the reference-only training for `reference only`, the query model's adaptation for",
+        "`mapped: ...`, and training anew for `query unlabelled in training ...`.",
+        "",
+    ]
     lines += ["| arm | macro-F1 | accuracy | mapping s |", "|---|---|---|---|"]
     for arm in dict.fromkeys(part["arm"]):
         rows = part[part["arm"] == arm]
@@ -131,7 +136,8 @@ def write_report(records: Iterable[Mapping], path: str | Path) -> str:
         lines.append("No records yet.")
     else:
         machines = sorted(frame["machine"].dropna().unique())
-        lines += [f"Machines: {', '.join(machines)}; threads per run: {sorted(frame['threads'].unique())}.", ""]
+        threads = sorted(int(t) for t in frame["threads"].dropna().unique())
+        lines += [f"Machines: {', '.join(machines)}; threads per run: {threads}.", ""]
         lines += in_study_tables(frame) + mapping_tables(frame)
     text = "\n".join(lines) + "\n"
     Path(path).parent.mkdir(parents=True, exist_ok=True)

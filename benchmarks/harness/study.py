@@ -14,7 +14,6 @@ import contextlib
 import inspect
 import logging
 import os
-import re
 import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +37,7 @@ logger = logging.getLogger(__name__)
 #: Masks of scTransformer: the GRN and its three controls of the same density.
 MASKS = ("grn", "dense", "random", "shuffled")
 #: Peers of the study, in run order.
-PEERS = ("logistic_regression", "celltypist", "scanvi")
+PEERS = ("logistic_regression", "celltypist", "celltypist_majority", "scanvi", "scanvi_surgery")
 #: Everything :func:`evaluate` can run.
 METHODS = ("sctransformer", *PEERS)
 #: Per peer: the record key counting the test set's genes, and how (from the peer's training genes).
@@ -49,49 +48,6 @@ _TEST_GENES = {
     "scanvi": ("test_genes_zero_filled", False),
     "scanvi_surgery": ("test_genes_zero_filled", False),
 }
-
-
-def regulon_setup(name: str, source: str | os.PathLike | pd.DataFrame | None = None) -> dict:
-    """``setup_anndata`` arguments of a named regulon set.
-
-    ``"collectri"`` -> CollecTRI; ``"dorothea_ABC"`` (any levels A-E after the underscore; plain
-    ``"dorothea"`` means A-C) -> DoRothEA at those confidence levels; anything else must come with a
-    ``source`` (a DataFrame or a CSV/TSV path).
-
-    Examples
-    --------
-    >>> from harness.study import regulon_setup
-    >>> regulon_setup("dorothea_ABC"), regulon_setup("collectri")
-    ({'regulons': 'dorothea', 'regulon_levels': 'ABC'}, {'regulons': 'collectri'})
-    """
-    if source is None or isinstance(source, str) and source.lower() == name.lower():
-        low = name.lower()
-        if low == "collectri":
-            return {"regulons": "collectri"}
-        match = re.fullmatch(r"dorothea(?:_([a-e]+))?", low)
-        if match:
-            return {"regulons": "dorothea", "regulon_levels": (match.group(1) or "abc").upper()}
-        if source is None:
-            raise ValueError(
-                f"Unknown regulon set {name!r}: use 'collectri', 'dorothea_ABC' (levels A-E), or pass "
-                "regulons={name: DataFrame or path}."
-            )
-    return {"regulons": source}
-
-
-def parse_mask(spec: str, default_regulons: str) -> tuple[str, str]:
-    """``"grn"`` -> ``("grn", default_regulons)``; ``"grn@dorothea_ABC"`` -> ``("grn", "dorothea_ABC")``.
-
-    Examples
-    --------
-    >>> from harness.study import parse_mask
-    >>> parse_mask("shuffled@dorothea_ABC", "collectri"), parse_mask("dense", "collectri")
-    (('shuffled', 'dorothea_ABC'), ('dense', 'collectri'))
-    """
-    mask, _, regulons = spec.partition("@")
-    if mask not in MASKS:
-        raise ValueError(f"Unknown mask {mask!r} in {spec!r}: choose from {MASKS} (optionally 'mask@regulons').")
-    return mask, regulons or default_regulons
 
 
 def _counts_in_x(adata: AnnData, layer: str | None) -> AnnData:
@@ -165,8 +121,8 @@ def evaluate(
         as unlabelled reference cells) or ``"mapping"`` (reference mapping onto the test cells).
     regulons
         Regulon set name (``"collectri"``, ``"dorothea_ABC"``) or a mapping name -> source (a name, a
-        DataFrame or a path, see :func:`regulon_setup`). Dense models' attention is also scored against
-        every other set of the mapping.
+        DataFrame or a path, see :func:`sctransformer_tools.grn.regulon_source`). Dense models' attention is also
+        scored against every other set of the mapping.
     seeds
         Seeds of the models (the split is fixed by the inputs).
     dataset
@@ -213,11 +169,11 @@ def evaluate(
     if not sources:
         raise ValueError("regulons must name at least one regulon set.")
     default_regulons = next(iter(sources))
-    specs = list(dict.fromkeys(parse_mask(m, default_regulons) for m in masks))
+    specs = list(dict.fromkeys(sct.bm.parse_mask(m, default_regulons) for m in masks))
     for _, reg in specs:
         if reg not in sources:
             sources[reg] = reg
-    setups = {name: regulon_setup(name, src) for name, src in sources.items()}
+    setups = {name: grn.regulon_source(name, src) for name, src in sources.items()}
     attention_kwargs, embedding_kwargs = dict(attention_kwargs or {}), dict(embedding_kwargs or {})
 
     train = _counts_in_x(adata_train, layer)
@@ -309,9 +265,7 @@ def evaluate(
                 info["embedding"] = f"{method}_latent"
             else:
                 if "pca_hvg" not in pca:
-                    from sctransformer_tools._data import highly_variable_genes
-
-                    genes = highly_variable_genes(train, 2000)
+                    genes = sct.pp.highly_variable_genes(train, 2000)
                     pca["pca_hvg"] = pca_embedding(test, genes, library_size_key=library_size_key)
                 embedding = pca["pca_hvg"]
                 info["embedding"] = "pca_hvg"

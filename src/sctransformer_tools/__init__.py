@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from . import bm, ds, grn, model, module, nn, pl, tl
+    from . import bm, ds, grn, model, module, nn, pl, pp, tl
     from .model import SCTransformer
 
 try:
@@ -30,8 +30,8 @@ if not _logger.handlers:
     _logger.setLevel(logging.INFO)
     _logger.propagate = False
 
-_SUBPACKAGES = ("bm", "ds", "grn", "model", "module", "nn", "pl", "tl")
-__all__ = ["SCTransformer", "bm", "ds", "grn", "model", "module", "nn", "pl", "tl"]
+_SUBPACKAGES = ("bm", "ds", "grn", "model", "module", "nn", "pl", "pp", "tl")
+__all__ = ["SCTransformer", "bm", "ds", "grn", "model", "module", "nn", "pl", "pp", "tl"]
 
 
 def __getattr__(name: str):

@@ -126,13 +126,29 @@ def aligned_matrix(adata: AnnData, layer: str | None, columns: np.ndarray) -> sp
 def align_genes(adata: AnnData, genes, *, layer: str | None = None) -> AnnData:
     """A new AnnData with ``adata``'s counts on exactly ``genes`` (zero-filled where absent) and its ``obs``.
 
+    Genes are found by exact name in ``var_names``.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes with counts in ``X`` or ``layer``.
+    genes
+        The genes of the result, in its order.
+    layer
+        Layer of counts (``None``: ``X``).
+
+    Returns
+    -------
+    AnnData with a CSR float32 ``X`` of ``len(genes)`` columns, a copy of ``adata.obs``, and ``genes`` as
+    ``var_names``.
+
     Examples
     --------
     >>> import numpy as np, pandas as pd
     >>> from anndata import AnnData
-    >>> from sctransformer_tools._data import align_genes
+    >>> import sctransformer_tools as sct
     >>> a = AnnData(np.ones((2, 2), dtype=np.float32), var=pd.DataFrame(index=["x", "y"]))
-    >>> align_genes(a, ["y", "z"]).X.toarray().tolist()
+    >>> sct.pp.align_genes(a, ["y", "z"]).X.toarray().tolist()
     [[1.0, 0.0], [1.0, 0.0]]
     """
     genes = pd.Index(np.asarray(genes, dtype=str))

@@ -73,9 +73,8 @@ def highly_variable_genes(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> from sctransformer_tools._data import highly_variable_genes
     >>> adata = sct.ds.pbmc68k_reduced()
-    >>> len(highly_variable_genes(adata, 100))
+    >>> len(sct.pp.highly_variable_genes(adata, 100))
     100
     """
     import anndata as ad

@@ -56,8 +56,30 @@ def row_chunks(adata: AnnData, layer: str | None, chunk: int = ROW_CHUNK):
         yield start, rows
 
 
-def library_sizes(adata: AnnData, layer: str | None, library_size_key: str | None = None) -> np.ndarray:
-    """Per-cell library size: ``obs[library_size_key]`` or the row sums of the matrix."""
+def library_sizes(adata: AnnData, layer: str | None = None, library_size_key: str | None = None) -> np.ndarray:
+    """Per-cell library size: ``obs[library_size_key]`` or the row sums of the matrix.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes with counts in ``X`` or ``layer`` (read in row chunks: backed data stay on disk).
+    layer
+        Layer of counts (``None``: ``X``).
+    library_size_key
+        ``obs`` column of each cell's total counts; the row sums when ``None``.
+
+    Returns
+    -------
+    Float array, one value per cell.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anndata import AnnData
+    >>> import sctransformer_tools as sct
+    >>> sct.pp.library_sizes(AnnData(np.array([[1.0, 3.0], [0.0, 2.0]]))).tolist()
+    [4.0, 2.0]
+    """
     if library_size_key is not None:
         if library_size_key not in adata.obs:
             raise KeyError(
@@ -141,8 +163,8 @@ def log_normalised(
     --------
     >>> import numpy as np
     >>> from anndata import AnnData
-    >>> from sctransformer_tools._data import log_normalised
-    >>> x = log_normalised(AnnData(np.array([[1.0, 3.0], [0.0, 2.0]]))).X
+    >>> import sctransformer_tools as sct
+    >>> x = sct.pp.log_normalised(AnnData(np.array([[1.0, 3.0], [0.0, 2.0]]))).X
     >>> np.round(np.expm1(x.toarray()).sum(1)).tolist()
     [10000.0, 10000.0]
     """

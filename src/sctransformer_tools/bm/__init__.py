@@ -10,10 +10,21 @@ from sctransformer_tools._deprecated import deprecated_names as _deprecated_name
 
 from . import metrics, peers
 from ._compare import compare
-from ._run import run, split
+from ._run import MODES, parse_mask, run, split, with_unlabelled
 from .metrics import METRICS, register_metric
 
-__all__ = ["METRICS", "compare", "metrics", "peers", "register_metric", "run", "split"]
+__all__ = [
+    "METRICS",
+    "MODES",
+    "compare",
+    "metrics",
+    "parse_mask",
+    "peers",
+    "register_metric",
+    "run",
+    "split",
+    "with_unlabelled",
+]
 
 _STUDY = (
     "it belonged to the study harness, which now lives in the repository's benchmarks/harness/ (run "
@@ -26,8 +37,8 @@ __getattr__ = _deprecated_names(
         "celltypist_peer": "sctransformer_tools.bm.peers:celltypist",
         "scanvi_peer": "sctransformer_tools.bm.peers:scanvi",
         "rare_classes": "sctransformer_tools.bm.metrics:rare_classes",
-        "highly_variable_genes": "sctransformer_tools._data:highly_variable_genes",
-        "align_genes": "sctransformer_tools._data:align_genes",
+        "highly_variable_genes": "sctransformer_tools.pp:highly_variable_genes",
+        "align_genes": "sctransformer_tools.pp:align_genes",
     },
     dict.fromkeys(
         [

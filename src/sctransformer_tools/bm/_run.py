@@ -6,7 +6,6 @@ import contextlib
 import inspect
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+
+from sctransformer_tools.grn import regulon_source
 
 from .metrics import METRICS, score
 from .peers import PEERS
@@ -103,6 +104,35 @@ def split(
     return adata[np.sort(train)].copy(), adata[np.sort(test)].copy()
 
 
+def parse_mask(spec: str, default_regulons: str) -> tuple[str, str]:
+    """A mask and its regulon set, from ``"mask"`` or ``"mask@regulons"``.
+
+    The study's way of naming a model trained on another regulon set than the first (``"grn@dorothea_ABC"``);
+    the regulon-set name reads as in :func:`sctransformer_tools.grn.regulon_source`.
+
+    Parameters
+    ----------
+    spec
+        ``"grn"``, ``"dense"``, ``"random"`` or ``"shuffled"``, optionally followed by ``@`` and a regulon-set name.
+    default_regulons
+        The regulon set of a bare mask name.
+
+    Returns
+    -------
+    ``(mask, regulons)``.
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> sct.bm.parse_mask("shuffled@dorothea_ABC", "collectri"), sct.bm.parse_mask("dense", "collectri")
+    (('shuffled', 'dorothea_ABC'), ('dense', 'collectri'))
+    """
+    mask, _, regulons = spec.partition("@")
+    if mask not in MASKS:
+        raise ValueError(f"Unknown mask {mask!r} in {spec!r}: choose from {MASKS} (optionally 'mask@regulons').")
+    return mask, regulons or default_regulons
+
+
 def _splits(adata: AnnData | None, labels_key: str, how: Split, seed: int) -> tuple[AnnData, AnnData]:
     """The ``(train, test)`` of one seed (see :func:`run`'s ``split``)."""
     if isinstance(how, tuple):
@@ -128,33 +158,15 @@ def _splits(adata: AnnData | None, labels_key: str, how: Split, seed: int) -> tu
     raise TypeError(f"split must be a test share, an obs column or a (train, test) pair, got {type(how).__name__}.")
 
 
-def _regulon_setup(name: str, source: str | os.PathLike | pd.DataFrame | None = None) -> dict:
-    """``setup_anndata`` arguments of a named regulon set (``dorothea_ABC``: DoRothEA at levels A-C)."""
-    if source is None or isinstance(source, str) and source.lower() == name.lower():
-        low = name.lower()
-        if low == "collectri":
-            return {"regulons": "collectri"}
-        match = re.fullmatch(r"dorothea(?:_([a-e]+))?", low)
-        if match:
-            return {"regulons": "dorothea", "regulon_levels": (match.group(1) or "abc").upper()}
-        if Path(name).expanduser().exists():
-            return {"regulons": name}
-        raise ValueError(
-            f"Unknown regulon set {name!r}: use 'collectri', 'dorothea_ABC' (levels A-E), a file, or "
-            "regulons={name: DataFrame or path}."
-        )
-    return {"regulons": source}
-
-
 def _regulon_sets(regulons) -> dict[str, dict]:
     """Name -> ``setup_anndata`` arguments of every regulon set of :func:`run`'s ``regulons``."""
     if isinstance(regulons, pd.DataFrame):
         return {"custom": {"regulons": regulons}}
     if isinstance(regulons, str | os.PathLike):
         name = str(regulons)
-        setup = _regulon_setup(name)
+        setup = regulon_source(name)
         return {Path(name).name if setup["regulons"] == name else name: setup}
-    sets = {str(name): _regulon_setup(str(name), source) for name, source in dict(regulons).items()}
+    sets = {str(name): regulon_source(str(name), source) for name, source in dict(regulons).items()}
     if not sets:
         raise ValueError("regulons must name at least one regulon set.")
     return sets
@@ -186,7 +198,7 @@ def _fit(method: str, train: AnnData, labels_key: str, seed: int, layer, library
 
     ref = _shell(train, layer)
     if options["mode"] == "unlabelled":
-        ref = _with_unlabelled(ref, query, labels_key, layer)
+        ref = with_unlabelled(ref, query, labels_key, layer)
     SCTransformer.setup_anndata(
         ref, layer=layer, labels_key=labels_key, library_size_key=library_size_key, **options["setup"]
     )
@@ -200,9 +212,34 @@ def _recall(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {str(t): float(np.mean(pred[truth == t] == t)) for t in sorted(set(truth))}
 
 
-def _with_unlabelled(reference: AnnData, query: AnnData, labels_key: str, layer: str | None) -> AnnData:
-    """The reference and the query's cells (on the reference's genes, zero-filled) in one AnnData; the query's
-    cells unlabelled.
+def with_unlabelled(reference: AnnData, query: AnnData, labels_key: str, layer: str | None = None) -> AnnData:
+    """The reference and a query's cells in one new AnnData, the query's cells unlabelled, to train on both.
+
+    The query is read on the reference's genes (a gene it lacks is zero-filled); its labels, if any, are dropped.
+    ``setup_anndata(both, labels_key=labels_key)`` then marks its cells unlabelled (a missing label).
+
+    Parameters
+    ----------
+    reference
+        Labelled cells, raw counts in ``X`` or ``layer``.
+    query
+        Cells to annotate, counts in the same place.
+    labels_key
+        ``obs`` column of the reference's cell types.
+    layer
+        Layer of counts (``None``: ``X``).
+
+    Returns
+    -------
+    ``reference`` and ``query`` concatenated.
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> both = sct.bm.with_unlabelled(adata[:500], adata[500:], "bulk_labels")
+    >>> both.n_obs, int(both.obs["bulk_labels"].isna().sum())
+    (700, 200)
     """
     import anndata as ad
 

@@ -5,7 +5,7 @@
 from ._mask import DIRECTIONS, MASK_KINDS, GRNMask, build_mask
 from ._names import gene_key, looks_like_ensembl, looks_like_mouse, match_gene_names, positions
 from ._panel import GenePanel, regulon_edges_in, select_panel
-from ._regulons import DATA_ENV, load_regulons, regulon_cache_dir, validate_regulons
+from ._regulons import DATA_ENV, load_regulons, regulon_cache_dir, regulon_source, validate_regulons
 
 __all__ = [
     "DATA_ENV",
@@ -18,6 +18,7 @@ __all__ = [
     "match_gene_names",
     "regulon_cache_dir",
     "regulon_edges_in",
+    "regulon_source",
     "select_panel",
     "validate_regulons",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +260,49 @@ def load_regulons(
             )
         return validate_regulons(_read_table(path), name=f"regulon file {path.name!r}")
     raise TypeError(f"regulons must be one of {RESOURCES}, a DataFrame or a file path, got {type(regulons).__name__}.")
+
+
+def regulon_source(name: str, source: str | os.PathLike | pd.DataFrame | None = None) -> dict:
+    """The ``setup_anndata`` arguments of a named regulon set.
+
+    The one reading of regulon-set names, used by :func:`sctransformer_tools.bm.run` and the repository's study
+    (``benchmarks/``): ``"collectri"`` is CollecTRI; ``"dorothea_ABC"`` is DoRothEA at the confidence levels after
+    the underscore (any of A-E; plain ``"dorothea"`` means A-C); a name that is an existing file is that file.
+    Any other name must come with its ``source``; a ``source`` that only repeats the name reads the name.
+
+    Parameters
+    ----------
+    name
+        Name of the regulon set (case-insensitive for the named resources).
+    source
+        Where the set comes from when the name does not say: a DataFrame, a CSV/TSV path, or a resource name.
+
+    Returns
+    -------
+    ``{"regulons": ...}``, plus ``"regulon_levels"`` for DoRothEA: keyword arguments of
+    :meth:`~sctransformer_tools.SCTransformer.setup_anndata`.
+
+    Examples
+    --------
+    >>> import sctransformer_tools as sct
+    >>> sct.grn.regulon_source("collectri")
+    {'regulons': 'collectri'}
+    >>> sct.grn.regulon_source("dorothea_ABC"), sct.grn.regulon_source("DoRothEA")
+    ({'regulons': 'dorothea', 'regulon_levels': 'ABC'}, {'regulons': 'dorothea', 'regulon_levels': 'ABC'})
+    >>> sct.grn.regulon_source("mine", "regulons/mine.csv")
+    {'regulons': 'regulons/mine.csv'}
+    """
+    if source is None or isinstance(source, str) and source.lower() == name.lower():
+        low = name.lower()
+        if low == "collectri":
+            return {"regulons": "collectri"}
+        match = re.fullmatch(r"dorothea(?:_([a-e]+))?", low)
+        if match:
+            return {"regulons": "dorothea", "regulon_levels": (match.group(1) or "abc").upper()}
+        if Path(name).expanduser().exists():
+            return {"regulons": name}
+        raise ValueError(
+            f"Unknown regulon set {name!r}: use 'collectri', 'dorothea_ABC' (levels A-E), a file, or "
+            "regulons={name: DataFrame or path}."
+        )
+    return {"regulons": source}

@@ -8,6 +8,7 @@ import torch
 from anndata import AnnData
 
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
+from sctransformer_tools._docs import dsp
 
 from ._mudata import reads_mudata
 
@@ -16,6 +17,7 @@ class AttentionMixin:
     """``get_attention``, ``regulon_edges`` and ``mask_summary``."""
 
     @reads_mudata
+    @dsp.dedent
     def get_attention(
         self,
         adata: AnnData | None = None,
@@ -53,8 +55,9 @@ class AttentionMixin:
             ``uns`` key written.
         inplace
             Write the result into ``adata.uns[key_added]``.
-        counts_layer, gene_symbols, library_size_key
-            How to read a query (``layer``, ``gene_symbols`` and ``library_size_key`` of :meth:`predict`).
+        %(param_counts_layer)s
+        %(param_gene_symbols)s
+        %(param_library_size_key)s
 
         Returns
         -------
@@ -73,10 +76,7 @@ class AttentionMixin:
         Examples
         --------
         >>> import sctransformer_tools as sct
-        >>> adata = sct.ds.pbmc68k_reduced()
-        >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-        >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> model, adata = sct.ds.toy_model()  # a tiny trained model and its data (pbmc68k_reduced)
         >>> table = model.get_attention(adata, groupby="bulk_labels")
         >>> sorted(adata.uns["sctransformer_attention"])
         ['cls_attention', 'coverage', 'edges', 'genes', 'groups', 'mask', 'params', 'scores', 'tf_scores', 'tfs']
@@ -138,6 +138,7 @@ class AttentionMixin:
         return long
 
     @reads_mudata
+    @dsp.dedent
     def attention_on_pairs(
         self,
         adata: AnnData | None,
@@ -169,8 +170,9 @@ class AttentionMixin:
             Transformer layer to read; the mean over layers when ``None``.
         batch_size
             Cells per minibatch.
-        counts_layer, gene_symbols, library_size_key
-            How to read a query (as in :meth:`predict`).
+        %(param_counts_layer)s
+        %(param_gene_symbols)s
+        %(param_library_size_key)s
 
         Returns
         -------

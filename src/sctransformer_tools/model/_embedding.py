@@ -11,6 +11,7 @@ import torch
 from anndata import AnnData
 
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
+from sctransformer_tools._docs import dsp
 
 from ._mudata import reads_mudata
 
@@ -21,6 +22,7 @@ class EmbeddingMixin:
     """``get_latent_representation``, ``get_gene_states``."""
 
     @reads_mudata
+    @dsp.dedent
     def get_latent_representation(
         self,
         adata: AnnData | None = None,
@@ -50,8 +52,9 @@ class EmbeddingMixin:
             ``obsm`` key written.
         inplace
             Write the embedding into ``adata.obsm[key_added]``.
-        layer, gene_symbols, library_size_key
-            How to read a query (as in :meth:`predict`).
+        %(param_layer)s
+        %(param_gene_symbols)s
+        %(param_library_size_key)s
 
         Returns
         -------
@@ -65,10 +68,7 @@ class EmbeddingMixin:
         Examples
         --------
         >>> import sctransformer_tools as sct
-        >>> adata = sct.ds.pbmc68k_reduced()
-        >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-        >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> model, adata = sct.ds.toy_model()  # a tiny trained model and its data (pbmc68k_reduced)
         >>> model.get_latent_representation(adata).shape, adata.obsm["X_sctransformer"].shape
         ((700, 16), (700, 16))
         """
@@ -91,6 +91,7 @@ class EmbeddingMixin:
         return latent
 
     @reads_mudata
+    @dsp.dedent
     def get_gene_states(
         self,
         adata: AnnData | None = None,
@@ -126,8 +127,9 @@ class EmbeddingMixin:
             Cells per minibatch.
         min_cells
             Genes expressed in fewer of the cells read are left out.
-        layer, gene_symbols, library_size_key
-            How to read a query (as in :meth:`predict`).
+        %(param_layer)s
+        %(param_gene_symbols)s
+        %(param_library_size_key)s
 
         Returns
         -------

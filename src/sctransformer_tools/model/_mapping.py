@@ -26,11 +26,12 @@ from scvi.data import AnnDataManager
 from scvi.data._constants import _MODEL_NAME_KEY, _SETUP_ARGS_KEY, _SETUP_METHOD_NAME
 
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
-from sctransformer_tools.module import MaskedExpression, PseudoLabels
+from sctransformer_tools._docs import dsp
+from sctransformer_tools.module import Consistency, MaskedExpression, PseudoLabels
 
 from ._mudata import counts_layer, expression_view, is_mudata, rna_modality
 from ._quiet import quiet_scvi
-from ._reader import read_query, warn_about_match
+from ._reader import CellReader
 from ._spec import ModelSpec
 from ._training import DEFAULT_BATCH_SIZE, add_objective, fit, restore_objectives
 
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 #: ``benchmarks/semi_supervised.py`` on the cross-study split); masked expression only where the reference has
 #: a trained masked-expression head.
 ADAPT_OBJECTIVES: dict[str, float] = {PseudoLabels.name: 1.0, MaskedExpression.name: 1.0}
+#: Objectives that train the classifier on its own calls (built without distribution alignment on a query).
+SELF_TRAINING = (PseudoLabels.name, Consistency.name)
 #: Optimiser steps of ``query_model.train()`` by default (whole epochs of the query, at least one).
 ADAPT_STEPS = 300
 #: Attributes of the reference a query model keeps (what it predicts with).
@@ -53,6 +56,7 @@ class MappingMixin:
     """``load_query_data`` and a query model's ``train``: reference mapping."""
 
     @classmethod
+    @dsp.dedent
     def load_query_data(
         cls,
         adata: AnnData,
@@ -79,8 +83,10 @@ class MappingMixin:
             The query (raw counts in ``X`` or a layer; a MuData: its RNA modality).
         reference_model
             A trained model, or the folder it was saved to.
-        layer, gene_symbols, library_size_key, min_panel_match
-            How to read the query (as in :meth:`prepare_query_anndata`).
+        %(param_layer)s
+        %(param_gene_symbols)s
+        %(param_library_size_key)s
+        %(param_min_panel_match)s
         unfrozen
             Reference parameters to adapt too, by name prefix (e.g. ``("blocks.0.norm_attn",)``); default: only
             the query adapter.
@@ -96,11 +102,8 @@ class MappingMixin:
         Examples
         --------
         >>> import sctransformer_tools as sct
-        >>> adata = sct.ds.pbmc68k_reduced()
-        >>> reference, query = adata[::2].copy(), adata[1::2].copy()
-        >>> sct.SCTransformer.setup_anndata(reference, labels_key="bulk_labels")
-        >>> model = sct.SCTransformer(reference, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> model, _ = sct.ds.toy_model()  # a tiny reference model, trained on pbmc68k_reduced
+        >>> query = sct.ds.pbmc68k_reduced()[1::2].copy()
         >>> query_model = sct.SCTransformer.load_query_data(query, model)
         >>> query_model.train(max_epochs=1, enable_progress_bar=False)
         >>> labels = query_model.predict(query)
@@ -114,15 +117,16 @@ class MappingMixin:
             raise ValueError("The reference model has not been trained: train it before mapping a query onto it.")
         registry, spec, var_names = reference["registry"], reference["spec"], reference["var_names"]
         query = expression_view(adata, rna_modality(adata, None)) if is_mudata(adata) else adata
-        params = {
-            "layer": layer,
-            "gene_symbols": gene_symbols,
-            "library_size_key": library_size_key,
-            "min_panel_match": min_panel_match,
-        }
-        matrix, obs, _, report, _ = read_query(query, var_names, spec.genes, registry, params)
-        warn_about_match(report, query.uns.get(ADATA_KEYS.QUERY))
-        internal = _register(cls, matrix, obs, var_names, registry)
+        read = CellReader(var_names, spec.genes, registry, size_factors=spec.settings["size_factors"]).align(
+            query,
+            layer=layer,
+            gene_symbols=gene_symbols,
+            library_size_key=library_size_key,
+            min_panel_match=min_panel_match,
+            previous=query.uns.get(ADATA_KEYS.QUERY),
+        )
+        report = read.report
+        internal = _register(cls, read.matrix, read.obs, var_names, registry)
         model = cls(internal, spec=spec)
         for name in KEPT:
             if name in reference["attributes"]:
@@ -176,7 +180,9 @@ class MappingMixin:
             weights.pop(MaskedExpression.name)  # the reference learned no masked-expression head to adapt with
         for name in weights:
             if name not in self.module.objectives:
-                add_objective(self, name)
+                # no distribution alignment on a query: its composition may differ from the reference's, and the
+                # classifier is the reference's, trained on all of its labels (only the adapter moves)
+                add_objective(self, name, **({"align": False} if name in SELF_TRAINING else {}))
         if not weights:
             raise ValueError("No objective to adapt the query with: pass objectives={'pseudo_labels': 1.0, ...}.")
         n_cells = self.adata.n_obs

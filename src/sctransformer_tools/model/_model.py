@@ -203,7 +203,9 @@ class SCTransformer(
                 **settings,
             )
         self.spec_ = spec
-        self.reader = CellReader(self)
+        self.reader = CellReader(
+            var_names, spec.genes, self.registry_, model=self, size_factors=spec.settings["size_factors"]
+        )
         s = spec.settings
         torch.manual_seed(s["seed"])
         gene_mask = spec.build_mask()

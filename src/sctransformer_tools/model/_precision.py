@@ -56,6 +56,18 @@ def choose_precision(module, tensors: dict[str, torch.Tensor], accelerator: str 
     -------
     ``{"precision": "bf16-mixed" | "32-true", "float32_s": ..., "bf16_s": ..., "device": ...}``; seconds per
     pass on :data:`PROBE_CELLS` cells (``bf16_s`` is ``None`` where the device cannot run bf16 at all).
+
+    Examples
+    --------
+    What ``train(precision="auto")`` picks for a model on this machine (a minibatch of scvi-tools' loader):
+
+    >>> import sctransformer_tools as sct
+    >>> adata = sct.ds.pbmc68k_reduced()
+    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
+    >>> tensors = next(iter(model._make_data_loader(adata=adata, batch_size=32)))
+    >>> sct.model.choose_precision(model.module, tensors, "cpu")["precision"] in ("bf16-mixed", "32-true")
+    True
     """
     device = _device_type(accelerator)
     key = (device, module.tokenizer.n_genes, len(module.blocks), module.cls.shape[-1], module.n_heads)

@@ -12,6 +12,7 @@ from anndata import AnnData
 
 from sctransformer_tools._colors import colors_of
 from sctransformer_tools._constants import ADATA_KEYS, AUTO, UNKNOWN
+from sctransformer_tools._docs import dsp
 from sctransformer_tools.module import CellBatch
 
 from ._calibration import fit_temperature
@@ -89,6 +90,7 @@ class PredictionMixin:
 
     # ---------------------------------------------------------------- predict
     @reads_mudata
+    @dsp.dedent
     def predict(
         self,
         adata: AnnData | None = None,
@@ -137,21 +139,16 @@ class PredictionMixin:
             known type, often confidently): ``novelty_threshold`` does.
         novelty_threshold
             Cells more atypical than this share of the reference cells of the type they resemble most are
-            called ``"Unknown"`` (e.g. ``0.95``: about 5% of cells of known types are flagged). The novelty
+            called ``"Unknown"`` (e.g. ``0.95``: about 5%% of cells of known types are flagged). The novelty
             percentile comes from a probabilistic PCA of the reference's panel expression fitted at the end of
             :meth:`train` (``model.novelty_``; :mod:`sctransformer_tools.model._novelty`); for a query that
             lacks panel genes it is refitted on the genes the query measures. ``None``: no novelty cut.
         over_clustering
             ``obs`` column of clusters (e.g. ``"leiden"``): also write the majority prediction of each
             cluster, as CellTypist's majority voting (needs ``inplace=True``).
-        layer
-            Layer of a query holding raw counts (``None``: ``X``); by default the reference's layer if the
-            query has it, else ``X``.
-        gene_symbols
-            ``var`` column of a query with gene names in the model's naming.
-        library_size_key
-            ``obs`` column of a query with each cell's total counts (default: a usual column if present, e.g.
-            ``n_counts``, else the row sums).
+        %(param_layer)s
+        %(param_gene_symbols)s
+        %(param_library_size_key)s
 
         Returns
         -------
@@ -167,7 +164,7 @@ class PredictionMixin:
             Calibrated probability of the most likely type.
         ``adata.obs[f"{key_added}_novelty"]``
             Novelty percentile of the cell against the reference type it resembles most (0.5: typical,
-            0.99: more atypical than 99% of the reference cells of that type).
+            0.99: more atypical than 99%% of the reference cells of that type).
         ``adata.obs[f"{key_added}_majority_voting"]``
             With ``over_clustering``: the most frequent prediction of the cell's cluster.
         ``adata.uns[key_added]["params"]``
@@ -178,10 +175,7 @@ class PredictionMixin:
         Examples
         --------
         >>> import sctransformer_tools as sct
-        >>> adata = sct.ds.pbmc68k_reduced()
-        >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-        >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> model, adata = sct.ds.toy_model()  # a tiny trained model and its data (pbmc68k_reduced)
         >>> labels = model.predict(adata, unknown_threshold=0.9)
         >>> adata.obs["sctransformer_prediction"].cat.categories[-1]
         'Unknown'

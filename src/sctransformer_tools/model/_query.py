@@ -10,14 +10,13 @@ from anndata import AnnData
 from scvi.data._constants import _SETUP_ARGS_KEY
 
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
+from sctransformer_tools._docs import dsp
 
 from ._mudata import counts_layer, expression_view, is_mudata, rna_modality, write_back
-from ._reader import read_query, warn_about_match
+from ._reader import CellReader
 
 if TYPE_CHECKING:
     from mudata import MuData
-
-    from ._save import SavedModel
 
 
 class QueryMixin:
@@ -25,6 +24,7 @@ class QueryMixin:
 
     # ------------------------------------------------------------------ public
     @classmethod
+    @dsp.dedent
     def prepare_query_anndata(
         cls,
         adata: AnnData | MuData,
@@ -58,19 +58,10 @@ class QueryMixin:
             :meth:`~sctransformer_tools.SCTransformer.setup_mudata`).
         reference_model
             A trained model or the folder it was saved to.
-        layer
-            Layer of the query holding raw counts (``None``: ``X``). Default: the layer the reference was
-            trained on if the query has it, else ``X`` (or a layer named ``"counts"``/``"raw_counts"``/...
-            when ``X`` holds no whole numbers).
-        gene_symbols
-            ``var`` column holding gene names in the model's naming (e.g. symbols when ``var_names`` are
-            Ensembl IDs); ``var_names`` when ``None``.
-        library_size_key
-            ``obs`` column of each cell's total counts over all genes. Default: a column with a usual name
-            (``n_counts``, ``total_counts``, ``nCount_RNA``, ``nUMI``, ...) when it can be one, else the row sums
-            (with a warning when the query measures only a subset of genes).
-        min_panel_match
-            Smallest share of the model's panel genes the query must measure.
+        %(param_layer)s
+        %(param_gene_symbols)s
+        %(param_library_size_key)s
+        %(param_min_panel_match)s
         inplace
             Record the check in ``adata.uns`` (default), or return a new AnnData of the query aligned to the
             model's genes (counts in ``X``, the query's ``obs``).
@@ -119,32 +110,25 @@ class QueryMixin:
                 write_back(view, before, adata, modality)
             return result
         if isinstance(reference_model, QueryMixin):
-            var_names = pd.Index(reference_model.get_var_names())
-            registry = reference_model.registry_
-            panel_genes = reference_model.spec_.genes
+            reader = reference_model.reader
         else:
-            from ._save import read_model_folder
-
-            saved: SavedModel = read_model_folder(reference_model, cls.__name__, allow_pickle=allow_pickle)
-            var_names = pd.Index(saved.var_names)
-            registry = saved.registry
-            panel_genes = saved.spec.genes
-        params = {
-            "layer": layer,
-            "gene_symbols": gene_symbols,
-            "library_size_key": library_size_key,
-            "min_panel_match": min_panel_match,
-        }
-        matrix, _, library, report, present = read_query(adata, var_names, panel_genes, registry, params)
-        warn_about_match(report, adata.uns.get(ADATA_KEYS.QUERY))
+            reader = CellReader.of_folder(reference_model, cls.__name__, allow_pickle=allow_pickle)
+        read = reader.align(
+            adata,
+            layer=layer,
+            gene_symbols=gene_symbols,
+            library_size_key=library_size_key,
+            min_panel_match=min_panel_match,
+            previous=adata.uns.get(ADATA_KEYS.QUERY),
+        )
         if inplace:
-            adata.uns[ADATA_KEYS.QUERY] = report
+            adata.uns[ADATA_KEYS.QUERY] = read.report
             return None
-        setup = registry[_SETUP_ARGS_KEY]
-        aligned = AnnData(X=matrix, obs=adata.obs.copy(), var=pd.DataFrame(index=var_names))
-        aligned.var[f"{ADATA_KEYS.QUERY}_zero_filled"] = ~present
-        aligned.obs[ADATA_KEYS.LIBRARY_COLUMN] = library
+        setup = reader.registry[_SETUP_ARGS_KEY]
+        aligned = AnnData(X=read.matrix, obs=adata.obs.copy(), var=pd.DataFrame(index=reader.var_names))
+        aligned.var[f"{ADATA_KEYS.QUERY}_zero_filled"] = ~read.present
+        aligned.obs[ADATA_KEYS.LIBRARY_COLUMN] = read.library
         if counts_layer(setup) is not None:
             aligned.layers[counts_layer(setup)] = aligned.X
-        aligned.uns[ADATA_KEYS.QUERY] = report
+        aligned.uns[ADATA_KEYS.QUERY] = read.report
         return aligned

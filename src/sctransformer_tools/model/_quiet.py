@@ -72,7 +72,17 @@ def quiet_training() -> Iterator[None]:
     """Drop Lightning's start-up lines and two warnings that do not concern the user during ``train``.
 
     The warnings: Lightning's own use of a deprecated torch API (``isinstance(treespec, LeafSpec)``), and the
-    note that an epoch has fewer steps than the logging interval (metrics are logged per epoch here).
+    note that an epoch has fewer steps than the logging interval (metrics are logged per epoch here). The
+    messages are listed in ``sctransformer_tools.model._quiet`` (``LIGHTNING_MESSAGES``, ``SCVI_MESSAGES``) and
+    dropped only inside the block (``SCTransformer.train`` runs in it; wrap another scvi-tools model's training in it
+    to train it as quietly).
+
+    Examples
+    --------
+    >>> import logging
+    >>> import sctransformer_tools as sct
+    >>> with sct.model.quiet_training():
+    ...     logging.getLogger("lightning.pytorch.utilities.rank_zero").info("GPU available: False")
     """
     with _dropping(LIGHTNING_MESSAGES | SCVI_MESSAGES), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)

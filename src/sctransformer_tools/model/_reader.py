@@ -206,7 +206,7 @@ def warn_about_match(report: dict, previous: dict | None, what: str | None = Non
     keys = ("panel_match_ratio", "n_zero_filled_genes", "n_matched_by_case_or_version", "library_size")
     if previous is not None and all(previous.get(k) == report.get(k) for k in keys):
         return
-    if report["library_size"] != "row sums" and report["params"]["library_size_key"] is None:
+    if report["library_size"].startswith("obs[") and report["params"]["library_size_key"] is None:
         logger.info(
             "Library sizes of %s read from adata.%s (totals over all genes).",
             what or "the query",
@@ -276,11 +276,13 @@ def read_query(
     registry: dict,
     params: dict,
     what: str = "the query",
+    size_factors: str = "library",
 ):
     """Match, check and read a query.
 
     ``what`` names the data in messages; ``"the reference"`` (its own cells, read again for pretraining) is checked
-    as at setup, anything else must hold counts when the model was trained on counts.
+    as at setup, anything else must hold counts when the model was trained on counts. With ``size_factors="panel"``
+    the model divides each cell's counts by its own panel counts, so no library size is looked for.
 
     Returns
     -------
@@ -304,7 +306,7 @@ def read_query(
     row_sums = library_sizes(adata, source)
     key = params["library_size_key"]
     found = key
-    if key is None and not log_normalized:
+    if key is None and not log_normalized and size_factors == "library":
         found = find_library_size_key(adata, source, row_sums)
     library = row_sums if found is None else library_sizes(adata, source, found)
     matrix = aligned_matrix(adata, source, match.columns)
@@ -324,7 +326,9 @@ def read_query(
             )
     report |= {
         "counts": _where(source),
-        "library_size": "row sums" if found is None else f"obs[{found!r}]",
+        "library_size": (
+            f"obs[{found!r}]" if found is not None else "row sums" if size_factors == "library" else "panel genes"
+        ),
         "n_query_genes": int(adata.n_vars),
         "n_cells": int(adata.n_obs),
         "gene_subset": bool(report["panel_match_ratio"] < SUBSET_PANEL_SHARE or adata.n_vars < SUBSET_N_GENES),
@@ -338,17 +342,117 @@ def read_query(
     return matrix, obs, library, report, match.present
 
 
+@dataclass
+class AlignedCells:
+    """A dataset aligned to a model's genes (what :meth:`CellReader.align` returns).
+
+    Attributes
+    ----------
+    matrix
+        CSR counts on the model's genes, in their order (genes the data lack: zeros).
+    obs
+        ``obs`` of the private copy the model reads (library sizes, the batch column).
+    library
+        Library size of every cell (as found: an ``obs`` column or the row sums).
+    report
+        How the data matched (``adata.uns["sctransformer_query"]``).
+    present
+        Boolean per model gene: the data measure it.
+    measured
+        Boolean per panel gene: the data measure it.
+    """
+
+    matrix: Any
+    obs: pd.DataFrame
+    library: np.ndarray
+    report: dict[str, Any]
+    present: np.ndarray
+    measured: np.ndarray
+
+
 class CellReader:
     """Reads cells for a model (see the module docstring); the model holds one as ``model.reader``.
 
     Parameters
     ----------
+    var_names
+        The model's genes, in order.
+    panel_genes
+        The model's panel genes.
+    registry
+        The model's scvi-tools registry (setup arguments and field states).
     model
-        The model whose genes, registry and network the reader serves.
+        The model whose network reads the cells (:meth:`read`, :meth:`map_batches`); ``None`` for a reader that
+        only aligns datasets (:meth:`align`, e.g. of a saved model's folder).
+    size_factors
+        The model's ``size_factors`` setting: ``"panel"`` (each cell's own panel counts: no library size is read)
+        or ``"library"`` (an ``obs`` column of totals, else the row sums).
     """
 
-    def __init__(self, model: SCTransformer):
-        self.model = model
+    def __init__(
+        self,
+        var_names: pd.Index,
+        panel_genes: pd.Index,
+        registry: dict,
+        model: SCTransformer | None = None,
+        size_factors: str = "library",
+    ):
+        self.var_names, self.panel_genes = pd.Index(var_names).astype(str), pd.Index(panel_genes)
+        self.registry, self.model, self.size_factors = registry, model, size_factors
+
+    @classmethod
+    def of_folder(cls, folder, model_class: str, **kwargs) -> CellReader:
+        """A reader that aligns datasets to the model saved in ``folder`` (``kwargs``: of ``read_model_folder``)."""
+        from ._save import read_model_folder
+
+        saved = read_model_folder(folder, model_class, **kwargs)
+        return cls(
+            pd.Index(saved.var_names),
+            saved.spec.genes,
+            saved.registry,
+            size_factors=saved.spec.settings["size_factors"],
+        )
+
+    def align(
+        self,
+        adata: AnnData,
+        *,
+        layer: str | None = AUTO,
+        gene_symbols: str | None = None,
+        library_size_key: str | None = None,
+        min_panel_match: float = 0.05,
+        what: str = "the query",
+        warn: str | None | bool = True,
+        previous: dict | None = None,
+    ) -> AlignedCells:
+        """Match ``adata``'s genes to the model's, check its counts, and read it aligned.
+
+        Parameters
+        ----------
+        adata
+            Cells to read.
+        layer, gene_symbols, library_size_key, min_panel_match
+            How to read them (see :meth:`~sctransformer_tools.SCTransformer.prepare_query_anndata`).
+        what
+            How messages name the data (``"the reference"``: checked as at setup).
+        warn
+            Warn about the gene match (``True``), naming the data as a string when given; ``False``: silent.
+        previous
+            A report recorded before for the same data: the warnings are not repeated when nothing changed.
+        """
+        params = {
+            "layer": layer,
+            "gene_symbols": gene_symbols,
+            "library_size_key": library_size_key,
+            "min_panel_match": min_panel_match,
+        }
+        matrix, obs, library, report, present = read_query(
+            adata, self.var_names, self.panel_genes, self.registry, params, what, self.size_factors
+        )
+        if warn:
+            warn_about_match(report, previous, what=warn if isinstance(warn, str) else None)
+        measured = np.asarray(self.panel_genes.isin(self.var_names[present]))
+        return AlignedCells(matrix, obs, library, report, present, measured)
 
     @contextlib.contextmanager
     def read(
@@ -366,8 +470,8 @@ class CellReader:
         what :meth:`~sctransformer_tools.SCTransformer.prepare_query_anndata` recorded); with ``record`` the
         gene match is written to ``adata.uns["sctransformer_query"]`` and warned about once.
         """
-        model = self.model
-        n_panel = len(model.spec_.panel)
+        model = self._model()
+        n_panel = len(self.panel_genes)
         if adata is None or adata is model.adata:
             if model.adata is None:
                 raise ValueError("This model was loaded without data: pass the AnnData to read (adata=...).")
@@ -376,27 +480,31 @@ class CellReader:
             return
         if not isinstance(adata, AnnData):
             raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
-        recorded = dict(adata.uns.get(ADATA_KEYS.QUERY, {}).get("params", {}))
-        params = {
-            "layer": layer if layer != AUTO else recorded.get("layer", AUTO),
-            "gene_symbols": gene_symbols if gene_symbols is not None else recorded.get("gene_symbols"),
-            "library_size_key": library_size_key if library_size_key is not None else recorded.get("library_size_key"),
-            "min_panel_match": recorded.get("min_panel_match", 0.05),
-        }
-        var_names = pd.Index(model.get_var_names())
-        panel_genes = model.spec_.genes
-        matrix, obs, _, report, present = read_query(adata, var_names, panel_genes, model.registry_, params)
+        previous = adata.uns.get(ADATA_KEYS.QUERY)
+        recorded = dict((previous or {}).get("params", {}))
+        aligned = self.align(
+            adata,
+            layer=layer if layer != AUTO else recorded.get("layer", AUTO),
+            gene_symbols=gene_symbols if gene_symbols is not None else recorded.get("gene_symbols"),
+            library_size_key=library_size_key if library_size_key is not None else recorded.get("library_size_key"),
+            min_panel_match=recorded.get("min_panel_match", 0.05),
+            warn=record,
+            previous=previous,
+        )
         if record:
-            warn_about_match(report, adata.uns.get(ADATA_KEYS.QUERY))
-            adata.uns[ADATA_KEYS.QUERY] = report
-        measured = panel_genes.isin(var_names[present])
-        with self.registered(matrix, obs) as internal:
-            yield QueryData(internal, np.asarray(measured), report)
+            adata.uns[ADATA_KEYS.QUERY] = aligned.report
+        with self.registered(aligned.matrix, aligned.obs) as internal:
+            yield QueryData(internal, aligned.measured, aligned.report)
+
+    def _model(self) -> SCTransformer:
+        if self.model is None:
+            raise ValueError("This reader only aligns datasets: reading cells needs the model (model.reader).")
+        return self.model
 
     @contextlib.contextmanager
     def registered(self, matrix, obs: pd.DataFrame) -> Iterator[AnnData]:
         """A private AnnData of aligned counts (the model's genes) registered like the reference, then forgotten."""
-        model = self.model
+        model = self._model()
         setup = model.registry_[_SETUP_ARGS_KEY]
         ref_layer = counts_layer(setup)
         internal = AnnData(
@@ -438,7 +546,7 @@ class CellReader:
         adata = data.adata if isinstance(data, QueryData) else data
         if adata.n_obs == 0 or (indices is not None and len(indices) == 0):
             return []
-        model = self.model
+        model = self._model()
         measured = None
         if isinstance(data, QueryData) and not data.measured.all():
             measured = torch.as_tensor(data.measured, device=model.device)

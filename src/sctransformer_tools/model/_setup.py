@@ -13,6 +13,7 @@ import pandas as pd
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
+from scvi.data._constants import _SETUP_ARGS_KEY
 from scvi.data.fields import LayerField, MuDataLayerField, MuDataNumericalObsField, MuDataWrapper, NumericalObsField
 from scvi.utils import setup_anndata_dsp
 
@@ -130,20 +131,7 @@ class SetupMixin:
                 "modalities={'rna_layer': 'rna'}, labels_key=...) (the model reads the RNA modality), or pass the RNA "
                 "modality itself (mdata.mod['rna']) to setup_anndata."
             )
-        library = cls._check_reference(
-            adata,
-            layer=layer,
-            labels_key=labels_key,
-            unlabeled_category=unlabeled_category,
-            batch_key=batch_key,
-            regulons=regulons,
-            organism=organism,
-            regulon_levels=regulon_levels,
-            gene_symbols=gene_symbols,
-            library_size_key=library_size_key,
-            log_normalized=log_normalized,
-            source_registry=kwargs.get("source_registry"),
-        )
+        library = cls._check_reference(adata, layer, setup_method_args[_SETUP_ARGS_KEY], kwargs.get("source_registry"))
         if library is not None:
             adata.obs[ADATA_KEYS.LIBRARY_COLUMN] = library
         setup_args = {
@@ -258,17 +246,9 @@ class SetupMixin:
                 )
         library = cls._check_reference(
             expression_view(mdata, rna_mod),
-            layer=rna_layer,
-            labels_key=labels_key,
-            unlabeled_category=unlabeled_category,
-            batch_key=batch_key,
-            regulons=regulons,
-            organism=organism,
-            regulon_levels=regulon_levels,
-            gene_symbols=gene_symbols,
-            library_size_key=library_size_key,
-            log_normalized=log_normalized,
-            source_registry=kwargs.get("source_registry"),
+            rna_layer,
+            setup_method_args[_SETUP_ARGS_KEY],
+            kwargs.get("source_registry"),
         )
         if library is not None:
             rna.obs[ADATA_KEYS.LIBRARY_COLUMN] = library
@@ -291,26 +271,16 @@ class SetupMixin:
         cls.register_manager(adata_manager)
 
     @classmethod
-    def _check_reference(
-        cls,
-        adata: AnnData,
-        *,
-        layer: str | None,
-        labels_key: str | None,
-        unlabeled_category: str | None,
-        batch_key: str | None,
-        regulons,
-        organism: str,
-        regulon_levels: str,
-        gene_symbols: str | None,
-        library_size_key: str | None,
-        log_normalized: bool,
-        source_registry: dict | None,
-    ):
+    def _check_reference(cls, adata: AnnData, layer: str | None, args: dict, source_registry: dict | None):
         """Check what training needs (genes, counts, labels, regulons) and return each cell's library size.
 
-        ``None`` when a reloaded reference already holds the library sizes it was set up with.
+        ``args`` are the arguments of ``setup_anndata`` or ``setup_mudata`` (labels, batches, regulons, gene symbols,
+        library sizes); ``adata`` holds the counts, in ``layer``. ``None`` when a reloaded reference already holds the
+        library sizes it was set up with.
         """
+        labels_key, unlabeled_category, batch_key = args["labels_key"], args["unlabeled_category"], args["batch_key"]
+        regulons, organism, gene_symbols = args["regulons"], args["organism"], args["gene_symbols"]
+        library_size_key, log_normalized = args["library_size_key"], args["log_normalized"]
         check_var_names(adata)
         check_expression(adata, layer, log_normalized)
         if source_registry is None:  # a new reference: check what training needs
@@ -323,7 +293,7 @@ class SetupMixin:
                 raise KeyError(
                     f"gene_symbols column {gene_symbols!r} not found in adata.var (columns: {list(adata.var.columns)})."
                 )
-            net = grn.load_regulons(regulons, organism=organism, levels=regulon_levels)
+            net = grn.load_regulons(regulons, organism=organism, levels=args["regulon_levels"])
             symbols = gene_symbols_of(adata, gene_symbols)
             if grn.looks_like_mouse(symbols) and not grn.looks_like_mouse(pd.unique(net["target"])):
                 warnings.warn(

@@ -75,7 +75,7 @@ class CellBatch:
         return self.x.shape[0]
 
     def repeat_cells(self, n: int) -> CellBatch:
-        """Every cell ``n`` times over, consecutively (cell ``c`` becomes ``c * n .. c * n + n - 1``)."""
+        """Every cell ``n`` times over, consecutively: cell ``c`` becomes cells ``c * n`` to ``c * n + n - 1``."""
         if n == 1:
             return self
         cells = (None if t is None else t.repeat_interleave(n, 0) for t in self.fields()[:4])

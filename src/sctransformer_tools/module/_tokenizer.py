@@ -42,7 +42,7 @@ class GeneTokens(NamedTuple):
     library: torch.Tensor | None = None
 
     def repeat(self, n: int) -> GeneTokens:
-        """Every cell's tokens ``n`` times over, as ``n`` consecutive cells (cell ``c`` becomes ``c * n .. c * n + n - 1``).
+        """Each cell's tokens ``n`` times over, as consecutive cells: cell ``c`` becomes ``c * n`` to ``c * n + n - 1``.
 
         Examples
         --------

@@ -6,11 +6,19 @@ Internals of the sparse path (the CSR pair graph, the fused memory-lean layer, s
 
 from sctransformer_tools._deprecated import deprecated_names as _deprecated_names
 
-from ._attention import MaskedMultiheadAttention, TokenPairs, pair_attention
+from ._attention import MaskedMultiheadAttention, TokenPairs, pair_attention, sparse_kernels
 from ._block import SwiGLU, TransformerBlock
 from ._layout import TokenLayout
 
-__all__ = ["MaskedMultiheadAttention", "SwiGLU", "TokenLayout", "TokenPairs", "TransformerBlock", "pair_attention"]
+__all__ = [
+    "MaskedMultiheadAttention",
+    "SwiGLU",
+    "TokenLayout",
+    "TokenPairs",
+    "TransformerBlock",
+    "pair_attention",
+    "sparse_kernels",
+]
 
 __getattr__ = _deprecated_names(
     __name__,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -90,7 +93,46 @@ def segment_softmax(logits: torch.Tensor, segment: torch.Tensor, n_segments: int
 
 
 #: Device types whose sparse CSR kernels (SDDMM, SpMM) run the sparse path; others use gather/scatter.
-CSR_DEVICE_TYPES = ("cpu", "cuda")
+CSR_DEVICE_TYPES = _CSR_DEFAULT = ("cpu", "cuda")
+
+
+@contextlib.contextmanager
+def sparse_kernels(kind: Literal["csr", "gather"]) -> Iterator[None]:
+    """The kernels of the sparse attention path inside a ``with`` block, for benchmarks and tests.
+
+    By default the sparse path runs sparse CSR kernels (SDDMM for the logits, SpMM for the values) on CPU and
+    CUDA, and gathers and scatters the pairs on other devices. ``"gather"`` runs the gather/scatter path
+    everywhere (what devices without sparse CSR kernels run; the fused layer of
+    :class:`MaskedMultiheadAttention` is off with it), ``"csr"`` the default. Not thread-safe: it changes a
+    module setting for the duration of the block.
+
+    Parameters
+    ----------
+    kind
+        ``"csr"`` or ``"gather"``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sctransformer_tools.nn import pair_attention, sparse_kernels
+    >>> q = k = torch.zeros(3, 1, 2)
+    >>> v = torch.arange(6.0).reshape(3, 1, 2)
+    >>> query, key = torch.tensor([0, 0, 1]), torch.tensor([1, 2, 1])
+    >>> with sparse_kernels("gather"):
+    ...     gathered, _ = pair_attention(q, k, v, query, key)
+    >>> torch.equal(gathered, pair_attention(q, k, v, query, key)[0])
+    True
+    """
+    global CSR_DEVICE_TYPES
+    if kind not in ("csr", "gather"):
+        raise ValueError(f"kind must be 'csr' or 'gather', got {kind!r}.")
+    default = CSR_DEVICE_TYPES
+    CSR_DEVICE_TYPES = () if kind == "gather" else _CSR_DEFAULT
+    try:
+        yield
+    finally:
+        CSR_DEVICE_TYPES = default
+
 
 #: Pairs handled at once by the gather fallback (devices without sparse CSR kernels) are chosen so that
 #: a chunk's gathered ``(pairs, heads, head_dim)`` tensors hold about this many elements.

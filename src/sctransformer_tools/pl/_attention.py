@@ -11,10 +11,11 @@ import pandas as pd
 from anndata import AnnData
 
 from sctransformer_tools._constants import ADATA_KEYS
+from sctransformer_tools._docs import dsp
 from sctransformer_tools.tl._tf_programs import tf_programs, tf_table
 from sctransformer_tools.tl._utils import RankBy, attention_tables, check_by, contrast, zscore
 
-from ._utils import DOC_AX, DOC_SHOW_SAVE, doc_params, finish, new_axes
+from ._utils import finish, new_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -32,7 +33,7 @@ def _top_tfs(
     return tfs, [str(g) for g in programs["group"].cat.categories]
 
 
-@doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
+@dsp.dedent
 def attention_heatmap(
     adata: AnnData,
     key: str = ADATA_KEYS.ATTENTION,
@@ -67,8 +68,9 @@ def attention_heatmap(
         Groups (columns) to show; all by default.
     cmap
         Colormap (default ``"RdBu_r"`` when standardised, else ``"viridis"``).
-    {ax}
-    {show_save}
+    %(param_ax)s
+    %(param_show)s
+    %(param_save)s
 
     Returns
     -------
@@ -77,10 +79,7 @@ def attention_heatmap(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> model, adata = sct.ds.toy_model()  # a tiny trained model and its data (pbmc68k_reduced)
     >>> _ = model.get_attention(adata, groupby="bulk_labels")
     >>> ax = sct.pl.attention_heatmap(adata, n_top=3, show=False)
     """
@@ -109,7 +108,7 @@ def _barycentre_order(tfs: list[str], edges: pd.DataFrame) -> list[str]:
     return centre.sort_values(kind="stable").index.tolist()
 
 
-@doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
+@dsp.dedent
 def tf_network(
     adata: AnnData,
     group: str,
@@ -150,8 +149,9 @@ def tf_network(
         Only edges of these TFs.
     min_coverage
         Only edges whose genes are both expressed in at least this fraction of the group's cells.
-    {ax}
-    {show_save}
+    %(param_ax)s
+    %(param_show)s
+    %(param_save)s
 
     Returns
     -------
@@ -160,10 +160,7 @@ def tf_network(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> model, adata = sct.ds.toy_model()  # a tiny trained model and its data (pbmc68k_reduced)
     >>> _ = model.get_attention(adata, groupby="bulk_labels")
     >>> ax = sct.pl.tf_network(adata, "CD14+ Monocyte", n_top_edges=20, show=False)
     """
@@ -228,7 +225,7 @@ def tf_network(
     return finish(ax, fig, f"tf_network_{group}", show, save)
 
 
-@doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
+@dsp.dedent
 def top_regulators(
     adata: AnnData,
     key: str = ADATA_KEYS.ATTENTION,
@@ -246,7 +243,7 @@ def top_regulators(
 
     Dot size is the TF's coverage in the group (mean, over its edges, of the fraction of the group's
     cells expressing both TF and target; the largest dot is the largest coverage shown, rounded up to
-    5%); colour is its attention mass, scaled per TF to 0..1 across groups by default.
+    5%%); colour is its attention mass, scaled per TF to 0..1 across groups by default.
 
     Parameters
     ----------
@@ -264,8 +261,9 @@ def top_regulators(
         Groups (columns) to show; all by default.
     cmap
         Colormap of the mass.
-    {ax}
-    {show_save}
+    %(param_ax)s
+    %(param_show)s
+    %(param_save)s
 
     Returns
     -------
@@ -274,10 +272,7 @@ def top_regulators(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> model, adata = sct.ds.toy_model()  # a tiny trained model and its data (pbmc68k_reduced)
     >>> _ = model.get_attention(adata, groupby="bulk_labels")
     >>> ax = sct.pl.top_regulators(adata, n_top=2, show=False)
     """

@@ -10,8 +10,9 @@ import numpy as np
 from anndata import AnnData
 
 from sctransformer_tools._constants import ADATA_KEYS
+from sctransformer_tools._docs import dsp
 
-from ._utils import DOC_AX, DOC_SHOW_SAVE, doc_params, finish, new_axes
+from ._utils import finish, new_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -42,7 +43,7 @@ def _group_colors(adata: AnnData, groupby: str, categories: list[str]) -> list[s
     return [lookup[c] for c in categories]
 
 
-@doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
+@dsp.dedent
 def confidence(
     adata: AnnData,
     key: str = ADATA_KEYS.PREFIX,
@@ -66,7 +67,7 @@ def confidence(
         AnnData on which ``model.predict(adata)`` was run.
     key
         ``key_added`` of :meth:`~sctransformer_tools.SCTransformer.predict`: the confidence is read from
-        ``obs[f"{{key}}_confidence"]`` (or ``obs[key]`` if that is a column).
+        ``obs[f"{key}_confidence"]`` (or ``obs[key]`` if that is a column).
     groupby
         ``obs`` column (e.g. ``"sctransformer_prediction"`` or the true labels): one row per group.
     threshold
@@ -74,8 +75,9 @@ def confidence(
         as a vertical line, with the fraction of cells below it in the legend.
     bins
         Histogram bins over [0, 1] (without ``groupby``).
-    {ax}
-    {show_save}
+    %(param_ax)s
+    %(param_show)s
+    %(param_save)s
 
     Returns
     -------
@@ -84,10 +86,7 @@ def confidence(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> model, adata = sct.ds.toy_model()  # a tiny trained model and its data (pbmc68k_reduced)
     >>> _ = model.predict(adata, unknown_threshold=0.5)
     >>> ax = sct.pl.confidence(adata, groupby="bulk_labels", threshold=0.5, show=False)
     """
@@ -153,7 +152,7 @@ def confidence(
     return finish(ax, fig, "confidence", show, save)
 
 
-@doc_params(show_save=DOC_SHOW_SAVE)
+@dsp.dedent
 def umap_confidence(
     adata: AnnData,
     key: str = ADATA_KEYS.PREFIX,
@@ -172,13 +171,14 @@ def umap_confidence(
         AnnData with predictions (``model.predict(adata)``) and a UMAP (``obsm["X_umap"]``, e.g.
         ``sc.pp.neighbors(adata, use_rep="X_sctransformer"); sc.tl.umap(adata)``).
     key
-        ``key_added`` of :meth:`~sctransformer_tools.SCTransformer.predict`: reads ``obs[f"{{key}}_prediction"]``
-        and ``obs[f"{{key}}_confidence"]``.
+        ``key_added`` of :meth:`~sctransformer_tools.SCTransformer.predict`: reads ``obs[f"{key}_prediction"]``
+        and ``obs[f"{key}_confidence"]``.
     basis
-        Embedding in ``obsm[f"X_{{basis}}"]``.
+        Embedding in ``obsm[f"X_{basis}"]``.
     ax
         Two Axes (prediction, confidence); new ones by default.
-    {show_save}
+    %(param_show)s
+    %(param_save)s
     **kwargs
         Passed to :func:`scanpy.pl.embedding` (``size``, ``legend_loc``, ...).
 
@@ -190,10 +190,7 @@ def umap_confidence(
     --------
     >>> import scanpy as sc
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> model, adata = sct.ds.toy_model()  # a tiny trained model and its data (pbmc68k_reduced)
     >>> _ = model.predict(adata)
     >>> _ = model.get_latent_representation(adata)
     >>> sc.pp.neighbors(adata, use_rep="X_sctransformer")

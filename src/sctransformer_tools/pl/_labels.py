@@ -12,8 +12,9 @@ from anndata import AnnData
 
 from sctransformer_tools._colors import colors_of
 from sctransformer_tools._constants import UNKNOWN
+from sctransformer_tools._docs import dsp
 
-from ._utils import DOC_AX, DOC_SHOW_SAVE, doc_params, finish, new_axes
+from ._utils import finish, new_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -50,7 +51,7 @@ def colors_for(values: pd.Series, reference: Mapping[str, str] | None = None) ->
     return ordered, colors_of(ordered, dict(reference or {}), UNKNOWN)
 
 
-@doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
+@dsp.dedent
 def label_umap(
     adata: AnnData,
     key: str,
@@ -73,7 +74,7 @@ def label_umap(
     Parameters
     ----------
     adata
-        AnnData with ``obsm[f"X_{{basis}}"]`` and the column ``obs[key]``.
+        AnnData with ``obsm[f"X_{basis}"]`` and the column ``obs[key]``.
     key
         ``obs`` column of cell types (labels or ``"sctransformer_prediction"``).
     model
@@ -81,11 +82,12 @@ def label_umap(
     colors
         Cell type -> colour, instead of (or on top of) the model's.
     basis
-        Embedding in ``obsm[f"X_{{basis}}"]``.
+        Embedding in ``obsm[f"X_{basis}"]``.
     title
         Panel title (default: ``key``).
-    {ax}
-    {show_save}
+    %(param_ax)s
+    %(param_show)s
+    %(param_save)s
     **kwargs
         Passed to :func:`scanpy.pl.embedding` (``size``, ``legend_loc``, ...).
 

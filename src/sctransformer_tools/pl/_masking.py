@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ._utils import DOC_AX, DOC_SHOW_SAVE, doc_params, finish, new_axes
+from sctransformer_tools._docs import dsp
+
+from ._utils import finish, new_axes
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 _KINDS = {"TF": "#d62728", "regulon target": "#1f77b4", "other panel gene": "#bdbdbd"}
 
 
-@doc_params(ax=DOC_AX, show_save=DOC_SHOW_SAVE)
+@dsp.dedent
 def masking_preference(
     data: AnnData | pd.DataFrame,
     *,
@@ -52,8 +54,9 @@ def masking_preference(
         Column for the vertical axis: ``"ratio_to_uniform"`` or ``"inclusion_rate"``.
     n_labels
         Genes named on the plot.
-    {ax}
-    {show_save}
+    %(param_ax)s
+    %(param_show)s
+    %(param_save)s
 
     Returns
     -------
@@ -62,10 +65,7 @@ def masking_preference(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-    >>> model.pretrain(masking="mam", max_epochs=1, enable_progress_bar=False)
+    >>> model, adata = sct.ds.toy_model()  # a tiny model, MAM-pretrained then trained, and its data
     >>> _ = model.get_masking_preference(adata, n_draws=8)
     >>> ax = sct.pl.masking_preference(adata, show=False)
     """

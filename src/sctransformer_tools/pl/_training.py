@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._utils import DOC_SHOW_SAVE, doc_params, finish
+from sctransformer_tools._docs import dsp
+
+from ._utils import finish
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -26,7 +28,7 @@ _DEFAULT_METRICS = {"train": ("loss", "accuracy", "f1_macro"), "pretrain": ("mse
 _SPLITS = {"train": ("#1f77b4", "-"), "validation": ("#ff7f0e", "--")}
 
 
-@doc_params(show_save=DOC_SHOW_SAVE)
+@dsp.dedent
 def training_history(
     model,
     metrics: Sequence[str] | None = None,
@@ -50,7 +52,8 @@ def training_history(
         ``"train"`` (``model.history``) or ``"pretrain"`` (``model.pretraining_history_``).
     ax
         Axes to draw into, one per metric (a new figure by default).
-    {show_save}
+    %(param_show)s
+    %(param_save)s
 
     Returns
     -------
@@ -59,10 +62,7 @@ def training_history(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-    >>> model.train(max_epochs=3, enable_progress_bar=False)
+    >>> model, adata = sct.ds.toy_model()  # a tiny trained model and its data (pbmc68k_reduced)
     >>> fig = sct.pl.training_history(model, show=False)
     """
     import matplotlib.pyplot as plt

@@ -8,28 +8,6 @@ from typing import Any
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".tif", ".tiff", ".eps", ".ps", ".webp")
 
-#: The ``ax`` parameter of a one-panel plot (docstring fragment).
-DOC_AX = """\
-ax
-        Axes to draw into (a new figure by default)."""
-
-#: The ``show`` and ``save`` parameters of every plot (docstring fragment).
-DOC_SHOW_SAVE = """\
-show
-        Show the figure (default: ``sc.settings.autoshow``); ``False`` returns the plot (see Returns).
-    save
-        ``True``, a path, or a scanpy-style suffix: write the figure (see :func:`~sctransformer_tools.pl.save_path`)."""
-
-
-def doc_params(**fragments: str):
-    """Fill the ``{name}`` fields of a function's docstring with shared fragments, as scanpy's plots do."""
-
-    def decorate(func):
-        func.__doc__ = func.__doc__.format(**fragments)
-        return func
-
-    return decorate
-
 
 def save_path(save: bool | str | os.PathLike, writekey: str) -> Path:
     """Where ``save=`` writes.

@@ -411,10 +411,10 @@ def gene_embedding_audit(
     (:meth:`~sctransformer_tools.SCTransformer.get_gene_states`). Each is projected onto a low-dimensional
     subspace (``method``, ``n_components``) and asked, by ``test``:
 
-    ``"class_separation"`` (default; the way Kendiukhov 2026, *Multi-Dimensional Spectral Geometry of Biological
-    Knowledge in Single-Cell Transformer Representations*, arXiv:2602.22247, measures scGPT)
-        ``"tf_vs_target"``: can TFs be told apart from their targets as two gene classes? In a six-dimensional
-        spectral subspace (``n_components=6``), a linear discriminant (Fisher's, on standardised coordinates)
+    ``"class_separation"`` (default)
+        The way Kendiukhov 2026, *Multi-Dimensional Spectral Geometry of Biological Knowledge in Single-Cell
+        Transformer Representations*, arXiv:2602.22247, measures scGPT. ``"tf_vs_target"``: can TFs be told apart
+        from their targets as two gene classes? In a six-dimensional spectral subspace (``n_components=6``), a linear discriminant (Fisher's, on standardised coordinates)
         separates TFs (sources of regulon edges among the genes) from targets (genes regulated by one of
         them that are not TFs themselves: a gene that is both counts as a TF, see :func:`tf_target_classes`);
         the AUROC is that of held-out genes, averaged over ``n_folds`` stratified folds (``auroc_sd``: its sd
@@ -518,10 +518,7 @@ def gene_embedding_audit(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> model, adata = sct.ds.toy_model()  # a tiny trained model and its data (pbmc68k_reduced)
     >>> audit = sct.tl.gene_embedding_audit(
     ...     model, n_permutations=10, markers=adata, groupby="bulk_labels", marker_method="t-test"
     ... )

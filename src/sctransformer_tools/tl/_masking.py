@@ -79,10 +79,7 @@ def masking_preference_summary(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-    >>> model.pretrain(masking="mam", max_epochs=1, enable_progress_bar=False)
+    >>> model, adata = sct.ds.toy_model()  # a tiny model, MAM-pretrained then trained, and its data
     >>> _ = model.get_masking_preference(adata, n_draws=8, n_top_genes=200)
     >>> summary = sct.tl.masking_preference_summary(adata, n_top=20)
     >>> list(summary["classes"].columns), len(summary["top"])

@@ -165,10 +165,7 @@ def compare_tf_activity(
     Examples
     --------
     >>> import sctransformer_tools as sct
-    >>> adata = sct.ds.pbmc68k_reduced()
-    >>> sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
-    >>> model = sct.SCTransformer(adata, n_layers=1, d_model=16, n_heads=2, n_top_genes=0)
-    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> model, adata = sct.ds.toy_model()  # a tiny trained model and its data (pbmc68k_reduced)
     >>> _ = model.get_attention(adata, groupby="bulk_labels", batch_size=256)
     >>> table = sct.tl.compare_tf_activity(adata, "bulk_labels", regulons="collectri", n_top=5, n_permutations=100)
     >>> sorted(adata.uns["sctransformer_tf_activity"])

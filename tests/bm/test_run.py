@@ -1,13 +1,12 @@
-"""sct.bm: metrics on planted examples, splits, the runner on scanpy's bundled pbmc68k_reduced, peers, compare.
+"""sct.bm's runner and splits (bm/_run.py) on scanpy's bundled pbmc68k_reduced, and its public surface.
 
-Everything here runs without ../shared (the regulons come from tests/data/regulons where it is absent); the
-study harness behind benchmarks/evaluate.py is tested in test_harness.py.
+Everything in tests/bm/ runs without ../shared (the regulons come from tests/data/regulons where it is absent);
+the study harness behind benchmarks/evaluate.py is tested in tests/test_harness.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import re
 from pathlib import Path
 
@@ -16,81 +15,10 @@ import pandas as pd
 import pytest
 
 from sctransformer_tools import bm
-from sctransformer_tools.bm.metrics import rare_classes
 
 TINY = {"n_layers": 1, "d_model": 16, "n_heads": 2, "n_top_genes": 0}
 QUICK = {"max_epochs": 1, "enable_progress_bar": False}
 LABELS = "bulk_labels"
-
-
-def _scores(truth, pred, train_labels) -> dict:
-    return bm.metrics.score(truth, pred, train_labels, ["accuracy", "macro_f1", "balanced_accuracy", "rare_f1"])
-
-
-# ----------------------------------------------------------------------------------------- metrics
-
-
-def test_metrics_planted():
-    # a and c are the rare types of these training labels (the third with fewest cells: 2 of 4 types -> ceil(4/3))
-    train = ["a"] * 2 + ["b"] * 10 + ["c"] * 3 + ["d"] * 10
-    perfect = _scores(["a", "b", "b", "c"], ["a", "b", "b", "c"], train)
-    assert perfect == {"accuracy": 1.0, "macro_f1": 1.0, "balanced_accuracy": 1.0, "rare_f1": 1.0}
-    # a: recall 1/2, precision 1 -> F1 2/3; b: recall 1, precision 2/3 -> F1 0.8
-    scores = _scores(["a", "a", "b", "b"], ["a", "b", "b", "b"], ["a"] * 2 + ["b"] * 10)
-    assert scores["accuracy"] == pytest.approx(0.75)
-    assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
-    assert scores["balanced_accuracy"] == pytest.approx(0.75)
-    assert scores["rare_f1"] == pytest.approx(2 / 3)
-    # a type predicted but absent from the truth does not enter the macro average
-    assert bm.METRICS["macro_f1"](np.array(["a", "a"]), np.array(["a", "z"]), np.array(["a", "z"])) == pytest.approx(
-        2 / 3
-    )
-    assert bm.METRICS["balanced_accuracy"](np.array(["a", "a"]), np.array(["a", "z"]), np.array(["a"])) == 0.5
-    # no rare type can be scored: NaN (None in the study's records)
-    assert np.isnan(bm.METRICS["rare_f1"](np.array(["a"]), np.array(["a"]), np.array(["b"])))
-    with pytest.raises(ValueError, match="equal length"):
-        bm.metrics.score(["a"], ["a", "b"], ["a"], ["accuracy"])
-
-
-def test_metrics_match_scikit_learn_on_random_labels():
-    from sklearn.metrics import accuracy_score, f1_score, recall_score
-
-    rng = np.random.default_rng(0)
-    truth = rng.choice(list("abcde"), 300)
-    pred = np.where(rng.random(300) < 0.7, truth, rng.choice(list("abcdef"), 300))
-    scores = _scores(truth, pred, truth)
-    labels = np.unique(truth)
-    assert scores["accuracy"] == accuracy_score(truth, pred)
-    assert scores["macro_f1"] == pytest.approx(f1_score(truth, pred, labels=labels, average=None).mean(), abs=1e-15)
-    assert scores["balanced_accuracy"] == pytest.approx(
-        recall_score(truth, pred, labels=labels, average="macro"), abs=1e-15
-    )
-    rare = rare_classes(truth, labels)
-    per_class = dict(zip(labels, f1_score(truth, pred, labels=labels, average=None), strict=True))
-    assert scores["rare_f1"] == pytest.approx(np.mean([per_class[r] for r in rare]))
-
-
-def test_rare_classes_by_training_count():
-    train = ["big"] * 50 + ["mid"] * 20 + ["small"] * 5 + ["tiny"] * 2
-    assert rare_classes(train, present=["big", "mid", "small", "tiny"]) == ["tiny", "small"]
-    assert rare_classes(train, present=["big", "mid", "small"]) == ["small"]  # tiny not scorable
-
-
-def test_register_metric():
-    def n_b(truth, pred, train_labels):
-        return float((pred == "b").sum())
-
-    bm.register_metric("n_b", n_b)
-    try:
-        assert bm.metrics.score(["a", "b"], ["b", "b"], ["a", "b"], ["n_b"]) == {"n_b": 2.0}
-        with pytest.raises(ValueError, match="exists already"):
-            bm.register_metric("n_b", n_b)
-        bm.register_metric("n_b", lambda t, p, r: 0.0, overwrite=True)
-        assert bm.METRICS["n_b"]([], [], []) == 0.0
-        with pytest.raises(TypeError, match="callable"):
-            bm.register_metric("bad", 1.0)
-    finally:
-        bm.METRICS.pop("n_b", None)
 
 
 # ------------------------------------------------------------------------------------------ splits
@@ -159,7 +87,8 @@ def results(pbmc68k_full):
 
 def test_run_rows_and_columns(results):
     out, _, _ = results
-    assert list(out.columns[:4]) == ["method", "mask", "regulons", "seed"]
+    assert list(out.columns[:5]) == ["method", "mask", "regulons", "mode", "seed"]
+    assert out["mode"].tolist() == ["labelled", "labelled", None] * 2
     expected = [("sctransformer", "grn"), ("sctransformer", "dense"), ("logistic_regression", None)] * 2
     assert [(m, k) for m, k in zip(out["method"], out["mask"], strict=True)] == expected
     assert out["seed"].tolist() == [0, 0, 0, 1, 1, 1]
@@ -261,94 +190,36 @@ def test_regulon_sets_by_name():
     assert _regulon_sets({"mine": net})["mine"]["regulons"] is net
 
 
-# ------------------------------------------------------------------------------------------- peers
-
-
-def test_logistic_regression_reads_missing_genes_as_their_mean(pbmc68k_full):
-    train, test = bm.split(pbmc68k_full, LABELS, test_size=0.3, seed=0)
-    fitted = bm.peers.logistic_regression(train, LABELS, n_top_genes=100, library_size_key="n_counts")
-    assert fitted.info == {"n_features": 100} and len(fitted.genes) == 100
-    full = fitted.predict(test)
-    # dropping a feature gene from the query is the same as measuring it at its training mean (standardised 0)
-    gene = fitted.genes[0]
-    dropped = fitted.predict(test[:, test.var_names != gene].copy())
-    x = fitted.scaler.transform(bm.peers._log_normalised(test, fitted.genes, None, "n_counts").toarray())
-    x[:, 0] = 0.0
-    assert (dropped == fitted.classifier.predict(x)).all()
-    assert np.mean(dropped == full) > 0.9
-
-
-def test_celltypist_peer(pbmc68k_full):
-    pytest.importorskip(
-        "celltypist", reason="CellTypist is an optional peer (pip install 'sctransformer-tools[bench]')"
-    )
-    from sklearn.linear_model import LogisticRegression
-
-    train, test = bm.split(pbmc68k_full, LABELS, test_size=0.3, seed=0)
-    if "multi_class" not in inspect.signature(LogisticRegression).parameters:
-        # CellTypist 1.7 cannot train with scikit-learn >= 1.8: a clear error, no runtime patching
-        with pytest.raises(RuntimeError, match=r"multi_class.*scikit-learn 1\.8 removed"):
-            bm.peers.celltypist(train, LABELS, max_iter=50)
-        return
-    fitted = bm.peers.celltypist(train, LABELS, max_iter=200)
-    pred = fitted.predict(test)
-    assert fitted.info["n_features"] == train.n_vars
-    assert np.mean(pred == test.obs[LABELS].astype(str).to_numpy()) > 0.6
-
-
-# ----------------------------------------------------------------------------------------- compare
-
-
-def _fabricated() -> pd.DataFrame:
-    rows = []
-    for seed, noise in zip((0, 1, 2), (0.0, 0.01, -0.01), strict=True):
-        for mask, base in (("grn", 0.83), ("shuffled", 0.80), ("dense", 0.81)):
-            rows.append(("sctransformer", mask, "collectri", seed, base + noise + 0.01 * seed * (mask == "grn")))
-        rows.append(("sctransformer", "grn", "trrust", seed, 0.83 + noise))
-        rows.append(("logistic_regression", None, None, seed, 0.85))
-    return pd.DataFrame(rows, columns=["method", "mask", "regulons", "seed", "macro_f1"])
-
-
-def test_compare_pairs_by_seed():
-    from scipy import stats
-
-    table = bm.compare(_fabricated(), reference="grn")
-    assert table["reference"].unique().tolist() == ["grn (collectri)"]  # several sets: the first one
-    row = table.set_index("comparator").loc["shuffled (collectri)"]
-    assert row["seeds"] == [0, 1, 2] and row["diffs"] == pytest.approx([0.03, 0.04, 0.05])
-    assert row["mean"] == pytest.approx(0.04) and row["sd"] == pytest.approx(0.01)
-    assert (row["wins"], row["losses"], row["ties"]) == (3, 0, 0)
-    assert row["p_value"] == pytest.approx(stats.ttest_1samp([0.03, 0.04, 0.05], 0).pvalue)
-    lr = table.set_index("comparator").loc["logistic_regression"]
-    assert lr["losses"] == 2 and lr["mean"] == pytest.approx(-0.01)
-    tied = bm.compare(_fabricated(), reference="grn (trrust)").set_index("comparator").loc["grn (collectri)"]
-    assert tied["diffs"] == pytest.approx([0.0, -0.01, -0.02]) and tied["ties"] == 1
-    # one regulon set: bare mask names; a missing seed is not paired
-    one = _fabricated()
-    one = one[(one["regulons"] != "trrust") & ~((one["mask"] == "dense") & (one["seed"] == 2))]
-    table = bm.compare(one, reference="grn")
-    assert table["comparator"].tolist() == ["shuffled", "dense", "logistic_regression"]
-    assert table.set_index("comparator").loc["dense", "n_pairs"] == 2
-    by_peer = bm.compare(one, reference="logistic_regression")
-    assert by_peer.set_index("comparator").loc["grn", "mean"] == pytest.approx(0.01)
-
-
-def test_compare_rejects_bad_input():
-    with pytest.raises(ValueError, match="reference 'random'"):
-        bm.compare(_fabricated(), reference="random")
-    with pytest.raises(KeyError, match="no column 'ari'"):
-        bm.compare(_fabricated(), metric="ari")
-    doubled = pd.concat([_fabricated(), _fabricated()])
-    with pytest.raises(ValueError, match="several rows"):
-        bm.compare(doubled)
+def test_mask_specs_name_a_mask_and_its_regulon_set():
+    assert bm.parse_mask("grn", "collectri") == ("grn", "collectri")
+    assert bm.parse_mask("random@dorothea_AB", "collectri") == ("random", "dorothea_AB")
+    with pytest.raises(ValueError, match="Unknown mask 'grnn'"):
+        bm.parse_mask("grnn@collectri", "collectri")
 
 
 # ------------------------------------------------------------------------------------------ surface
 
 
 def test_public_surface_is_small():
-    assert sorted(bm.__all__) == ["METRICS", "compare", "metrics", "peers", "register_metric", "run", "split"]
-    assert set(bm.peers.PEERS) == {"logistic_regression", "celltypist", "scanvi"}
+    assert sorted(bm.__all__) == [
+        "METRICS",
+        "MODES",
+        "compare",
+        "metrics",
+        "parse_mask",
+        "peers",
+        "register_metric",
+        "run",
+        "split",
+        "with_unlabelled",
+    ]
+    assert set(bm.peers.PEERS) == {
+        "logistic_regression",
+        "celltypist",
+        "celltypist_majority",
+        "scanvi",
+        "scanvi_surgery",
+    }
     source = Path(bm.__file__).parent
     for path in source.glob("*.py"):
         text = path.read_text()

@@ -314,7 +314,7 @@ def test_predictions_do_not_depend_on_genes_outside_the_panel(pbmc68k):
     outside = query.var_names[~query.var_names.isin(model.spec_.genes)]
     fewer = query[:, ~query.var_names.isin(outside[:300])].copy()
     extra = ad.AnnData(
-        sp.hstack([query.X, sp.random(query.n_obs, 50, density=0.3, format="csr", random_state=0) * 20]).tocsr(),
+        sp.hstack([query.X, sp.random(query.n_obs, 50, density=0.3, format="csr", random_state=0).ceil() * 20]).tocsr(),
         var=pd.DataFrame(index=[*query.var_names, *(f"other{i}" for i in range(50))]),
     )
     probs = [model.predict(q, soft=True, inplace=False).to_numpy() for q in (query, fewer, extra)]

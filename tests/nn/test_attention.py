@@ -1,4 +1,4 @@
-"""Masked attention invariants: zero weight outside the mask, locality, no NaN, sparse == dense."""
+"""Masked attention invariants (nn/_attention.py): zero weight outside the mask, locality, no NaN, sparse == dense."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from sctransformer_tools.module import CellBatch, ExpressedGeneTokenizer, SCTransformerModule
 from sctransformer_tools.nn import MaskedMultiheadAttention, TokenLayout, TransformerBlock
 from sctransformer_tools.nn._attention import pairs_from_dense, segment_softmax
 
@@ -134,113 +133,3 @@ def test_segment_softmax_and_layout_roundtrip():
     x = torch.arange(layout.n_tokens * 2.0).view(-1, 2)
     assert torch.equal(layout.unpad(layout.pad(x)), x)
     assert layout.valid().sum() == layout.n_tokens
-
-
-def test_tokenizer_expressed_genes_only_and_cap():
-    tok = ExpressedGeneTokenizer(torch.arange(5), max_tokens=2)
-    counts = torch.tensor([[0.0, 3.0, 1.0, 7.0, 0.0], [0.0] * 5, [1.0, 0, 0, 0, 0]])
-    out = tok(counts)
-    # cell 0 keeps its two most expressed genes (3 and 1); cell 1 has no counts and no tokens
-    assert out.cell.tolist() == [0, 0, 2]
-    assert out.gene_ids.tolist() == [1, 3, 0]
-    assert torch.isfinite(out.values).all()
-    expected = torch.log1p(torch.tensor([3.0, 7.0]) / 11 * 1e4)
-    assert torch.allclose(out.values[:2], expected)
-
-
-def _module(**kw) -> SCTransformerModule:
-    rng = np.random.default_rng(0)
-    pairs = np.unique(rng.integers(0, 30, size=(80, 2)), axis=0)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    return SCTransformerModule(40, 4, np.arange(5, 35), pairs, rng.choice([-1.0, 1.0], len(pairs)), dropout=0.0, **kw)
-
-
-@pytest.mark.parametrize(
-    "kw",
-    [
-        {},
-        {"genes_attend_cls": True},
-        {"self_loops": False},
-        {"dense_heads": 2},
-        {"edge_bias": True},
-        {"masked_layers": [1]},
-    ],
-)
-def test_module_sparse_equals_dense(kw):
-    torch.manual_seed(0)
-    module = _module(**kw).double().eval()
-    if module.bias_scale is not None:
-        module.bias_scale.data.normal_()
-    x = torch.poisson(torch.rand(6, 40) * 2).double()
-    x[2] = 0  # a cell without counts
-    codes = torch.unique(module.mask_pairs[:, 0] * 30 + module.mask_pairs[:, 1])
-    batch = CellBatch(x)
-    module.attention_path = "sparse"
-    sparse = module.pair_attention(batch, codes)
-    sparse_logits = module.classify(module.encode(batch).embedding)
-    module.attention_path = "dense"
-    dense = module.pair_attention(batch, codes)
-    dense_logits = module.classify(module.encode(batch).embedding)
-    for key in ("pairs", "cls"):
-        assert torch.allclose(sparse[key], dense[key], atol=1e-10), key
-    assert torch.allclose(sparse_logits, dense_logits, atol=1e-10)
-    assert torch.isfinite(sparse_logits).all()
-    assert (sparse["pairs"][sparse["present"] == 0] == 0).all()
-
-
-def test_module_trains_the_same_cell_by_cell(monkeypatch):
-    """The fused layer working through a packed minibatch one cell at a time (the tokens of a cell are
-    not contiguous: CLS tokens come first) gives the unfused layer's loss and gradients."""
-    from sctransformer_tools.nn import _attention
-
-    torch.manual_seed(0)
-    module = _module(edge_bias=True).double().eval()  # eval: no token dropout (gradients still flow)
-    module.bias_scale.data.normal_()
-    module.attention_path = "sparse"
-    x = torch.poisson(torch.rand(6, 40) * 2).double()
-    x[2] = 0  # a cell without counts
-    tensors = {"X": x, "labels": torch.randint(0, 3, (6, 1)).double()}
-
-    def loss_and_grads():
-        module.zero_grad()
-        loss = module(tensors)["classification"].loss
-        loss.backward()
-        return loss.detach(), [p.grad.clone() for p in module.parameters() if p.grad is not None]
-
-    monkeypatch.setattr(_attention, "FUSED_CHUNK_ELEMENTS", 1)  # one cell per chunk
-    for block in module.blocks:
-        block.attn.fused = True
-    fused = loss_and_grads()
-    for block in module.blocks:
-        block.attn.fused = False
-    unfused = loss_and_grads()
-    assert torch.allclose(fused[0], unfused[0], atol=1e-12)
-    assert len(fused[1]) == len(unfused[1]) > 0
-    for a, b in zip(fused[1], unfused[1], strict=True):
-        assert torch.allclose(a, b, atol=1e-10)
-
-
-def test_auto_attention_path_follows_the_cost_model(monkeypatch):
-    from sctransformer_tools.module import _sctransformer
-
-    torch.manual_seed(0)
-    module = _module().double().eval()
-    x = torch.poisson(torch.rand(6, 40) * 2).double()
-    calls = []
-    original = _sctransformer.sparse_attention_pays
-    monkeypatch.setattr(_sctransformer, "sparse_attention_pays", lambda *a: calls.append(original(*a)) or calls[-1])
-    outputs = {}
-    for path, cost in (("sparse", 1e-9), ("dense", 1e9)):  # cheap pairs -> sparse; costly pairs -> dense
-        monkeypatch.setattr(_sctransformer, "SPARSE_PAIR_COST", cost)
-        out = module.encode(CellBatch(x), need_weights=True)
-        assert (out.attention[0][0] is not None) == (path == "sparse")
-        outputs[path] = module.classify(out.embedding)
-    assert calls == [True, False]
-    assert torch.allclose(outputs["sparse"], outputs["dense"], atol=1e-10)
-
-
-def test_module_state_roundtrip_restores_mask():
-    a, b = _module(), _module()
-    b.set_mask(np.array([[0, 1]]))
-    b.load_state_dict(a.state_dict())
-    assert torch.equal(a.mask_pairs, b.mask_pairs) and torch.equal(a.csr_indices, b.csr_indices)

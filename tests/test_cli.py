@@ -1,23 +1,14 @@
-"""The command line and the bundled dataset."""
+"""The command line (cli.py): annotate, import cost of --version and --help, help texts, warnings."""
 
 from __future__ import annotations
 
+import logging
+
 import anndata as ad
-import numpy as np
 import pytest
 
 import sctransformer_tools as sct
 from sctransformer_tools.cli import main
-
-
-def test_pbmc68k_counts_are_whole_numbers_matching_library_sizes():
-    adata = sct.ds.pbmc68k_reduced()
-    values = adata.X.data
-    assert np.array_equal(values, np.round(values)) and values.min() >= 1
-    assert adata.uns["counts_reconstruction"]["within_0.05"] > 0.999
-    # only 765 genes are kept: their counts are a part of each cell's library
-    assert (np.asarray(adata.X.sum(1)).ravel() <= adata.obs["n_counts"].to_numpy() + 1e-3).all()
-    assert set(sct.ds.PBMC68K_TO_PBMC3K) == set(adata.obs["bulk_labels"].cat.categories)
 
 
 def test_annotate_command_trains_saves_and_annotates(pbmc_small, tmp_path):
@@ -113,3 +104,30 @@ cli.main(["demo"])
 assert warnings.formatwarning is original
 """
     assert _run_python(code).strip() == "UserWarning: the query's X holds log-normalised values"
+
+
+def test_cli_version_help_and_a_validation_summary(reference_and_query, tmp_path, capsys, caplog):
+    """Issue 13.8: --version, readable help with defaults, and the validation figures of a trained model."""
+    from sctransformer_tools import __version__
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert __version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["annotate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "``" not in help_text and "(default: None)" not in help_text
+    from sctransformer_tools.model._training import MIN_STEPS
+
+    assert f"(default: 8, or more on small references for at least {MIN_STEPS} optimiser steps" in help_text
+    reference, query, _ = reference_and_query
+    reference.write_h5ad(tmp_path / "ref.h5ad")
+    query.write_h5ad(tmp_path / "query.h5ad")
+    args = ["annotate", "--reference", str(tmp_path / "ref.h5ad"), "--labels-key", "bulk_labels", "--layer", "counts"]
+    args += ["--query", str(tmp_path / "query.h5ad"), "--out", str(tmp_path / "out.h5ad"), "--max-epochs", "1"]
+    with caplog.at_level(logging.INFO, logger="sctransformer_tools"), pytest.warns(UserWarning, match="Validation"):
+        assert main([*args, "--no-progress-bar"]) == 0
+    assert "validation" in caplog.text and "macro-F1" in caplog.text
+    written = ad.read_h5ad(tmp_path / "out.h5ad")
+    assert written.var_names.equals(query.var_names)
+    assert not [c for c in written.obs.columns if c.startswith(("_scvi", "_sct"))]

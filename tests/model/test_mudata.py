@@ -190,7 +190,7 @@ def test_docs_mudata_example_runs(tmp_path, monkeypatch):
         return train(self, max_epochs=min(max_epochs, epochs), **{"enable_progress_bar": False, **kwargs})
 
     monkeypatch.setattr(sct.SCTransformer, "train", fewer_epochs)
-    page = Path(__file__).resolve().parents[1] / "docs" / "mudata.md"
+    page = Path(__file__).resolve().parents[2] / "docs" / "mudata.md"
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
     assert len(blocks) == 2
     namespace: dict = {}

@@ -1,0 +1,156 @@
+"""A smoke test per benchmark entry point (``benchmarks/*.py``), in the default suite.
+
+Each script is imported, parses its arguments (``--help``), and runs a report-only or tiny path on data that ships
+with scanpy, so that a change of the package's API breaks a test here rather than the next run of a study. The
+measurements themselves are not run (hours on real data); the study harness is tested in ``test_harness.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+RESULTS = BENCHMARKS / "results"
+SCRIPTS = sorted(path.stem for path in BENCHMARKS.glob("*.py"))
+TINY = {"d_model": 16, "n_layers": 1, "n_heads": 2, "n_top_genes": 0}
+
+
+def _script(name: str):
+    """``benchmarks/<name>.py`` imported as a module (its folder on ``sys.path``, as when it runs)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def restored():
+    """Scripts set torch's threads and the package's log level for their process: give both back."""
+    threads, level = torch.get_num_threads(), logging.getLogger("sctransformer_tools").level
+    yield
+    torch.set_num_threads(threads)
+    logging.getLogger("sctransformer_tools").setLevel(level)
+
+
+@pytest.fixture
+def pbmc68k_file(pbmc68k_full, tmp_path) -> Path:
+    """scanpy's pbmc68k_reduced as an h5ad with the columns the scripts read (``cell_type``, ``batch``, totals)."""
+    adata = pbmc68k_full.copy()
+    adata.obs["cell_type"] = adata.obs["bulk_labels"].astype(str)
+    adata.obs["batch"] = np.where(np.arange(adata.n_obs) % 2, "a", "b")
+    adata.obs["total_counts_all_genes"] = adata.obs["n_counts"]
+    path = tmp_path / "pbmc68k.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_imports_and_parses_its_arguments(name, capsys):
+    script = _script(name)
+    with pytest.raises(SystemExit) as done:
+        script.main(["--help"])
+    assert done.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_annotation_speed_tables_and_a_training_step(pbmc68k_full, capsys):
+    script = _script("annotation_speed")
+    script.main(["--markdown", str(RESULTS / "annotation_speed.json")])
+    assert "| training step, float32 |" in capsys.readouterr().out
+    adata = pbmc68k_full.copy()
+    adata.obs["cell_type"] = adata.obs["bulk_labels"].astype(str)
+    step = script.step_times(adata, rounds=1, steps=1, **TINY)
+    assert step["float32_s"] > 0 and step["auto_picks"] in ("bf16-mixed", "32-true")
+
+
+def test_attention_layer_workers_and_model_figures(pbmc68k_full, tmp_path):
+    script = _script("attention")
+    records = [script.worker(60, 2, "fp32", "real", method, repeats=1) for method in ("grn", "dense", "floor")]
+    records.append(script.worker(60, 2, "fp32", "real", "grn_fused", repeats=1))
+    records.append(script.worker(60, 2, "fp32", "real", "dense", repeats=1, part="core"))
+    for record, name in zip(records, ("grn", "dense", "floor", "grn_fused", "dense_core"), strict=True):
+        assert record[f"{name}_s"] > 0, record
+    grid = [records[0] | records[1]]
+    script.plot(grid, tmp_path / "attention.png")
+    assert (tmp_path / "attention.png").stat().st_size > 1000
+    adata = pbmc68k_full[:300].copy()  # the FLOPs are counted on 256 cells
+    figures = script.model_figures(1, adata, labels_key="bulk_labels", **TINY)
+    assert figures["precision"] in ("bf16-mixed", "32-true") and figures["train_cells_per_s"] > 0
+
+
+def test_evaluate_report_only_renders_the_committed_records(tmp_path, monkeypatch):
+    script = _script("evaluate")
+    for name in ("evaluation.json", "evaluation_meta.json"):
+        if (ROOT / "docs" / "results" / name).exists():
+            shutil.copy(ROOT / "docs" / "results" / name, tmp_path / name)
+    monkeypatch.setattr(sys, "argv", ["evaluate.py"])
+    script.main(["--report-only", "--out-dir", str(tmp_path)])
+    assert "grn" in (tmp_path / "evaluation.md").read_text()
+
+
+def test_mam_reward_one_epoch(restored, capsys):
+    script = _script("mam_reward")
+    script.main(["--seeds", "0", "--epochs", "1", "--arms", "uniform", "mam, relative reward", "--n-cells", "200"])
+    out = capsys.readouterr().out
+    assert "rho_expression" in out and "mam, relative reward" in out
+
+
+def test_model_step_alternates_the_three_paths(pbmc68k_file, capsys):
+    script = _script("model_step")
+    args = ["--data", str(pbmc68k_file), "--batches", "1", "--rounds", "1", "--model-kwargs", json.dumps(TINY)]
+    script.main(args)
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["step_s"]) == {"fused", "csr", "gather"}
+
+
+def test_out_of_core_worker_on_a_backed_file(pbmc68k_file):
+    script = _script("out_of_core")
+    record = script.worker(str(pbmc68k_file), True, 2, 50)
+    assert record["backed"] and record["cells"] == 700 and record["predict_mb"] > 0
+
+
+def test_pbmc3k_masks_runs_and_summarizes(pbmc68k_file, tmp_path, capsys):
+    script = _script("pbmc3k_masks")
+    out = tmp_path / "masks.jsonl"
+    args = ["--data", str(pbmc68k_file), "--masks", "grn", "random", "--max-epochs", "1", "--out", str(out)]
+    script.main([*args, "--model-kwargs", json.dumps(TINY)])
+    script.main(["--summarize", str(out)])
+    assert "| random | 1 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["pretraining", "semi_supervised"])
+def test_report_only_renders_the_committed_records(name, tmp_path, monkeypatch, restored):
+    script = _script(name)
+    monkeypatch.setattr(script, "REPORT", tmp_path / f"{name}.md")
+    script.main(["--report-only"])
+    assert (tmp_path / f"{name}.md").stat().st_size > 1000
+
+
+def test_readme_tables_match_the_records():
+    script = _script("readme_tables")
+    with pytest.raises(SystemExit) as done:
+        script.main(["--check"])
+    assert done.value.code == 0, "README.md differs from the records: run python benchmarks/readme_tables.py"
+
+
+def test_every_script_has_a_smoke_test():
+    """A new script gets a test of its own here (beyond --help)."""
+    tested = {"annotation_speed", "attention", "evaluate", "mam_reward", "model_step", "out_of_core"}
+    tested |= {"pbmc3k_masks", "pretraining", "semi_supervised", "readme_tables"}
+    assert set(SCRIPTS) == tested
