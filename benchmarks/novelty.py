@@ -1,17 +1,26 @@
 """Does the novelty percentile flag cell types the reference lacks, and leave its own types alone in other batches?
 
 Two measurements on real PBMCs, for the package's novelty (``rank profile (package)``, read as ``predict`` writes
-it) and for the candidates of :mod:`harness.novelty` (among them the package's method before, ``ppca (before)``):
+it) and for the candidates of :mod:`harness.novelty` (among them the package's method before, ``ppca (before)``, the
+class-conditional probabilistic PCA of 0.2 as on main):
 
 1. **Held-out types.** pbmc3k's evaluation split (stratified 80/20, ``random_state`` = seed): a model is trained
-   without one cell type at a time (B, NK, CD14+ Mono, FCGR3A+ Mono, DC, Platelet), and the test cells are
-   scored: AUROC of the novelty percentile (held-out type vs the known types) and the share of held-out and of
-   known cells above each threshold.
+   without one cell type at a time (B, NK, CD14+ Mono, FCGR3A+ Mono, DC; Platelet has 3 test cells), and the test
+   cells are scored: AUROC of the novelty percentile (held-out type vs the known types) and the share of held-out
+   and of known cells above each threshold.
 2. **Other chemistries.** The model trained on all pbmc3k training cells (10x v1) scores the four unlabelled PBMC
    sets of ``../shared/data/scrna/unlabelled_pbmc`` (10x v1 of another donor, v2, v3, 5'): PBMCs of the types the
-   reference has, so every flagged cell is a false "Unknown"; shares per predicted type as well. The held-out
-   models score those sets too: the cells that the model trained on every type calls the held-out type (its
-   calls stand in for labels, which these sets lack) should be flagged, the others not.
+   reference has, so every flagged cell is a false "Unknown"; shares per predicted type as well, and for the cells
+   whose call their markers support (``MARKERS``: e.g. called CD14+ Mono with CD14 and LYZ in the set's top
+   quartile). The held-out models score those sets too: the cells that the model trained on every type calls the
+   held-out type (its calls stand in for labels, which these sets lack) should be flagged, the others not.
+
+**Validation and reported splits.** The recommended threshold (``novelty_threshold="auto"``, recorded as
+``meta["recommended_threshold"]``) is chosen on the held-out types of ``VALIDATION_HELD_OUT`` and the sets of
+``VALIDATION_SETS`` only: of ``THRESHOLDS``, the one with the largest share of held-out cells flagged minus the share
+of other-chemistry cells flagged. The report's summary states the other held-out types and sets. The package's
+settings (``N_GENES`` = 500 genes in the rank profile; a truncation of each cell's ranks to its top 30-100 genes, not
+adopted) were compared on the validation split only.
 
 Each model is the default ``SCTransformer`` trained for ``--max-epochs`` epochs (seed = split seed); the novelty
 depends on the model only through its panel and normalisation (and, for the per-type tables, its calls). The
@@ -20,9 +29,9 @@ candidates are fitted on the panel genes that every query measures; the package'
 ``ppca, depth-matched query`` scores queries whose counts were thinned (binomially, seeded) to the reference's
 median panel depth before normalisation.
 
-Usage (from the project root; about 25 minutes per seed on 2 busy cores)::
+Usage (from the project root; about 15 minutes per seed on 2 busy cores, one torch thread)::
 
-    SCTRANSFORMER_TOOLS_DATA=../shared/data/regulons python benchmarks/novelty.py --seeds 0 1 2 \\
+    SCTRANSFORMER_TOOLS_DATA=../shared/data/regulons python benchmarks/novelty.py --seeds 0 1 \\
         --cache /tmp/novelty_cache
 
 writes ``benchmarks/results/novelty.json``, ``docs/results/novelty.md`` and ``docs/results/novelty.png``;
@@ -106,7 +115,6 @@ def train_and_extract(seed: int, held_out: str | None, max_epochs: int) -> dict:
     from harness.datasets import load_split
 
     import sctransformer_tools as sct
-    from sctransformer_tools.model._prediction import _expression
 
     split = load_split("pbmc3k", seed)
     ref = split.train if held_out is None else split.train[split.train.obs["cell_type"] != held_out].copy()
@@ -126,7 +134,8 @@ def train_and_extract(seed: int, held_out: str | None, max_epochs: int) -> dict:
 
     def expression(adata):
         with model.reader.read(adata) as data:
-            x = torch.cat(model.reader.map_batches(data, lambda b: _expression(model, b).cpu()))
+            normalize = model.module.tokenizer.normalize  # the log-normalised panel expression the novelty reads
+            x = torch.cat(model.reader.map_batches(data, lambda b: normalize(b.x, b.library, b.measured).float().cpu()))
             return sparse.csr_matrix(x.numpy()), np.asarray(data.measured)
 
     out["ref_x"], _ = expression(ref)
@@ -579,7 +588,7 @@ def draw(frame, summary: dict, path: Path, best: float) -> None:
 # ---------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--max-epochs", type=int, default=4)
     parser.add_argument("--held-out", nargs="+", default=list(HELD_OUT))
     parser.add_argument("--cache", type=Path, default=None, help="folder keeping each model's arrays between runs")
