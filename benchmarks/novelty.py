@@ -587,9 +587,9 @@ def draw(frame, summary: dict, path: Path, best: float) -> None:
             strict=True,
         ):
             ax.annotate(str(thr), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("% of other chemistries' cells flagged (mean of 4 sets)")
-    ax.set_ylabel("% of held-out type's cells flagged (mean of types)")
-    ax.set_title("Trade-off over thresholds", fontsize=10)
+    ax.set_xlabel("% of other chemistries' cells flagged (mean of the reported sets)")
+    ax.set_ylabel("% of held-out type's cells flagged (mean of the reported types)")
+    ax.set_title("Trade-off over thresholds (reported split)", fontsize=10)
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 100)
     fig.tight_layout()
