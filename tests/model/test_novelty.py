@@ -101,6 +101,16 @@ def test_the_auto_threshold_is_the_measured_one():
     np.testing.assert_array_equal(auto, explicit)
     with pytest.raises(ValueError, match="'auto'"):
         model.predict(adata, novelty_threshold="high")
+    from sctransformer_tools.cli import _parser
+
+    base = ["annotate", "--model", "m", "--query", "q.h5ad", "--out", "o.h5ad"]
+    for given, expected in (
+        ([], None),
+        (["--novelty-threshold"], NOVELTY_THRESHOLD),
+        (["--novelty-threshold", "auto"], NOVELTY_THRESHOLD),
+        (["--novelty-threshold", "0.9"], 0.9),
+    ):
+        assert _parser().parse_args([*base, *given]).novelty_threshold == expected
 
 
 def test_a_released_folder_gets_todays_novelty():
