@@ -78,3 +78,22 @@ def test_ci_runs_exactly_the_readmes_set_up_commands():
     assert all(command in lines for command in commands), commands
     assert lines.index(commands[0]) < lines.index(commands[1])
     assert "git clone --quiet --local ." in ci and "-u SCTRANSFORMER_TOOLS_DATA" in ci and "snapshot of" in ci
+
+
+@pytest.mark.slow
+def test_readme_code_runs_verbatim_and_trusts_its_model(tmp_path, monkeypatch):
+    """Issue 25.3: the README's example, as written (default epochs), trains a model that does not warn against
+    its own calls."""
+    import warnings
+
+    matplotlib.use("Agg")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for number, block in enumerate(BLOCKS, 1):
+            exec(compile(block, f"README.md block {number}", "exec"), namespace)
+    distrust = [str(w.message) for w in seen if "not to be trusted" in str(w.message)]
+    assert not distrust, distrust
+    history = namespace["model"].history  # the loaded model keeps the training history
+    assert float(history["validation_f1_macro"].iloc[-1].item()) > 0.7

@@ -69,6 +69,11 @@ def test_tutorial_is_stored_executed_and_public(name):
     assert not errors, errors
     assert _n_images(notebook) >= 1
     assert "This notebook ran in" in _output_text(notebook)
+    # stored on the current version (issue 25.7): re-run tutorials/execute.py after a version bump
+    import sctransformer_tools as sct
+
+    printed = set(re.findall(r"sctransformer-tools (\d+\.\d+\.\d+\S*)", _output_text(notebook)))
+    assert printed == {sct.__version__}, f"{name} was stored by version {printed}, not {sct.__version__}"
     for cell in notebook["cells"]:
         assert not PRIVATE.search(_source(cell)), f"private import in {name}: {_source(cell)[:200]}"
     assert any(cell["cell_type"] == "markdown" for cell in notebook["cells"])

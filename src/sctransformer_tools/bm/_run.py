@@ -247,15 +247,20 @@ def with_unlabelled(reference: AnnData, query: AnnData, labels_key: str, layer: 
 
     cells = align_genes(query, reference.var_names, layer=layer)
     obs = query.obs.drop(columns=[labels_key], errors="ignore").copy()
-    obs[labels_key] = np.nan
     cells = AnnData(
         X=cells.X if layer is None else None,
         obs=obs,
         var=pd.DataFrame(index=reference.var_names),
         layers=None if layer is None else {layer: cells.X},
     )
+    labels = reference.obs[labels_key]
+    reference = AnnData(
+        reference.X, obs=reference.obs.drop(columns=[labels_key]), var=reference.var, layers=reference.layers
+    )
     both = ad.concat([reference, cells], join="outer", merge="same", index_unique=None)
-    both.obs[labels_key] = pd.Categorical(both.obs[labels_key].astype(object))
+    # set after concatenating: an all-missing column in the concatenation is deprecated by pandas
+    values = np.concatenate([labels.astype(object).to_numpy(), np.full(cells.n_obs, np.nan, dtype=object)])
+    both.obs[labels_key] = pd.Categorical(values)
     return both
 
 
