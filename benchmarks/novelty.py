@@ -2,7 +2,7 @@
 
 Two measurements on real PBMCs, for the package's novelty (``rank profile (package)``, read as ``predict`` writes
 it) and for the candidates of :mod:`harness.novelty` (among them the package's method before, ``ppca (before)``, the
-class-conditional probabilistic PCA of 0.2 as on main):
+class-conditional probabilistic PCA that main used before this benchmark):
 
 1. **Held-out types.** pbmc3k's evaluation split (stratified 80/20, ``random_state`` = seed): a model is trained
    without one cell type at a time (B, NK, CD14+ Mono, FCGR3A+ Mono, DC; Platelet has 3 test cells), and the test

@@ -4,7 +4,7 @@ A classifier's confidence cannot flag a cell type that the reference lacks: the 
 onto the nearest known type and is often sure of it. What does flag them is that their *expression* is
 unlike every reference type. The measure must not flag the reference's own types in a new batch,
 though: another chemistry detects more genes per cell and shifts many genes, and a model of log-expression
-(the class-conditional probabilistic PCA this package used until 0.2.0) reads that as novelty (a pbmc3k model
+(the class-conditional probabilistic PCA this package used before 0.3.0) reads that as novelty (a pbmc3k model
 called 99% of a 10x v3 set's CD14 monocytes novel at 0.95; ``benchmarks/novelty.py`` measures it). This module
 scores a cell by how its *within-cell ranks* correlate with the reference's cell types, which depth and
 chemistry move far less:
@@ -220,7 +220,7 @@ def restrict_novelty(fit: dict, measured: np.ndarray) -> dict:
 def upgrade_novelty(fit: dict | None) -> dict | None:
     """A fit of today's form: ``fit`` itself, or one refitted from the reference sample an earlier fit kept.
 
-    Models trained before 0.2.0's rank profile hold a class-conditional probabilistic PCA (``components``,
+    Models trained before 0.3.0 hold a class-conditional probabilistic PCA (``components``,
     ``noise``, ...). When it kept its reference sample, the rank profile is refitted on it (at most
     ``REFERENCE_CELLS`` cells); otherwise there is no novelty model (``None``: retrain to get one).
 
