@@ -142,6 +142,20 @@ def test_report_only_renders_the_committed_records(name, tmp_path, monkeypatch, 
     assert (tmp_path / f"{name}.md").stat().st_size > 1000
 
 
+def test_novelty_report_only_renders_the_committed_records(tmp_path, restored):
+    """The report and figure are redrawn from the committed records; the threshold is chosen on validation only."""
+    script = _script("novelty")
+    report = tmp_path / "novelty.md"
+    script.main(["--report-only", "--report", str(report)])
+    text = report.read_text()
+    records = json.loads((RESULTS / "novelty.json").read_text())
+    assert f"Recommended `novelty_threshold={records['meta']['recommended_threshold']}`" in text
+    assert (tmp_path / "novelty.png").stat().st_size > 10_000
+    frame = script._frame(records["rows"])
+    chosen = script.recommended_threshold(script.summaries(frame, "validation")[script.PACKAGE])
+    assert chosen == records["meta"]["recommended_threshold"]
+
+
 def test_readme_tables_match_the_records():
     script = _script("readme_tables")
     with pytest.raises(SystemExit) as done:
@@ -152,5 +166,5 @@ def test_readme_tables_match_the_records():
 def test_every_script_has_a_smoke_test():
     """A new script gets a test of its own here (beyond --help)."""
     tested = {"annotation_speed", "attention", "evaluate", "mam_reward", "model_step", "out_of_core"}
-    tested |= {"pbmc3k_masks", "pretraining", "semi_supervised", "readme_tables"}
+    tested |= {"pbmc3k_masks", "pretraining", "semi_supervised", "readme_tables", "novelty"}
     assert set(SCRIPTS) == tested

@@ -30,3 +30,7 @@ UNKNOWN = "Unknown"
 
 #: Default of ``layer=`` on methods that read a query: the reference's layer if the query has it, else ``X``.
 AUTO = "auto"
+#: The threshold ``predict(novelty_threshold="auto")`` applies (``--novelty-threshold`` alone in the CLI): chosen by
+#: ``benchmarks/novelty.py`` on its validation split (held-out pbmc3k types, PBMC sets of other chemistries) and
+#: recorded in ``benchmarks/results/novelty.json`` (report: ``docs/results/novelty.md``).
+NOVELTY_THRESHOLD = 0.98

@@ -19,7 +19,7 @@ from pathlib import Path
 
 # Only the standard library and the package's leaf modules at import time: `--version` and `--help` must not wait
 # for torch, scvi-tools or scanpy (each command imports what it needs).
-from sctransformer_tools._constants import MASK_KINDS
+from sctransformer_tools._constants import AUTO, MASK_KINDS, NOVELTY_THRESHOLD
 
 logger = logging.getLogger("sctransformer_tools.cli")
 #: Help of --max-epochs (the same rule as the API's train(max_epochs=None)).
@@ -185,6 +185,11 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def _novelty_threshold(value: str) -> float:
+    """``--novelty-threshold``: a probability, or ``auto`` for the measured threshold."""
+    return NOVELTY_THRESHOLD if value == AUTO else float(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     from sctransformer_tools import __version__  # importlib.metadata: the package's modules stay unimported
 
@@ -260,9 +265,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_ann.add_argument(
         "--novelty-threshold",
-        type=float,
+        type=_novelty_threshold,
+        nargs="?",
+        const=NOVELTY_THRESHOLD,
         default=None,
-        help="call cells more atypical than this share of the reference cells of their nearest type Unknown (e.g. 0.95)",
+        help="call cells more atypical than this share of the reference cells of their nearest type Unknown "
+        f"(alone or 'auto': the measured {NOVELTY_THRESHOLD})",
     )
     p_ann.add_argument("--no-progress-bar", action="store_true", help="train without a progress bar")
     p_ann.add_argument(

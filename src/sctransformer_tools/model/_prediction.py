@@ -11,13 +11,19 @@ import torch
 from anndata import AnnData
 
 from sctransformer_tools._colors import colors_of
-from sctransformer_tools._constants import ADATA_KEYS, AUTO, UNKNOWN
+from sctransformer_tools._constants import ADATA_KEYS, AUTO, NOVELTY_THRESHOLD, UNKNOWN
 from sctransformer_tools._docs import dsp
 from sctransformer_tools.module import CellBatch
 
 from ._calibration import fit_temperature
 from ._mudata import reads_mudata
-from ._novelty import MAX_FIT_CELLS, fit_novelty, novelty_percentile, restrict_novelty
+from ._novelty import (
+    MAX_FIT_CELLS,
+    fit_novelty,
+    novelty_percentile,
+    restrict_novelty,
+    upgrade_novelty,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +64,20 @@ class PredictionMixin:
         return 1.0 if not calibration else float(calibration["temperature"])
 
     def _novelty_for(self, measured: np.ndarray) -> dict | None:
-        """The novelty model for data measuring the panel genes ``measured`` (refitted on them if needed)."""
+        """The novelty model for data measuring the panel genes ``measured`` (refitted on them if needed).
+
+        A fit of an earlier version is refitted once from the reference cells it kept
+        (:func:`~sctransformer_tools.model._novelty.upgrade_novelty`); both refits are cached, not saved.
+        """
         fit = getattr(self, "novelty_", None)
+        if fit is None:
+            return None
+        cache = self.__dict__.get("_restricted_novelty")  # not saved: no trailing underscore
+        if cache is None or cache["of"] is not fit:  # a new fit (trained again, loaded) starts a new cache
+            cache = self.__dict__["_restricted_novelty"] = {"of": fit, "current": upgrade_novelty(fit)}
+        fit = cache["current"]
         if fit is None or measured.all():
             return fit
-        cache = self.__dict__.setdefault("_restricted_novelty", {})  # not saved: no trailing underscore
         key = np.flatnonzero(~measured).tobytes()
         if key not in cache:
             cache[key] = restrict_novelty(fit, measured)
@@ -92,7 +107,7 @@ class PredictionMixin:
         inplace: bool = True,
         calibrated: bool = True,
         unknown_threshold: float | None = None,
-        novelty_threshold: float | None = None,
+        novelty_threshold: float | str | None = None,
         over_clustering: str | None = None,
         *,
         layer: str | None = AUTO,
@@ -130,10 +145,13 @@ class PredictionMixin:
             known type, often confidently): ``novelty_threshold`` does.
         novelty_threshold
             Cells more atypical than this share of the reference cells of the type they resemble most are
-            called ``"Unknown"`` (e.g. ``0.95``: about 5%% of cells of known types are flagged). The novelty
-            percentile comes from a probabilistic PCA of the reference's panel expression fitted at the end of
-            :meth:`train` (``model.novelty_``; :mod:`sctransformer_tools.model._novelty`); for a query that
-            lacks panel genes it is refitted on the genes the query measures. ``None``: no novelty cut.
+            called ``"Unknown"``. ``"auto"``: the measured threshold (``sctransformer_tools._constants.NOVELTY_THRESHOLD``), the one
+            ``benchmarks/novelty.py`` chose on held-out cell types and PBMC sets of other chemistries
+            (``docs/results/novelty.md``). The novelty percentile compares each cell's within-cell rank profile of
+            the genes that tell the reference's types apart with that type's reference cells (fitted at the end of
+            :meth:`train`, ``model.novelty_``; :mod:`sctransformer_tools.model._novelty`), which depth and
+            chemistry move far less than expression itself; for a query that lacks panel genes it is refitted on
+            the genes the query measures. ``None``: no novelty cut.
         over_clustering
             ``obs`` column of clusters (e.g. ``"leiden"``): also write the majority prediction of each
             cluster, as CellTypist's majority voting (needs ``inplace=True``).
@@ -178,6 +196,10 @@ class PredictionMixin:
             raise ValueError("over_clustering writes adata.obs: use it with inplace=True.")
         if over_clustering is not None and adata is not None and over_clustering not in adata.obs:
             raise KeyError(f"over_clustering={over_clustering!r} is not a column of adata.obs.")
+        if isinstance(novelty_threshold, str):
+            if novelty_threshold != AUTO:
+                raise ValueError(f"novelty_threshold is a probability or {AUTO!r}, got {novelty_threshold!r}.")
+            novelty_threshold = NOVELTY_THRESHOLD
         for name, value in (("unknown_threshold", unknown_threshold), ("novelty_threshold", novelty_threshold)):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a probability between 0 and 1, got {value}.")

@@ -261,9 +261,9 @@ def warn_about_match(report: dict, previous: dict | None, what: str | None = Non
             f"The query measures {report['panel_match_ratio']:.0%} of the model's panel genes "
             f"({report['n_query_genes']:,} genes in all) and adata.obs has no library-size column (looked for "
             f"{', '.join(LIBRARY_SIZE_COLUMNS[:4])}, ...). Each cell's library size is then the sum over these genes "
-            "only, which scales its expression up against the reference: expect inflated novelty (many cells "
-            "'Unknown') and shifted confidences. Pass library_size_key='<obs column of each cell's total counts "
-            "over all genes>'.",
+            "only, which scales its expression up against the reference: expect shifted predictions and "
+            "confidences (the novelty, read from ranks within each cell, is not affected). Pass "
+            "library_size_key='<obs column of each cell's total counts over all genes>'.",
             UserWarning,
             stacklevel=user_stacklevel(),
         )
