@@ -65,14 +65,23 @@ class ExpressionProfile(nn.Module):
                 raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {tuple(buffer.shape)}.")
             buffer.copy_(value)
 
-    def coordinates(self, expression: torch.Tensor) -> torch.Tensor:
-        """``(cells, n_components)`` coordinates of ``(cells, panel genes)`` log-normalised expression."""
-        z = (expression[:, self.genes].float() - self.center) / self.scale
-        return z.clamp(-self.clip, self.clip) @ self.components.T
+    def coordinates(self, expression: torch.Tensor, measured: torch.Tensor | None = None) -> torch.Tensor:
+        """``(cells, n_components)`` coordinates of ``(cells, panel genes)`` log-normalised expression.
 
-    def forward(self, expression: torch.Tensor) -> torch.Tensor:
-        """``(cells, d_model)`` from ``(cells, panel genes)`` log-normalised expression."""
-        return self.linear(self.coordinates(expression).to(self.linear.weight.dtype))
+        ``measured`` (boolean per panel gene): the genes the data measure, when not all; a gene they do not
+        measure reads as the mean of the cells the projection was fitted on (standardised value 0), not as 0
+        counts, which would move every cell of a dataset with fewer genes along the components.
+        """
+        z = ((expression[:, self.genes].float() - self.center) / self.scale).clamp(-self.clip, self.clip)
+        if measured is not None:
+            z = z * measured.to(z.device)[self.genes].to(z.dtype)
+        return z @ self.components.T
+
+    def forward(self, expression: torch.Tensor, measured: torch.Tensor | None = None) -> torch.Tensor:
+        """``(cells, d_model)`` from ``(cells, panel genes)`` log-normalised expression (``measured``: see
+        :meth:`coordinates`).
+        """
+        return self.linear(self.coordinates(expression, measured).to(self.linear.weight.dtype))
 
 
 def fit_profile(expression: np.ndarray, n_components: int, seed: int = 0) -> dict[str, np.ndarray]:

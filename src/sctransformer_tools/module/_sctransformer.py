@@ -342,7 +342,7 @@ class SCTransformerModule(BaseModuleClass):
         n_cells = batch.n_cells
         cls = self.cls.reshape(1, -1).expand(n_cells, -1)
         if self.profile is not None:
-            profile = self.profile(expression).to(cls.dtype)
+            profile = self.profile(expression, batch.measured).to(cls.dtype)
             if self.training and self.profile_dropout > 0:  # some cells read from their gene tokens alone
                 keep = torch.rand(n_cells, 1, device=profile.device) >= self.profile_dropout
                 profile = profile * keep
