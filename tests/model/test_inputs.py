@@ -237,10 +237,14 @@ def test_zero_count_cells_and_missing_labels_are_kept(pbmc_small, tiny):
     latent = model.get_latent_representation(pbmc_small)
     assert len(pred) == n_obs == pbmc_small.n_obs and np.isfinite(latent).all()
     assert np.isfinite(pbmc_small.obs["sctransformer_confidence"]).all()
-    # unlabelled cells are learned from (semi-supervised) but never validate
+    # unlabelled cells shape the expression profile and never validate; with the default objectives (none added
+    # to the classifier) no minibatch reads them, with an objective that needs no label every epoch does
     labelled = np.flatnonzero(pbmc_small.obs["cell_type"].notna())
     assert set(model.validation_indices) <= set(labelled)
-    assert model.training_["n_unlabelled"] == 37 and set(model.train_indices) >= set(range(3, 40))
+    assert model.training_["n_unlabelled"] == 37 and set(model.train_indices).isdisjoint(range(3, 40))
+    model = sct.SCTransformer(pbmc_small, **tiny)
+    model.train(max_epochs=1, objectives={"consistency": 1.0}, enable_progress_bar=False)
+    assert set(model.train_indices) >= set(range(3, 40)) and set(model.validation_indices) <= set(labelled)
 
 
 def test_unlabelled_only_minibatch_has_zero_loss(pbmc_small, tiny):

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-os.environ["SCTRANSFORMER_TOOLS_DATA"] = str(HERE.parent / "regulons")
 
 
 def main() -> None:
@@ -52,4 +51,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # the offline regulon fixture, set only when run as a script: pytest imports this file to collect doctests,
+    # and a module-level assignment would point every later test of the session at the fixture
+    os.environ["SCTRANSFORMER_TOOLS_DATA"] = str(HERE.parent / "regulons")
     main()
