@@ -28,6 +28,7 @@ WEIGHTS_FILE = "weights.pt"
 LEGACY_FILE = "model.pt"
 #: The files of an earlier release's folder: removed when a model is saved over it.
 EARLIER_FILES = (MODEL_JSON, ARRAYS_FILE, WEIGHTS_FILE, LEGACY_FILE)
+#: The name every model folder's description gives its format (format 1: in model.json; 2: in model.h5).
 FORMAT = "sctransformer-tools model"
 _TYPE = "__type__"
 

@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._migrate import EARLIER_FILES, not_tensors, read_earlier, require_file
+from ._migrate import EARLIER_FILES, FORMAT, not_tensors, read_earlier, require_file
 from ._mudata import is_mudata, rna_of
 from ._spec import ModelSpec
 
-FORMAT = "sctransformer-tools model"
 FORMAT_VERSION = 2
 MODEL_FILE = "model.h5"
 WEIGHTS_FILE = "weights.safetensors"
