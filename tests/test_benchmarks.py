@@ -163,8 +163,14 @@ def test_readme_tables_match_the_records():
     assert done.value.code == 0, "README.md differs from the records: run python benchmarks/readme_tables.py"
 
 
+def test_structure_report_prints_imports_and_sizes(capsys):
+    _script("structure_report").main(["--before", "HEAD"])  # HEAD: in any checkout, even a shallow one
+    out = capsys.readouterr().out
+    assert "| model " in out and "| model/_save.py " in out and "| total " in out
+
+
 def test_every_script_has_a_smoke_test():
     """A new script gets a test of its own here (beyond --help)."""
     tested = {"annotation_speed", "attention", "evaluate", "mam_reward", "model_step", "out_of_core"}
-    tested |= {"pbmc3k_masks", "pretraining", "semi_supervised", "readme_tables", "novelty"}
+    tested |= {"pbmc3k_masks", "pretraining", "semi_supervised", "readme_tables", "novelty", "structure_report"}
     assert set(SCRIPTS) == tested

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scvi.data import AnnDataManager
-from scvi.data._constants import _MODEL_NAME_KEY, _SETUP_ARGS_KEY, _SETUP_METHOD_NAME
+from scvi.data._constants import _SETUP_ARGS_KEY
 
 from sctransformer_tools._constants import ADATA_KEYS, AUTO
 from sctransformer_tools._data import user_stacklevel
@@ -32,10 +31,9 @@ from sctransformer_tools._docs import dsp
 from sctransformer_tools.module import Consistency, MaskedExpression, PseudoLabels
 
 from ._mudata import counts_layer, expression_view, is_mudata, rna_modality
-from ._quiet import quiet_scvi
-from ._reader import CellReader
-from ._spec import ModelSpec
-from ._training import DEFAULT_BATCH_SIZE, add_objective, fit, restore_objectives
+from ._reader import CellReader, register_cells
+from ._save import SavedModel, read_model_folder
+from ._training import DEFAULT_BATCH_SIZE, add_objective, fit_aside, restore_objectives
 
 if TYPE_CHECKING:
     from ._model import SCTransformer
@@ -114,10 +112,14 @@ class MappingMixin:
         """
         from scvi.model._utils import parse_device_args
 
-        reference = _reference(cls, reference_model, allow_pickle)
-        if not reference["attributes"].get("is_trained_"):
+        if isinstance(reference_model, MappingMixin):
+            reference, source = SavedModel.of_model(reference_model), "a model"
+        else:
+            reference = read_model_folder(reference_model, cls.__name__, allow_pickle=allow_pickle)
+            source = str(reference_model)
+        if not reference.attributes.get("is_trained_"):
             raise ValueError("The reference model has not been trained: train it before mapping a query onto it.")
-        registry, spec, var_names = reference["registry"], reference["spec"], reference["var_names"]
+        registry, spec, var_names = reference.registry, reference.spec, reference.var_names
         query = expression_view(adata, rna_modality(adata, None)) if is_mudata(adata) else adata
         read = CellReader(var_names, spec.genes, registry, size_factors=spec.settings["size_factors"]).align(
             query,
@@ -131,13 +133,13 @@ class MappingMixin:
         internal = _register(cls, read.matrix, read.obs, var_names, registry)
         model = cls(internal, spec=spec)
         for name in KEPT:
-            if name in reference["attributes"]:
-                setattr(model, name, reference["attributes"][name])
+            if name in reference.attributes:
+                setattr(model, name, reference.attributes[name])
         restore_objectives(model)
-        model.module.load_state_dict(reference["state"])
+        model.module.load_state_dict(reference.state_dict)
         model.module.add_adapter()
         model.mapping_ = {
-            "reference": reference["source"],
+            "reference": source,
             "n_cells": int(query.n_obs),
             "panel_match_ratio": float(report["panel_match_ratio"]),
             "unfrozen": list(unfrozen),
@@ -193,34 +195,24 @@ class MappingMixin:
         prefixes = ("adapter.", *self.mapping_["unfrozen"])
         trainable = [p for name, p in self.module.named_parameters() if name.startswith(prefixes)]
         start = time.perf_counter()
-        history = getattr(self, "history_", None)
-        self.history_, trained = None, self.is_trained_
-        self.is_trained_ = False
-        try:
-            fit(
-                self,
-                weights,
-                np.arange(n_cells),
-                np.array([], dtype=int),
-                max_epochs=max_epochs,
-                lr=lr,
-                batch_size=batch_size,
-                weight_averaging=False,
-                early_stopping=False,
-                early_stopping_patience=0,
-                accelerator=accelerator,
-                devices=devices,
-                precision=precision,
-                seed=self.spec_.settings["seed"] if seed is None else seed,
-                enable_progress_bar=enable_progress_bar,
-                plan_kwargs={"weight_decay": 0.0},
-                datasplitter_kwargs=None,
-                trainable=trainable,
-                **trainer_kwargs,
-            )
-            self.mapping_history_ = self.history_
-        finally:
-            self.history_, self.is_trained_ = history, trained
+        fit_aside(
+            self,
+            "mapping_history_",
+            weights,
+            np.arange(n_cells),
+            np.array([], dtype=int),
+            max_epochs=max_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            accelerator=accelerator,
+            devices=devices,
+            precision=precision,
+            seed=self.spec_.settings["seed"] if seed is None else seed,
+            enable_progress_bar=enable_progress_bar,
+            plan_kwargs={"weight_decay": 0.0},
+            trainable=trainable,
+            **trainer_kwargs,
+        )
         seconds = time.perf_counter() - start
         self.mapping_ = {
             **self.mapping_,
@@ -257,31 +249,6 @@ def _warn_if_nothing_was_confident(history, weights: Mapping[str, float], object
         )
 
 
-def _reference(cls, reference_model, allow_pickle: bool) -> dict:
-    """Registry, spec, genes, weights and attributes of a reference model or folder (copies: never changed)."""
-    if isinstance(reference_model, MappingMixin):
-        model = reference_model
-        return {
-            "registry": model.registry_,
-            "spec": model.spec_,
-            "var_names": pd.Index(model.get_var_names()).astype(str),
-            "state": {k: v.detach().cpu().clone() for k, v in model.module.state_dict().items()},
-            "attributes": {k: v for k, v in vars(model).items() if k in KEPT},
-            "source": "a model",
-        }
-    from ._save import read_model_folder
-
-    saved = read_model_folder(reference_model, cls.__name__, allow_pickle=allow_pickle)
-    return {
-        "registry": saved.registry,
-        "spec": ModelSpec.from_dict(saved.attributes["spec_"]),
-        "var_names": pd.Index(np.asarray(saved.var_names).astype(str)),
-        "state": saved.state_dict,
-        "attributes": saved.attributes,
-        "source": str(reference_model),
-    }
-
-
 def _register(cls, matrix, obs: pd.DataFrame, var_names: pd.Index, registry: dict) -> AnnData:
     """The query aligned to the reference's genes, registered as an AnnData with the reference's field states."""
     setup = dict(registry[_SETUP_ARGS_KEY])
@@ -291,22 +258,4 @@ def _register(cls, matrix, obs: pd.DataFrame, var_names: pd.Index, registry: dic
         "batch_key": setup.get("batch_key"),
         "unlabeled_category": setup.get("unlabeled_category"),
     }
-    layer = setup_args["layer"]
-    internal = AnnData(
-        X=None if layer is not None else matrix,
-        obs=obs,
-        var=pd.DataFrame(index=var_names),
-        layers={layer: matrix} if layer is not None else None,
-    )
-    manager = AnnDataManager(
-        fields=cls.registry_fields(setup_args),
-        setup_method_args={
-            _MODEL_NAME_KEY: registry[_MODEL_NAME_KEY],
-            _SETUP_METHOD_NAME: "setup_anndata",
-            _SETUP_ARGS_KEY: {**setup, **setup_args},
-        },
-    )
-    with quiet_scvi():
-        manager.register_fields(internal, source_registry=registry)
-    cls.register_manager(manager)
-    return internal
+    return register_cells(cls, matrix, obs, var_names, registry, {**setup, **setup_args}, "setup_anndata").adata

@@ -26,6 +26,9 @@ MODEL_JSON = "model.json"
 ARRAYS_FILE = "arrays.npz"
 WEIGHTS_FILE = "weights.pt"
 LEGACY_FILE = "model.pt"
+#: The files of an earlier release's folder: removed when a model is saved over it.
+EARLIER_FILES = (MODEL_JSON, ARRAYS_FILE, WEIGHTS_FILE, LEGACY_FILE)
+#: The name every model folder's description gives its format (format 1: in model.json; 2: in model.h5).
 FORMAT = "sctransformer-tools model"
 _TYPE = "__type__"
 
@@ -69,6 +72,35 @@ def require_file(path: Path) -> None:
         )
 
 
+def not_tensors(path: Path, why: str) -> ValueError:
+    """The error for a weights file that is not tensors only (it was not opened)."""
+    return ValueError(
+        f"{str(path)!r} could not be read as tensors only ({why}) and was not opened: it holds something other than "
+        "tensors, or is damaged. A model folder holds tensors and plain data only; take the folder from a source you "
+        "trust, or save the model again with `model.save(dir)` where it was trained."
+    )
+
+
+def read_earlier(path: Path, allow_pickle: bool) -> tuple | None:
+    """Model class, gene names, today's attributes and tensors of an earlier release's folder; ``None`` when
+    ``path`` holds none. A pickle (format 0) is opened only with ``allow_pickle``.
+    """
+    if (path / MODEL_JSON).exists():
+        found, var_names, attributes, state_dict = read_format_1(path)
+    elif (path / LEGACY_FILE).exists():
+        if not allow_pickle:
+            raise ValueError(
+                f"{str(path)!r} holds a model saved by sctransformer-tools 0.1 as a pickle ({LEGACY_FILE}). A pickle "
+                "can run arbitrary code when opened, so it is not opened by default. If you trust where this folder "
+                "came from, load it once with `allow_pickle=True` and save it again with `model.save(new_dir)`: the "
+                "new folder holds only tensors and plain data."
+            )
+        found, var_names, attributes, state_dict = read_format_0(path)
+    else:
+        return None
+    return found, var_names, upgrade_attributes(attributes), state_dict
+
+
 def read_format_1(path: Path) -> tuple:
     """Model class, gene names, attributes and tensors of a format-1 folder (nothing executed)."""
     import torch
@@ -92,12 +124,7 @@ def read_format_1(path: Path) -> tuple:
         # it is neither repeated nor chained; only the object the file refers to, when torch names it
         named = re.search(r"GLOBAL ([\w.]+)", str(err))
         refers = f", it refers to {named.group(1)}" if named else ""
-        raise ValueError(
-            f"{str(path / WEIGHTS_FILE)!r} could not be read as tensors only ({type(err).__name__}{refers}) and was not "
-            "opened: it holds something other than tensors, or is damaged. A model folder holds tensors and plain "
-            "data only; take the folder from a source you trust, or save the model again with `model.save(dir)` "
-            "where it was trained."
-        ) from None
+        raise not_tensors(path / WEIGHTS_FILE, f"{type(err).__name__}{refers}") from None
     attributes = {k: from_plain(v, arrays) for k, v in document["attributes"].items()}
     return document.get("model_class"), from_plain(document["var_names"], arrays), attributes, state_dict
 

@@ -22,7 +22,7 @@ from sctransformer_tools.module import SCTransformerModule
 from ._attention import AttentionMixin
 from ._embedding import EmbeddingMixin
 from ._mapping import MappingMixin
-from ._mudata import counts_layer, expression_view, is_mudata, rna_modality
+from ._mudata import counts_layer, expression_view, is_mudata, rna_modality, rna_of
 from ._prediction import PredictionMixin
 from ._pretraining import PretrainingMixin
 from ._query import QueryMixin
@@ -314,11 +314,7 @@ class SCTransformer(
     def get_var_names(self, legacy_mudata_format: bool = False) -> np.ndarray:
         """The model's input genes (of the registered AnnData, or saved with the model when loaded without data)."""
         if self.adata is not None and is_mudata(self.adata):  # the RNA modality's genes
-            return (
-                self.adata.mod[rna_modality(self.adata, self.registry_[_SETUP_ARGS_KEY])]
-                .var_names.astype(str)
-                .to_numpy()
-            )
+            return rna_of(self.adata, self.registry_).var_names.astype(str).to_numpy()
         if self.adata is not None:
             return super().get_var_names(legacy_mudata_format=legacy_mudata_format)
         return np.asarray(self.__dict__["_saved_var_names"])

@@ -107,6 +107,11 @@ def write_back(view: AnnData, before: dict, mdata, modality: str) -> None:
         mdata.uns[key] = value
 
 
+def rna_of(data, registry: dict) -> AnnData:
+    """The AnnData that holds a model's genes: ``data`` itself, or a MuData's RNA modality (per the registry)."""
+    return data.mod[rna_modality(data, registry[_SETUP_ARGS_KEY])] if is_mudata(data) else data
+
+
 def reads_mudata(method: Callable) -> Callable:
     """Let a method that reads cells (first argument ``adata``) take a MuData as well (see the module docstring)."""
 

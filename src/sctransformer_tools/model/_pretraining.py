@@ -25,7 +25,7 @@ from sctransformer_tools.module import CellBatch, MaskedExpression
 
 from ._mudata import counts_layer, expression_view, is_mudata, reads_mudata, rna_modality
 from ._spec import ARCHITECTURE
-from ._training import DEFAULT_BATCH_SIZE, add_objective, default_max_epochs, fit
+from ._training import DEFAULT_BATCH_SIZE, add_objective, default_max_epochs, fit_aside
 
 logger = logging.getLogger(__name__)
 
@@ -183,34 +183,25 @@ class PretrainingMixin:
         if MaskedExpression.name in self.module.objectives:  # a new policy and head for a new run
             del self.module.objectives[MaskedExpression.name]
         add_objective(self, MaskedExpression.name, masking=masking, mask_ratio=mask_ratio, **objective_kwargs)
-        trained, history = self.is_trained_, getattr(self, "history_", None)
-        self.is_trained_, self.history_ = False, None  # a history of its own, not appended to train()'s
-        try:
-            with self.reader.registered(matrix, obs) as corpus:
-                fit(
-                    self,
-                    {MaskedExpression.name: 1.0},
-                    train_idx,
-                    val_idx,
-                    adata=corpus,
-                    max_epochs=max_epochs,
-                    lr=lr,
-                    batch_size=batch_size,
-                    weight_averaging=False,
-                    early_stopping=False,
-                    early_stopping_patience=0,
-                    accelerator=trainer_kwargs.pop("accelerator", "auto"),
-                    devices=trainer_kwargs.pop("devices", "auto"),
-                    precision=precision,
-                    seed=seed,
-                    enable_progress_bar=enable_progress_bar,
-                    plan_kwargs=plan_kwargs,
-                    datasplitter_kwargs=None,
-                    **trainer_kwargs,
-                )
-            self.pretraining_history_ = self.history_
-        finally:  # the classifier is what the model is for: it stays untrained until train()
-            self.is_trained_, self.history_ = trained, history
+        with self.reader.registered(matrix, obs) as corpus:  # the classifier stays untrained until train()
+            fit_aside(
+                self,
+                "pretraining_history_",
+                {MaskedExpression.name: 1.0},
+                train_idx,
+                val_idx,
+                adata=corpus,
+                max_epochs=max_epochs,
+                lr=lr,
+                batch_size=batch_size,
+                accelerator=trainer_kwargs.pop("accelerator", "auto"),
+                devices=trainer_kwargs.pop("devices", "auto"),
+                precision=precision,
+                seed=seed,
+                enable_progress_bar=enable_progress_bar,
+                plan_kwargs=plan_kwargs,
+                **trainer_kwargs,
+            )
         seconds = time.perf_counter() - start
         last = {k: float(np.asarray(v).ravel()[-1]) for k, v in self.pretraining_history_.items() if len(v)}
         self.pretraining_ = {
@@ -282,15 +273,13 @@ class PretrainingMixin:
         """
         import torch
 
-        if isinstance(pretrained, PretrainingMixin):
-            spec, source = pretrained.spec_, "a model"
-            state = {k: v.detach().cpu() for k, v in pretrained.module.state_dict().items()}
-            attributes = vars(pretrained)
-        else:
-            from ._save import read_model_folder
+        from ._save import SavedModel, read_model_folder
 
-            saved = read_model_folder(pretrained, cls.__name__, allow_pickle=allow_pickle)
-            spec, state, attributes, source = saved.spec, saved.state_dict, saved.attributes, str(pretrained)
+        if isinstance(pretrained, PretrainingMixin):
+            saved, source = SavedModel.of_model(pretrained), "a model"
+        else:
+            saved, source = read_model_folder(pretrained, cls.__name__, allow_pickle=allow_pickle), str(pretrained)
+        spec, state, attributes = saved.spec, saved.state_dict, saved.attributes
         done = attributes.get("pretraining_")
         panel = spec.panel
         fixed = {k: spec.settings[k] for k in ARCHITECTURE}

@@ -406,12 +406,7 @@ class CellReader:
         from ._save import read_model_folder
 
         saved = read_model_folder(folder, model_class, **kwargs)
-        return cls(
-            pd.Index(saved.var_names),
-            saved.spec.genes,
-            saved.registry,
-            size_factors=saved.spec.settings["size_factors"],
-        )
+        return cls(saved.var_names, saved.spec.genes, saved.registry, size_factors=saved.spec.settings["size_factors"])
 
     def align(
         self,
@@ -505,30 +500,12 @@ class CellReader:
     def registered(self, matrix, obs: pd.DataFrame) -> Iterator[AnnData]:
         """A private AnnData of aligned counts (the model's genes) registered like the reference, then forgotten."""
         model = self._model()
-        setup = model.registry_[_SETUP_ARGS_KEY]
-        ref_layer = counts_layer(setup)
-        internal = AnnData(
-            X=None if ref_layer is not None else matrix,
-            obs=obs,
-            var=pd.DataFrame(index=pd.Index(model.get_var_names())),
-            layers={ref_layer: matrix} if ref_layer is not None else None,
-        )
-        manager = AnnDataManager(
-            fields=model.registry_fields(setup),
-            setup_method_args={
-                _MODEL_NAME_KEY: model.registry_[_MODEL_NAME_KEY],
-                _SETUP_METHOD_NAME: model.registry_.get(_SETUP_METHOD_NAME, "setup_anndata"),
-                _SETUP_ARGS_KEY: setup,
-            },
-        )
-        with quiet_scvi():
-            manager.register_fields(internal, source_registry=model.registry_)
-        model.register_manager(manager)  # scvi-tools' public registration (deregistered below)
+        manager = register_cells(model, matrix, obs, pd.Index(model.get_var_names()), model.registry_)
         model._register_manager_for_instance(manager)
         try:
-            yield internal
+            yield manager.adata
         finally:
-            model.deregister_manager(internal)
+            model.deregister_manager(manager.adata)
 
     def map_batches(
         self,
@@ -557,3 +534,32 @@ class CellReader:
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             batches = (CellBatch.from_tensors(tensors).to(model.device) for tensors in loader)
             return [fn(replace(batch, measured=measured)) for batch in batches]
+
+
+def register_cells(
+    model, matrix, obs: pd.DataFrame, var_names: pd.Index, registry: dict, setup: dict | None = None, method=None
+) -> AnnDataManager:
+    """Aligned counts (the model's genes) as an AnnData registered with ``model``'s class like the data of
+    ``registry`` (its field states; setup arguments ``setup`` and method ``method``, default: the registry's), through
+    scvi-tools' public manager API (:class:`~scvi.data.AnnDataManager`, ``register_manager``).
+    """
+    setup = registry[_SETUP_ARGS_KEY] if setup is None else setup
+    layer = counts_layer(setup)
+    adata = AnnData(
+        X=None if layer is not None else matrix,
+        obs=obs,
+        var=pd.DataFrame(index=var_names),
+        layers={layer: matrix} if layer is not None else None,
+    )
+    manager = AnnDataManager(
+        fields=model.registry_fields(setup),
+        setup_method_args={
+            _MODEL_NAME_KEY: registry[_MODEL_NAME_KEY],
+            _SETUP_METHOD_NAME: method or registry.get(_SETUP_METHOD_NAME, "setup_anndata"),
+            _SETUP_ARGS_KEY: setup,
+        },
+    )
+    with quiet_scvi():
+        manager.register_fields(adata, source_registry=registry)
+    model.register_manager(manager)
+    return manager

@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._migrate import LEGACY_FILE, MODEL_JSON, read_format_0, read_format_1, require_file, upgrade_attributes
-from ._mudata import is_mudata, rna_modality
+from ._migrate import EARLIER_FILES, FORMAT, not_tensors, read_earlier, require_file
+from ._mudata import is_mudata, rna_of
 from ._spec import ModelSpec
 
-FORMAT = "sctransformer-tools model"
 FORMAT_VERSION = 2
 MODEL_FILE = "model.h5"
 WEIGHTS_FILE = "weights.safetensors"
@@ -44,7 +43,7 @@ class SavedModel:
     model_class
         Name of the class that saved it.
     var_names
-        The model's input genes, in order.
+        The model's input genes, in order (strings).
     attributes
         Saved attributes (names ending in ``_``: ``registry_``, ``spec_``, ``calibration_`` ...).
     state_dict
@@ -52,9 +51,23 @@ class SavedModel:
     """
 
     model_class: str
-    var_names: np.ndarray
+    var_names: pd.Index
     attributes: dict[str, Any]
     state_dict: dict[str, Any]
+
+    def __post_init__(self):
+        self.var_names = pd.Index(np.asarray(self.var_names).astype(str))
+
+    @classmethod
+    def of_model(cls, model) -> SavedModel:
+        """What ``model.save`` writes, read from the model in memory (the network's tensors on the CPU)."""
+        attributes = {
+            name: value
+            for name, value in vars(model).items()
+            if name.endswith("_") and not name.startswith("_") and name not in NOT_SAVED
+        }
+        state_dict = {k: v.detach().cpu() for k, v in model.module.state_dict().items()}
+        return cls(type(model).__name__, model.get_var_names(), attributes, state_dict)
 
     @property
     def registry(self) -> dict:
@@ -64,7 +77,8 @@ class SavedModel:
     @property
     def spec(self) -> ModelSpec:
         """The model's specification."""
-        return ModelSpec.from_dict(self.attributes["spec_"])
+        spec = self.attributes["spec_"]
+        return spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
 
 
 def _plain(value: Any) -> Any:
@@ -89,16 +103,7 @@ def _native(value: Any) -> Any:
     return value
 
 
-def write_model_folder(
-    dir_path: str | os.PathLike,
-    *,
-    model_class: str,
-    package_version: str,
-    var_names: np.ndarray,
-    attributes: dict[str, Any],
-    state_dict: dict[str, Any],
-    overwrite: bool = False,
-) -> Path:
+def write_model_folder(dir_path: str | os.PathLike, saved: SavedModel, *, overwrite: bool = False) -> Path:
     """Write a model folder (see the module docstring).
 
     Raises
@@ -107,9 +112,10 @@ def write_model_folder(
         When ``dir_path`` exists and holds files, unless ``overwrite``.
     """
     import h5py
-    import torch
     from anndata.io import write_elem
     from safetensors.torch import save_file
+
+    from sctransformer_tools import __version__
 
     path = Path(dir_path)
     if path.exists() and not path.is_dir():
@@ -119,18 +125,14 @@ def write_model_folder(
             f"{str(path)!r} already exists and is not empty. Pass overwrite=True to replace the model saved "
             "there, or choose another folder."
         )
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-    skipped = sorted(set(state_dict) - set(tensors))
-    if skipped:
-        raise TypeError(f"The network's state holds entries that are not tensors: {skipped[:5]}.")
     path.mkdir(parents=True, exist_ok=True)
     with h5py.File(path / MODEL_FILE, "w") as f:
-        f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, model_class=model_class)
-        f.attrs["package_version"] = package_version
-        write_elem(f, "var_names", np.asarray(var_names).astype(str))
-        write_elem(f, "attributes", _plain(attributes))
-    save_file(tensors, path / WEIGHTS_FILE)
-    for old in (MODEL_JSON, "arrays.npz", "weights.pt", LEGACY_FILE):  # an overwritten folder of a release before
+        f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, model_class=saved.model_class)
+        f.attrs["package_version"] = __version__
+        write_elem(f, "var_names", saved.var_names.to_numpy())
+        write_elem(f, "attributes", _plain(saved.attributes))
+    save_file({k: v.detach().cpu().contiguous() for k, v in saved.state_dict.items()}, path / WEIGHTS_FILE)
+    for old in EARLIER_FILES:  # a folder of an earlier release, saved over
         (path / old).unlink(missing_ok=True)
     return path
 
@@ -157,36 +159,20 @@ def read_model_folder(dir_path: str | os.PathLike, model_class: str, *, allow_pi
         raise FileNotFoundError(f"Model folder {str(path)!r} does not exist. Save a model with `model.save(dir)`.")
     if not path.is_dir():
         raise NotADirectoryError(f"{str(path)!r} is a file; pass the folder that `model.save(dir)` wrote.")
-    legacy = False
-    if (path / MODEL_FILE).exists():
-        found, var_names, attributes, state_dict = _read_format_2(path)
-    elif (path / MODEL_JSON).exists():
-        found, var_names, attributes, state_dict = read_format_1(path)
-        legacy = True
-    elif (path / LEGACY_FILE).exists():
-        if not allow_pickle:
-            raise ValueError(
-                f"{str(path)!r} holds a model saved by sctransformer-tools 0.1 as a pickle ({LEGACY_FILE}). A pickle "
-                "can run arbitrary code when opened, so it is not opened by default. If you trust where this folder "
-                "came from, load it once with `allow_pickle=True` and save it again with `model.save(new_dir)`: the "
-                "new folder holds only tensors and plain data."
-            )
-        found, var_names, attributes, state_dict = read_format_0(path)
-        legacy = True
-    else:
+    saved = _read_format_2(path) if (path / MODEL_FILE).exists() else read_earlier(path, allow_pickle)
+    if saved is None:
         content = sorted(p.name for p in path.iterdir())[:5]
         raise ValueError(
             f"{str(path)!r} holds no saved {model_class} ({MODEL_FILE} missing; it contains {content or 'nothing'}). "
             "Pass the folder written by `model.save(dir)`."
         )
+    found, var_names, attributes, state_dict = saved
     if found != model_class:
         raise ValueError(
             f"{str(path)!r} holds a saved {found or 'unknown'} model, not an {model_class}. "
             f"Load it with its own class, or pass a folder written by {model_class}.save()."
         )
-    if legacy:
-        attributes = upgrade_attributes(attributes)
-    return SavedModel(model_class=found, var_names=np.asarray(var_names), attributes=attributes, state_dict=state_dict)
+    return SavedModel(found, var_names, attributes, state_dict)
 
 
 def _read_format_2(path: Path) -> tuple:
@@ -214,12 +200,7 @@ def _read_format_2(path: Path) -> tuple:
     try:
         state_dict = load_file(path / WEIGHTS_FILE)
     except (OSError, SafetensorError) as err:
-        raise ValueError(
-            f"{str(path / WEIGHTS_FILE)!r} could not be read as tensors ({type(err).__name__}: {err}) and was not "
-            "opened: it holds something other than tensors, or is damaged. A model folder holds tensors and plain "
-            "data only; take the folder from a source you trust, or save the model again with `model.save(dir)` "
-            "where it was trained."
-        ) from err
+        raise not_tensors(path / WEIGHTS_FILE, f"{type(err).__name__}: {err}") from err
     return model_class, var_names, attributes, state_dict
 
 
@@ -259,26 +240,7 @@ class SaveLoadMixin:
         >>> sorted(p.name for p in Path(folder).iterdir())
         ['model.h5', 'weights.safetensors']
         """
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            package_version = version("sctransformer-tools")
-        except PackageNotFoundError:  # a source tree without installation
-            package_version = "0.0.0"
-        attributes = {
-            name: value
-            for name, value in vars(self).items()
-            if name.endswith("_") and not name.startswith("_") and name not in NOT_SAVED
-        }
-        path = write_model_folder(
-            dir_path,
-            model_class=type(self).__name__,
-            package_version=package_version,
-            var_names=np.asarray(self.get_var_names()),
-            attributes=attributes,
-            state_dict=self.module.state_dict(),
-            overwrite=overwrite,
-        )
+        path = write_model_folder(dir_path, SavedModel.of_model(self), overwrite=overwrite)
         if save_anndata:
             if self.adata is None:
                 raise ValueError("This model holds no AnnData to save (it was loaded without data).")
@@ -334,30 +296,26 @@ class SaveLoadMixin:
         _, _, torch_device = parse_device_args(
             accelerator=accelerator, devices=device, return_device="torch", validate_single_device=True
         )
-        attributes = dict(saved.attributes)
-        registry = attributes.pop("registry_")
-        spec = ModelSpec.from_dict(attributes.pop("spec_"))
+        registry, setup = saved.registry, saved.registry.get(_SETUP_METHOD_NAME, "setup_anndata")
         if adata is None and (Path(dir_path) / "adata.h5ad").exists():
             adata = ad.read_h5ad(Path(dir_path) / "adata.h5ad")
         elif adata is None and (Path(dir_path) / "mdata.h5mu").exists():
             import mudata
 
             adata = mudata.read_h5mu(Path(dir_path) / "mdata.h5mu")
-        var_names = pd.Index(np.asarray(saved.var_names).astype(str))
-        setup = registry.get(_SETUP_METHOD_NAME, "setup_anndata")
+        # the reference itself: the same kind of object, with the same genes
         register = adata is not None and (setup == "setup_mudata") == is_mudata(adata)
-        if register:  # the reference itself: same kind of object, same genes
-            genes = adata.mod[rna_modality(adata, registry[_SETUP_ARGS_KEY])] if is_mudata(adata) else adata
-            register = pd.Index(genes.var_names.astype(str)).equals(var_names)
+        register = register and rna_of(adata, registry).var_names.astype(str).equals(saved.var_names)
         if register:
             with quiet_scvi():
                 getattr(cls, setup)(adata, source_registry=registry, **registry[_SETUP_ARGS_KEY])
         model = cls.__new__(cls)
         if not register:  # no data: the model's genes come from the folder (see SCTransformer.get_var_names)
-            model._saved_var_names = np.asarray(var_names)
-        model.__init__(adata if register else None, spec=spec, registry=registry)
-        for name, value in attributes.items():
-            setattr(model, name, value)
+            model._saved_var_names = saved.var_names.to_numpy()
+        model.__init__(adata if register else None, spec=saved.spec, registry=registry)
+        for name, value in saved.attributes.items():
+            if name not in ("registry_", "spec_"):
+                setattr(model, name, value)
         restore_objectives(model)
         if getattr(model, "mapping_", None) is not None:  # a query model: its query-specific parameters
             model.module.add_adapter()

@@ -42,37 +42,23 @@ DEFAULTS: dict[str, Any] = {
     "size_factors": "panel",
     "seed": 0,
 }
+#: Settings of the encoder's shape that the module takes as they are.
+_ENCODER_SHAPE = (
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "self_loops",
+    "genes_attend_cls",
+    "dense_heads",
+    "masked_layers",
+    "edge_bias",
+    "max_tokens",
+    "profile_components",
+)
 #: Settings that shape the encoder: a model started from a pretrained one shares them.
-ARCHITECTURE = (
-    "d_model",
-    "n_layers",
-    "n_heads",
-    "direction",
-    "self_loops",
-    "genes_attend_cls",
-    "dense_heads",
-    "masked_layers",
-    "edge_bias",
-    "max_tokens",
-    "profile_components",
-)
+ARCHITECTURE = (*_ENCODER_SHAPE, "direction")
 #: Settings passed on to the module as they are.
-MODULE_SETTINGS = (
-    "d_model",
-    "n_layers",
-    "n_heads",
-    "dropout",
-    "self_loops",
-    "genes_attend_cls",
-    "dense_heads",
-    "masked_layers",
-    "edge_bias",
-    "max_tokens",
-    "token_dropout",
-    "label_smoothing",
-    "profile_components",
-    "size_factors",
-)
+MODULE_SETTINGS = (*_ENCODER_SHAPE, "dropout", "token_dropout", "label_smoothing", "size_factors")
 #: Cells the expression profile is fitted on at most (a seeded sample of larger data).
 PROFILE_MAX_CELLS = 20_000
 #: Highly variable genes read by the expression profile when the panel has none of its own (``n_top_genes=0``).

@@ -131,6 +131,28 @@ def restore_objectives(model: SCTransformer) -> None:
             add_objective(model, name, **kwargs)
 
 
+def fit_aside(model: SCTransformer, record: str, *args, **kwargs) -> None:
+    """:func:`fit` for a run that is not the classifier's training (pretraining, query adaptation): no weight
+    averaging nor early stopping, a history of its own (``model.<record>``, not appended to ``history_``), and
+    ``is_trained_`` and ``history_`` left as they were.
+    """
+    trained, history = model.is_trained_, getattr(model, "history_", None)
+    model.is_trained_, model.history_ = False, None
+    try:
+        fit(
+            model,
+            *args,
+            weight_averaging=False,
+            early_stopping=False,
+            early_stopping_patience=0,
+            datasplitter_kwargs=None,
+            **kwargs,
+        )
+        setattr(model, record, model.history_)
+    finally:
+        model.is_trained_, model.history_ = trained, history
+
+
 def fit(
     model: SCTransformer,
     objectives: Mapping[str, float],
