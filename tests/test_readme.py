@@ -95,5 +95,7 @@ def test_readme_code_runs_verbatim_and_trusts_its_model(tmp_path, monkeypatch):
             exec(compile(block, f"README.md block {number}", "exec"), namespace)
     distrust = [str(w.message) for w in seen if "not to be trusted" in str(w.message)]
     assert not distrust, distrust
+    from sctransformer_tools.model._training import POOR_MACRO_F1
+
     history = namespace["model"].history  # the loaded model keeps the training history
-    assert float(history["validation_f1_macro"].iloc[-1].item()) > 0.7
+    assert float(history["validation_f1_macro"].iloc[-1].item()) >= POOR_MACRO_F1
