@@ -81,9 +81,10 @@ def not_tensors(path: Path, why: str) -> ValueError:
     )
 
 
-def read_earlier(path: Path, allow_pickle: bool) -> tuple | None:
+def read_earlier(path: Path, allow_pickle: bool, model_class: str) -> tuple | None:
     """Model class, gene names, today's attributes and tensors of an earlier release's folder; ``None`` when
-    ``path`` holds none. A pickle (format 0) is opened only with ``allow_pickle``.
+    ``path`` holds none. A pickle (format 0) is opened only with ``allow_pickle``. The attributes are upgraded only
+    for a folder of ``model_class`` (a folder of another class is named by the caller, not migrated).
     """
     if (path / MODEL_JSON).exists():
         found, var_names, attributes, state_dict = read_format_1(path)
@@ -98,7 +99,7 @@ def read_earlier(path: Path, allow_pickle: bool) -> tuple | None:
         found, var_names, attributes, state_dict = read_format_0(path)
     else:
         return None
-    return found, var_names, upgrade_attributes(attributes), state_dict
+    return found, var_names, upgrade_attributes(attributes) if found == model_class else attributes, state_dict
 
 
 def read_format_1(path: Path) -> tuple:

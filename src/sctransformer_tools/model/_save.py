@@ -159,7 +159,7 @@ def read_model_folder(dir_path: str | os.PathLike, model_class: str, *, allow_pi
         raise FileNotFoundError(f"Model folder {str(path)!r} does not exist. Save a model with `model.save(dir)`.")
     if not path.is_dir():
         raise NotADirectoryError(f"{str(path)!r} is a file; pass the folder that `model.save(dir)` wrote.")
-    saved = _read_format_2(path) if (path / MODEL_FILE).exists() else read_earlier(path, allow_pickle)
+    saved = _read_format_2(path) if (path / MODEL_FILE).exists() else read_earlier(path, allow_pickle, model_class)
     if saved is None:
         content = sorted(p.name for p in path.iterdir())[:5]
         raise ValueError(
