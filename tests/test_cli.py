@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import anndata as ad
 import numpy as np
 import pytest
@@ -113,7 +111,7 @@ assert warnings.formatwarning is original
     assert _run_python(code).strip() == "UserWarning: the query's X holds log-normalised values"
 
 
-def test_cli_version_help_and_a_validation_summary(reference_and_query, tmp_path, capsys, caplog):
+def test_cli_version_help_and_a_validation_summary(reference_and_query, tmp_path, capsys, package_log):
     """Issue 13.8: --version, readable help with defaults, and the validation figures of a trained model."""
     from sctransformer_tools import __version__
 
@@ -132,9 +130,9 @@ def test_cli_version_help_and_a_validation_summary(reference_and_query, tmp_path
     query.write_h5ad(tmp_path / "query.h5ad")
     args = ["annotate", "--reference", str(tmp_path / "ref.h5ad"), "--labels-key", "bulk_labels", "--layer", "counts"]
     args += ["--query", str(tmp_path / "query.h5ad"), "--out", str(tmp_path / "out.h5ad"), "--max-epochs", "1"]
-    with caplog.at_level(logging.INFO, logger="sctransformer_tools"), pytest.warns(UserWarning, match="Validation"):
+    with pytest.warns(UserWarning, match="Validation"):
         assert main([*args, "--no-progress-bar"]) == 0
-    assert "validation" in caplog.text and "macro-F1" in caplog.text
+    assert "validation" in package_log.text and "macro-F1" in package_log.text
     written = ad.read_h5ad(tmp_path / "out.h5ad")
     assert written.var_names.equals(query.var_names)
     assert not [c for c in written.obs.columns if c.startswith(("_scvi", "_sct"))]
