@@ -39,13 +39,28 @@ def _script(name: str):
     return module
 
 
-@pytest.fixture
+#: Loggers whose level a script sets for its process (benchmarks/evaluate.py quiets several).
+SCRIPT_LOGGERS = (
+    "sctransformer_tools",
+    "sctransformer_tools.model",
+    "sctransformer_tools.bm",
+    "lightning.pytorch",
+    "lightning_fabric",
+    "scvi",
+    "celltypist",
+)
+
+
+@pytest.fixture(autouse=True)
 def restored():
-    """Scripts set torch's threads and the package's log level for their process: give both back."""
-    threads, level = torch.get_num_threads(), logging.getLogger("sctransformer_tools").level
+    """Scripts set torch's threads and log levels for their process: give both back (a later test of the session
+    reading the package's log would otherwise find it quieted)."""
+    threads = torch.get_num_threads()
+    levels = {name: logging.getLogger(name).level for name in SCRIPT_LOGGERS}
     yield
     torch.set_num_threads(threads)
-    logging.getLogger("sctransformer_tools").setLevel(level)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture
