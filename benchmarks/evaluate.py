@@ -59,6 +59,20 @@ DATASETS = list(SPLITS)
 REGULONS = {"collectri": "collectri", "dorothea_ABC": "dorothea_ABC"}
 MAIN_REGULONS = next(iter(REGULONS))
 
+#: What the training-mode profiles share: scTransformer only, GRN against its shuffled control, 3 seeds.
+MODE_ARMS = {
+    "seeds": [0, 1, 2],
+    "methods": ["sctransformer"],
+    "dataset_methods": {},
+    "masks": ["grn", "shuffled"],
+    "model_kwargs": {},
+    "dataset_model_kwargs": {"darmanis2015": {"max_tokens": 1024}},
+    "train_kwargs": {},
+    "peer_kwargs": {},
+    "attention_kwargs": {},
+    "attention": False,
+}
+
 #: Settings of each profile. ``dataset_model_kwargs`` override ``model_kwargs`` per dataset; ``mode`` is how
 #: scTransformer learns (``sct.bm.run``'s ``modes``); ``dataset_methods`` restrict the methods per dataset.
 PROFILES = {
@@ -76,34 +90,10 @@ PROFILES = {
         "attention_kwargs": {"n_shuffles": 3, "max_cells": 2000},
         "attention": True,
     },
-    "unlabelled": {  # the test cells join the reference as unlabelled cells (semi-supervised, labels unread)
-        "datasets": DATASETS,
-        "seeds": [0, 1, 2],
-        "methods": ["sctransformer"],
-        "dataset_methods": {},
-        "masks": ["grn", "shuffled"],
-        "mode": "unlabelled",
-        "model_kwargs": {},
-        "dataset_model_kwargs": {"darmanis2015": {"max_tokens": 1024}},
-        "train_kwargs": {},
-        "peer_kwargs": {},
-        "attention_kwargs": {},
-        "attention": False,
-    },
-    "mapping": {  # trained on the reference, then mapped onto the test cells (another donor or study)
-        "datasets": ["darmanis2015", "allen_m1", "pbmc3k_to_pbmc68k"],
-        "seeds": [0, 1, 2],
-        "methods": ["sctransformer"],
-        "dataset_methods": {},
-        "masks": ["grn", "shuffled"],
-        "mode": "mapping",
-        "model_kwargs": {},
-        "dataset_model_kwargs": {"darmanis2015": {"max_tokens": 1024}},
-        "train_kwargs": {},
-        "peer_kwargs": {},
-        "attention_kwargs": {},
-        "attention": False,
-    },
+    # the test cells join the reference as unlabelled cells (semi-supervised, labels unread)
+    "unlabelled": {**MODE_ARMS, "datasets": DATASETS, "mode": "unlabelled"},
+    # trained on the reference, then mapped onto the test cells (another donor or study)
+    "mapping": {**MODE_ARMS, "datasets": ["darmanis2015", "allen_m1", "pbmc3k_to_pbmc68k"], "mode": "mapping"},
     "full": {  # 0.2.0's study settings (records of that release)
         "datasets": DATASETS,
         "seeds": [0, 1, 2],

@@ -121,7 +121,7 @@ class MappingMixin:
             raise ValueError("The reference model has not been trained: train it before mapping a query onto it.")
         registry, spec, var_names = reference.registry, reference.spec, reference.var_names
         query = expression_view(adata, rna_modality(adata, None)) if is_mudata(adata) else adata
-        read = CellReader(var_names, spec.genes, registry, size_factors=spec.settings["size_factors"]).align(
+        read = CellReader.of_saved(reference).align(
             query,
             layer=layer,
             gene_symbols=gene_symbols,
