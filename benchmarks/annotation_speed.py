@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import re
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -46,26 +45,8 @@ UNLABELLED = ROOT.parent / "shared" / "data" / "scrna" / "unlabelled_pbmc"
 #: The defaults before this benchmark's change (what the evaluation's full profile still pins).
 PREVIOUS_DEFAULTS = {"max_epochs": 30, "batch_size": 64, "lr": 2e-3}
 
-
-def machine() -> dict:
-    """CPU model, whether it multiplies bfloat16 natively, torch version and threads."""
-    import torch
-
-    model = platform.processor()
-    flags = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        text = cpuinfo.read_text()
-        found = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.M)
-        model = found.group(1).strip() if found else model
-        found = re.search(r"^flags\s*:\s*(.+)$", text, flags=re.M)
-        flags = found.group(1) if found else ""
-    return {
-        "cpu": model,
-        "native_bf16": bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags)),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from harness.resources import machine  # noqa: E402
 
 
 def step_times(adata, rounds: int = 3, steps: int = 4, **model_kwargs) -> dict:

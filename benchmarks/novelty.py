@@ -640,7 +640,7 @@ def main(argv=None) -> int:
         write_report(json.loads(args.out.read_text()), args.report, figure)
         return 0
     import torch
-    from annotation_speed import machine
+    from harness.resources import machine
 
     torch.set_num_threads(1)
     logging.getLogger("sctransformer_tools").setLevel(logging.WARNING)

@@ -273,7 +273,7 @@ def scores(truth: np.ndarray, pred: np.ndarray, train_labels: np.ndarray) -> dic
 
 def common(experiment: str, seed: int, threads: int) -> dict:
     """Fields of every record: the estimator version and code, the experiment, seed and machine."""
-    from annotation_speed import machine
+    from harness.resources import machine
 
     return {
         "study_version": STUDY_VERSION,
@@ -764,7 +764,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         threads = torch.get_num_threads()
-        from annotation_speed import machine
+        from harness.resources import machine
 
         print(f"{datetime.now(UTC).isoformat()} {machine()} threads={threads} code={CODE}", flush=True)
         ours, peers = args.methods in ("all", "sctransformer"), args.methods in ("all", "peers")

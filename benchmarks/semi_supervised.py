@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import anndata as ad  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from annotation_speed import machine  # noqa: E402
 from harness.datasets import LABELS_KEY, LIBRARY_KEY, load_split  # noqa: E402
+from harness.resources import machine  # noqa: E402
 from pretraining import labelled_subset, query_of, scores, unlabelled  # noqa: E402
 
 import sctransformer_tools as sct  # noqa: E402

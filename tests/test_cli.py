@@ -39,7 +39,7 @@ def test_annotate_command_trains_saves_and_annotates(pbmc_small, tmp_path):
     flagged = ad.read_h5ad(out3).obs["sctransformer_prediction"].astype(str) == "Unknown"
     assert flagged.mean() < 0.1
     # a query measuring 3% of the panel is refused unless --min-panel-match allows it
-    from sctransformer_tools.model._save import read_model_folder
+    from sctransformer_tools.model._folder import read_model_folder
 
     saved = read_model_folder(tmp_path / "model", "SCTransformer")
     panel = saved.spec.genes

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+import re
 import resource
 import sys
 import threading
@@ -103,3 +105,24 @@ class ResourceMonitor:
                 self.peak_mb = end
         else:
             self.peak_mb = max_rss_mb()
+
+
+def machine() -> dict:
+    """CPU model, whether it multiplies bfloat16 natively, torch version and threads."""
+    import torch
+
+    model = platform.processor()
+    flags = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        text = cpuinfo.read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.M)
+        model = found.group(1).strip() if found else model
+        found = re.search(r"^flags\s*:\s*(.+)$", text, flags=re.M)
+        flags = found.group(1) if found else ""
+    return {
+        "cpu": model,
+        "native_bf16": bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags)),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }

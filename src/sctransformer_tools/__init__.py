@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from . import bm, ds, grn, model, module, nn, pl, pp, tl
     from .model import SCTransformer
 
-try:
-    __version__ = version("sctransformer-tools")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0"
+from ._constants import PACKAGE_VERSION as __version__
 
 # One line per step that matters (what was trained, where results went), as scvi-tools and scanpy print;
 # quieter with logging.getLogger("sctransformer_tools").setLevel("WARNING").

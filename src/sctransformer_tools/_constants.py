@@ -1,6 +1,13 @@
 """Names shared across the package: registry keys, the fields written into AnnData, sentinels."""
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import NamedTuple
+
+try:
+    #: The installed package's version (what ``sctransformer_tools.__version__`` says and model folders record).
+    PACKAGE_VERSION = version("sctransformer-tools")
+except PackageNotFoundError:  # running from a source tree without installation
+    PACKAGE_VERSION = "0.0.0"
 
 
 class _SCTRegistryKeys(NamedTuple):

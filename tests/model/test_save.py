@@ -1,4 +1,4 @@
-"""Saving and opening model folders (model/_save.py, model/_migrate.py): safe opening, released formats."""
+"""Saving and opening model folders (model/_save.py, model/_folder.py, model/_migrate.py): safe opening, released formats."""
 
 from __future__ import annotations
 

@@ -30,9 +30,9 @@ from sctransformer_tools._data import user_stacklevel
 from sctransformer_tools._docs import dsp
 from sctransformer_tools.module import Consistency, MaskedExpression, PseudoLabels
 
+from ._folder import SavedModel, read_model_folder
 from ._mudata import counts_layer, expression_view, is_mudata, rna_modality
 from ._reader import CellReader, register_cells
-from ._save import SavedModel, read_model_folder
 from ._training import DEFAULT_BATCH_SIZE, add_objective, fit_aside, restore_objectives
 
 if TYPE_CHECKING:

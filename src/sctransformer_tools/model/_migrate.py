@@ -1,4 +1,4 @@
-"""Model folders written by earlier releases, read into today's :class:`~sctransformer_tools.model._save.SavedModel`.
+"""Model folders written by earlier releases, read into today's :class:`~sctransformer_tools.model._folder.SavedModel`.
 
 - format 1 (0.2.0): ``model.json`` (attributes as JSON, tables and arrays referenced by key), ``arrays.npz``
   (read with ``allow_pickle=False``) and ``weights.pt`` (read with ``torch.load(weights_only=True)``);

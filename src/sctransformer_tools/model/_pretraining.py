@@ -273,7 +273,7 @@ class PretrainingMixin:
         """
         import torch
 
-        from ._save import SavedModel, read_model_folder
+        from ._folder import SavedModel, read_model_folder
 
         if isinstance(pretrained, PretrainingMixin):
             saved, source = SavedModel.of_model(pretrained), "a model"

@@ -403,13 +403,13 @@ class CellReader:
     @classmethod
     def of_folder(cls, folder, model_class: str, **kwargs) -> CellReader:
         """A reader that aligns datasets to the model saved in ``folder`` (``kwargs``: of ``read_model_folder``)."""
-        from ._save import read_model_folder
+        from ._folder import read_model_folder
 
         return cls.of_saved(read_model_folder(folder, model_class, **kwargs))
 
     @classmethod
     def of_saved(cls, saved) -> CellReader:
-        """A reader that aligns datasets to a saved model (a :class:`~sctransformer_tools.model._save.SavedModel`)."""
+        """A reader that aligns datasets to a saved model (a :class:`~sctransformer_tools.model._folder.SavedModel`)."""
         return cls(saved.var_names, saved.spec.genes, saved.registry, size_factors=saved.spec.settings["size_factors"])
 
     def align(
