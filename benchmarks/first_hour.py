@@ -53,10 +53,47 @@ def timed(command: list[str], cwd: Path, env: dict) -> dict:
     return {"wall_s": round(wall, 2), "returncode": done.returncode, "last_lines": output[-6:], "_output": output}
 
 
+def markdown(result: dict) -> str:
+    """The table of the documentation (and the README) from a result JSON: each step, its time and its target."""
+    m = result["machine"]
+    bf16 = "native bf16" if m["native_bf16"] else "no native bf16"
+    logged = result["readme_example"]["last_lines"]
+    regulons = "the embedded regulon snapshot" if any("snapshot" in ln for ln in logged) else "regulons from a cache"
+    names = {
+        "version": "`sctransformer-tools --version`",
+        "help": "`sctransformer-tools --help`",
+        "demo": "`sctransformer-tools demo` (train, held-out report, UMAP)",
+        "readme_example": "the README's notebook example, copied literally",
+    }
+    lines = [
+        f"Measured by `{result['command']}` on {m['cpu']} ({bf16}, {m['torch_threads']} torch threads), "
+        f"with {regulons}.",
+        "",
+        "| step | wall time | target | outcome |",
+        "|---|---:|---:|---|",
+    ]
+    for name, label in names.items():
+        row = result[name]
+        outcome = "ran" if row["returncode"] == 0 else f"failed (exit {row['returncode']})"
+        if name == "demo" and row.get("report"):
+            held_out = next((ln for ln in row["report"] if ln.startswith("query")), "")
+            outcome = held_out.replace("query (labels withheld): ", "held-out ") or outcome
+        if name == "readme_example":
+            found = re.search(r"validation \((\d+) cells\): macro-F1 ([\d.]+)", row.get("validation_line") or "")
+            outcome = f"validation ({found[1]} cells) macro-F1 {found[2]}" if found else outcome
+            outcome += "; warns against its own model" if row["warns_against_itself"] else "; no self-warning"
+        lines.append(f"| {label} | {row['wall_s']:.1f} s | {result['targets_s'][name]:.0f} s | {outcome} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "first_hour.json")
+    parser.add_argument("--markdown", type=Path, help="print the table of an existing result JSON and stop")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     env = {k: v for k, v in os.environ.items() if k != "SCTRANSFORMER_TOOLS_DATA"}
     cli = str(Path(sys.executable).with_name("sctransformer-tools"))
     results: dict = {"machine": machine(), "command": "python benchmarks/first_hour.py", "targets_s": TARGETS_S}
@@ -82,7 +119,7 @@ def main() -> None:
         row = results[name]
         print(f"{name}: {row['wall_s']:.1f} s (target {TARGETS_S[name]:.0f} s), exit {row['returncode']}")
     print("demo report:", *(results["demo"]["report"] or ["(none)"]), sep="\n  ")
-    print("README example:", results["readme_example"]["validation_line"])
+    print(markdown(results))
 
 
 if __name__ == "__main__":

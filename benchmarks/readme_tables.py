@@ -10,6 +10,7 @@ Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in READM
 - ``pretraining``: ``benchmarks/results/pretraining.jsonl`` (``benchmarks/pretraining.py``), pretrained arms minus
   training from scratch, paired by seed (:func:`harness.pretraining_report.headline`);
 - ``speed``: ``benchmarks/results/annotation_speed.json`` (``benchmarks/annotation_speed.py``);
+- ``first_hour``: ``benchmarks/results/first_hour.json`` (``benchmarks/first_hour.py``);
 - ``attention``: ``benchmarks/results/attention.json`` (``benchmarks/attention.py``);
 - ``out_of_core``: ``benchmarks/results/out_of_core.json`` (``benchmarks/out_of_core.py``).
 
@@ -35,6 +36,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from annotation_speed import markdown as speed_markdown  # noqa: E402
+from first_hour import markdown as first_hour_markdown  # noqa: E402
 from harness.pretraining_report import headline as pretraining_headline  # noqa: E402
 from harness.pretraining_report import load_records as load_pretraining_records  # noqa: E402
 from harness.records import load_records, variant_name  # noqa: E402
@@ -216,6 +218,7 @@ def tables() -> dict[str, str]:
         "pretraining": pretraining_headline(load_pretraining_records(results / "pretraining.jsonl")),
         "attention": attention_table(json.loads((results / "attention.json").read_text())),
         "out_of_core": out_of_core_table(json.loads((results / "out_of_core.json").read_text())),
+        "first_hour": first_hour_markdown(json.loads((results / "first_hour.json").read_text())),
     }
     speed = results / "annotation_speed.json"
     out["speed"] = (

@@ -16,7 +16,16 @@ on cells it never reports:
     *query*, the others the reference. Reference-only prediction against reference mapping
     (``load_query_data`` + ``train``) with each set of adaptation objectives, scored on the query.
 
-Arms (``--arms``; :data:`IN_STUDY_ARMS`, :data:`MAPPING_ARMS`) differ in one thing at a time. Records are appended
+``label_efficiency``
+    The evaluation's label-efficiency arm, on the **reported** split: the evaluation's pbmc3k 80/20 split
+    (``random_state=seed``); 1%, 5%, 20% or 100% of the training cells keep their labels, chosen by
+    ``pretraining.labelled_subset`` exactly as for the peers of ``benchmarks/pretraining.py``'s label-efficiency
+    experiment (logistic regression, CellTypist, scANVI; their records are read from
+    ``benchmarks/results/pretraining.jsonl`` and paired by fraction and seed). Arms (:data:`REPORTED_ARMS`): the
+    labelled cells only, and today's default with every other training cell and the four unlabelled PBMC sets as
+    unlabelled cells. Scored on the held-out 20%; rendered into ``docs/results/label_efficiency.md``.
+
+Arms (``--arms``; :data:`IN_STUDY_ARMS`, :data:`MAPPING_ARMS`, :data:`REPORTED_ARMS`) differ in one thing at a time. Records are appended
 to ``benchmarks/results/semi_supervised.jsonl`` and ``docs/results/semi_supervised.md`` is regenerated from them
 (``--report-only``).
 
@@ -25,6 +34,7 @@ Usage (from the project root)::
     python benchmarks/semi_supervised.py --experiments in_study --seeds 0 1 2 --threads 1
     python benchmarks/semi_supervised.py --experiments in_study --extra --fractions 0.01 0.05 --seeds 0 1 2
     python benchmarks/semi_supervised.py --experiments mapping --seeds 0 1 2
+    python benchmarks/semi_supervised.py --experiments label_efficiency --seeds 0 1 2 --threads 1
     python benchmarks/semi_supervised.py --report-only
 """
 
@@ -55,6 +65,8 @@ import sctransformer_tools as sct  # noqa: E402
 
 RECORDS = ROOT / "benchmarks" / "results" / "semi_supervised.jsonl"
 REPORT = ROOT / "docs" / "results" / "semi_supervised.md"
+LABEL_EFFICIENCY_REPORT = ROOT / "docs" / "results" / "label_efficiency.md"
+PEER_RECORDS = ROOT / "benchmarks" / "results" / "pretraining.jsonl"
 SCRNA = SHARED / "scrna"
 FRACTIONS = (0.01, 0.05, 0.2, 1.0)
 UNLABELLED = "Unknown"
@@ -76,6 +88,12 @@ IN_STUDY_ARMS: dict[str, tuple[dict, dict, bool]] = {
     "+ consistency": ({}, {"objectives": {"consistency": 1.0}}, True),
     "+ masked expression": ({}, {"objectives": {"masked_expression": 1.0}}, True),
     "+ pseudo-labels + masked expression": ({}, {"objectives": {"pseudo_labels": 1.0, "masked_expression": 1.0}}, True),
+}
+#: Arms of the reported label-efficiency experiment: (arm of :data:`IN_STUDY_ARMS`, with the four unlabelled sets).
+#: The unlabelled arm runs today's defaults (no ``objectives`` passed).
+REPORTED_ARMS: dict[str, tuple[str, bool]] = {
+    "with unlabelled cells (default)": ("unlabelled in the profile", True),
+    "labelled cells only": ("labelled only", False),
 }
 #: Mapping arms: ``None`` predicts with the reference model; a dict, the query model's adaptation objectives; a
 #: tuple ``("unlabelled", objectives)``, a model trained on the reference with the query's cells unlabelled.
@@ -170,15 +188,23 @@ def reference_of(fit: ad.AnnData, labelled: np.ndarray, with_unlabelled: bool, e
     return ad.concat(parts, join="inner", index_unique="-")
 
 
-def in_study(seeds, fractions, arms, extra: bool, threads: int, resume: bool) -> None:
+def in_study(seeds, fractions, arms, extra: bool, threads: int, resume: bool, reported: bool = False) -> None:
+    """Train each arm at each label fraction and score it: on the validation cells, or (``reported``, the
+    ``label_efficiency`` experiment, arms of :data:`REPORTED_ARMS`) on the evaluation's test cells."""
+    experiment = "label_efficiency" if reported else "in_study"
     for seed in seeds:
-        fit, val = validation_split(seed)
+        if reported:
+            split = load_split("pbmc3k", seed=seed, data_dir=SCRNA)
+            fit, val = split.train, split.test
+        else:
+            fit, val = validation_split(seed)
         labels = fit.obs[LABELS_KEY].astype(str).to_numpy()
         for fraction in fractions:
             labelled = labelled_subset(labels, fraction, seed)
             for arm in arms:
-                model_kwargs, train_kwargs, with_unlabelled = IN_STUDY_ARMS[arm]
-                key = {"experiment": "in_study", "arm": arm, "fraction": fraction, "extra": extra, "seed": seed}
+                settings, extra = REPORTED_ARMS[arm] if reported else (arm, extra)
+                model_kwargs, train_kwargs, with_unlabelled = IN_STUDY_ARMS[settings]
+                key = {"experiment": experiment, "arm": arm, "fraction": fraction, "extra": extra, "seed": seed}
                 if (resume and done(**key)) or (fraction >= 1 and with_unlabelled and not extra):
                     continue  # all fit cells labelled: no unlabelled cell to learn from
                 reference = reference_of(fit, labelled, with_unlabelled, extra)
@@ -305,12 +331,18 @@ def main(argv: list[str] | None = None) -> None:
                 in_study(args.seeds, args.fractions, args.arms or list(IN_STUDY_ARMS), args.extra, threads, args.resume)
             elif experiment == "mapping":
                 mapping(args.seeds, args.arms or list(MAPPING_ARMS), threads, args.resume)
+            elif experiment == "label_efficiency":
+                arms = args.arms or list(REPORTED_ARMS)
+                in_study(args.seeds, args.fractions, arms, True, threads, args.resume, reported=True)
             else:
                 raise SystemExit(f"unknown experiment {experiment!r}")
-    from harness.semi_supervised_report import write_report
+    from harness.semi_supervised_report import write_label_efficiency_report, write_report
 
-    write_report(load_records(), REPORT)
-    print(f"wrote {REPORT}")
+    records = load_records()
+    write_report([r for r in records if r["experiment"] != "label_efficiency"], REPORT)
+    peers = [json.loads(line) for line in PEER_RECORDS.read_text().splitlines() if line.strip()]
+    write_label_efficiency_report(records, peers, LABEL_EFFICIENCY_REPORT)
+    print(f"wrote {REPORT} and {LABEL_EFFICIENCY_REPORT}")
 
 
 if __name__ == "__main__":
