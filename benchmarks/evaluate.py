@@ -173,7 +173,11 @@ def _methods_note() -> str:
   HVGs, log-normalised and standardised); CellTypist (`celltypist.train` on all genes, trained locally, best
   match, no majority voting); scANVI (scVI pre-training then `SCANVI.from_scvi_model` on the training
   cells' 2,000 HVGs; test cells are classified and embedded by the trained reference model after
-  `SCANVI.prepare_query_anndata`, without query training or surgery; no method uses a batch covariate).
+  `SCANVI.prepare_query_anndata`, without query training or surgery). Profile `defaults` adds CellTypist
+  with majority voting and, where the test cells are another donor or study, `scanvi_surgery`: scVI built
+  as scvi-tools' scArches tutorial builds a reference (`sct.bm.peers.SCARCHES_SCVI`: the batch enters the
+  encoder), the reference one batch and the test cells another, whose parameters are trained on them
+  (`SCANVI.load_query_data`, 100 epochs) before they are classified. No other method uses a batch covariate.
 - **Label metrics** over the types present in the test set: accuracy, macro-F1, balanced accuracy, and
   `rare_f1` = mean F1 of the third of types with the fewest training cells.
 - **Embedding metrics** on the scored test cells: silhouette of the true labels (sklearn, euclidean,

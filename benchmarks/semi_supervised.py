@@ -79,6 +79,9 @@ IN_STUDY_ARMS: dict[str, tuple[dict, dict, bool]] = {
     "unlabelled in the profile": ({}, {"objectives": {}}, True),
     "unlabelled in the profile, 300 steps": ({}, {"objectives": {}, "steps": 300}, True),
     "unlabelled in the profile, 150 steps": ({}, {"objectives": {}, "steps": 150}, True),
+    # what the gene tokens add: no Transformer layer, the CLS state is the expression profile's projection
+    "labelled only, no gene tokens": ({"n_layers": 0}, {}, False),
+    "unlabelled in the profile, no gene tokens": ({"n_layers": 0}, {"objectives": {}}, True),
     "+ pseudo-labels": ({}, {"objectives": {"pseudo_labels": 1.0}}, True),
     "+ pseudo-labels, not aligned": (
         {},

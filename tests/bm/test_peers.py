@@ -42,3 +42,24 @@ def test_celltypist_peer(pbmc68k_full):
     pred = fitted.predict(test)
     assert fitted.info["n_features"] == train.n_vars
     assert np.mean(pred == test.obs[LABELS].astype(str).to_numpy()) > 0.6
+
+
+def test_scanvi_surgery_moves_the_query_and_leaves_the_reference(pbmc68k_full):
+    """scArches surgery on a surgery-ready reference (the batch enters the encoder) changes the query's latent
+    coordinates; with scVI's default encoder it would change nothing, and the peer would equal plain scANVI."""
+    import dataclasses
+
+    from sctransformer_tools.bm import peers
+
+    train, query = pbmc68k_full[:500].copy(), pbmc68k_full[500:].copy()
+    fitted = peers.scanvi_surgery(
+        train, "bulk_labels", n_top_genes=300, scvi_epochs=3, scanvi_epochs=1, surgery_epochs=5
+    )
+    assert fitted.model.module.encode_covariates and fitted.info["scvi_kwargs"] == peers.SCARCHES_SCVI
+    before = {k: v.detach().clone() for k, v in fitted.model.module.state_dict().items()}
+    reference_only = dataclasses.replace(fitted, surgery_epochs=None)
+    mapped, unmapped = fitted.embed(query), reference_only.embed(query)
+    assert mapped.shape == unmapped.shape == (query.n_obs, 10)
+    assert np.abs(mapped - unmapped).max() > 1e-3  # the query's own batch parameters moved it
+    after = fitted.model.module.state_dict()
+    assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)  # the reference is untouched

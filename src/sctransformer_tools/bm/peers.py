@@ -15,9 +15,12 @@ the package's own (:mod:`sctransformer_tools._data`), as scTransformer reads the
 - ``scanvi``: scVI pre-trained on the training cells' counts of the same HVGs, then
   :meth:`scvi.model.SCANVI.from_scvi_model` with the labels; query cells are classified and embedded
   (``embed``) by that reference model (no query training).
-- ``scanvi_surgery``: the same reference (its cells one batch), mapped onto each query by scArches surgery
-  (:meth:`scvi.model.SCANVI.load_query_data`: the query a new batch, only its batch parameters trained on the
-  query's cells, ``weight_decay=0`` as in the scvi-tools tutorial), which then classifies it.
+- ``scanvi_surgery``: scVI and scANVI built as scvi-tools' scArches tutorial builds a reference for surgery
+  (:data:`SCARCHES_SCVI`: the batch also enters the encoder, layer norm instead of batch norm; the reference's
+  cells one batch), mapped onto each query by scArches surgery (:meth:`scvi.model.SCANVI.load_query_data`: the
+  query a new batch, only its batch parameters trained on the query's cells, ``weight_decay=0`` as in the
+  tutorial), which then classifies it. With scVI's defaults the encoder does not read the batch, so surgery
+  would change no query cell's latent coordinates and no call.
 """
 
 from __future__ import annotations
@@ -322,6 +325,7 @@ def scanvi(
     n_latent: int = 10,
     seed: int = 0,
     accelerator: str = "cpu",
+    scvi_kwargs: dict | None = None,
 ) -> ScanviPeer:
     """Pre-train scVI, then scANVI, on the training cells' HVG counts.
 
@@ -343,10 +347,12 @@ def scanvi(
         ``scvi.settings.seed``.
     accelerator
         Lightning accelerator.
+    scvi_kwargs
+        Passed to :class:`scvi.model.SCVI` (architecture; :func:`scanvi_surgery` passes :data:`SCARCHES_SCVI`).
 
     Returns
     -------
-    The fitted peer (``info``: ``n_features``, ``scvi_epochs``, ``scanvi_epochs``).
+    The fitted peer (``info``: ``n_features``, ``scvi_epochs``, ``scanvi_epochs``, ``scvi_kwargs``).
 
     Examples
     --------
@@ -369,7 +375,7 @@ def scanvi(
     ref.obs = pd.DataFrame({labels_key: labels, BATCH: "reference"}, index=train.obs_names)
     with quiet_training(), _dropping(_SCVI_LINES):
         scvi.model.SCVI.setup_anndata(ref, labels_key=labels_key, batch_key=BATCH)
-        vae = scvi.model.SCVI(ref, n_latent=n_latent)
+        vae = scvi.model.SCVI(ref, n_latent=n_latent, **(scvi_kwargs or {}))
         vae.train(max_epochs=scvi_epochs, **quiet)
         model = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category=unlabeled, labels_key=labels_key)
         model.train(max_epochs=scanvi_epochs, **quiet)
@@ -378,6 +384,7 @@ def scanvi(
         return int(m.history["elbo_train"].shape[0]) if "elbo_train" in m.history else None
 
     info = {"n_features": len(genes), "scvi_epochs": epochs(vae), "scanvi_epochs": epochs(model)}
+    info["scvi_kwargs"] = dict(scvi_kwargs or {})
     return ScanviPeer(model, genes, labels_key, layer, info, unlabeled)
 
 
@@ -385,8 +392,20 @@ def scanvi(
 BATCH = "_peer_batch"
 
 
+#: The scVI architecture of scvi-tools' scArches tutorial for a reference that queries are mapped onto: the batch
+#: enters the encoder too (``encode_covariates``), so a query's new batch parameters move its latent coordinates.
+SCARCHES_SCVI = {
+    "use_layer_norm": "both",
+    "use_batch_norm": "none",
+    "encode_covariates": True,
+    "dropout_rate": 0.2,
+    "n_layers": 2,
+}
+
+
 def scanvi_surgery(train: AnnData, labels_key: str, *, surgery_epochs: int = 100, **kwargs) -> ScanviPeer:
-    """:func:`scanvi`, mapped onto each query by scArches surgery before it classifies it.
+    """:func:`scanvi` with a surgery-ready reference (:data:`SCARCHES_SCVI`), mapped onto each query by scArches
+    surgery before it classifies it.
 
     Parameters
     ----------
@@ -395,7 +414,7 @@ def scanvi_surgery(train: AnnData, labels_key: str, *, surgery_epochs: int = 100
     surgery_epochs
         Epochs of query training (scvi-tools' scArches tutorial: 100).
     **kwargs
-        Passed to :func:`scanvi`.
+        Passed to :func:`scanvi` (``scvi_kwargs`` there overrides :data:`SCARCHES_SCVI`).
 
     Examples
     --------
@@ -407,6 +426,7 @@ def scanvi_surgery(train: AnnData, labels_key: str, *, surgery_epochs: int = 100
     >>> fitted.predict(adata[500:]).shape
     (200,)
     """
+    kwargs["scvi_kwargs"] = {**SCARCHES_SCVI, **(kwargs.get("scvi_kwargs") or {})}
     peer = scanvi(train, labels_key, **kwargs)
     peer.surgery_epochs = int(surgery_epochs)
     peer.info["surgery_epochs"] = int(surgery_epochs)
