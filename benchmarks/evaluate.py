@@ -94,6 +94,15 @@ PROFILES = {
     "unlabelled": {**MODE_ARMS, "datasets": DATASETS, "mode": "unlabelled"},
     # trained on the reference, then mapped onto the test cells (another donor or study)
     "mapping": {**MODE_ARMS, "datasets": ["darmanis2015", "allen_m1", "pbmc3k_to_pbmc68k"], "mode": "mapping"},
+    # what the gene tokens add: the same panel and profile, no Transformer layer (the CLS state is the profile's
+    # projection, read by the classifier); labelled training cells, as `defaults`
+    "no_tokens": {
+        **MODE_ARMS,
+        "datasets": DATASETS,
+        "masks": ["grn"],
+        "mode": "labelled",
+        "model_kwargs": {"n_layers": 0},
+    },
     "full": {  # 0.2.0's study settings (records of that release)
         "datasets": DATASETS,
         "seeds": [0, 1, 2],
@@ -140,6 +149,11 @@ PROFILE_NOTES = {
         "`mapping`: the same model trained on the reference, then mapped onto the test cells "
         "(`SCTransformer.load_query_data(test, model)` + `train()`), where they are another donor or study; the GRN "
         "mask and its shuffle."
+    ),
+    "no_tokens": (
+        "`no_tokens`: the `defaults` model without its Transformer layers (`n_layers=0`: the CLS state is the "
+        "expression profile's projection, no gene token is read), trained on the labelled training cells: what the "
+        "gene tokens, and so the mask, add to the calls."
     ),
     "full": (
         "Full profile: the package's default model (d_model 64, 2 layers x 4 heads, CollecTRI/DoRothEA "
@@ -234,7 +248,7 @@ def _preamble(meta: dict, records: list[dict]) -> str:
         "",
     ]
     profiles = list(dict.fromkeys((r.get("profile") or "custom") for r in records))
-    for profile in sorted(profiles, key=lambda p: PROFILE_ORDER.get(p, 4)):
+    for profile in sorted(profiles, key=lambda p: PROFILE_ORDER.get(p, PROFILE_ORDER["custom"])):
         if profile in PROFILE_NOTES:
             lines.append(f"- {PROFILE_NOTES[profile]}")
         runs = [m for m in meta.get("invocations", []) if m.get("profile") == profile]

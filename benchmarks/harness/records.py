@@ -53,7 +53,7 @@ HEADERS = {
     "peak_delta_mb": "MB rise",
 }
 #: Profiles in report order (others between full and quick).
-PROFILE_ORDER = {"defaults": 0, "unlabelled": 1, "mapping": 2, "full": 3, "custom": 4, "quick": 5}
+PROFILE_ORDER = {"defaults": 0, "unlabelled": 1, "mapping": 2, "no_tokens": 3, "full": 4, "custom": 5, "quick": 6}
 
 
 def _clean(value):
@@ -351,7 +351,7 @@ def order_frame(frame: pd.DataFrame) -> pd.DataFrame:
     regs = {r: i for i, r in enumerate(dict.fromkeys(frame["regulons"].dropna()))}
     key = pd.DataFrame(
         {
-            "p": frame["profile"].map(lambda p: PROFILE_ORDER.get(p, 4)),
+            "p": frame["profile"].map(lambda p: PROFILE_ORDER.get(p, PROFILE_ORDER["custom"])),
             "d": frame["dataset"].map(datasets),
             "m": frame["method"].map(lambda m: method_rank.get(m, 9)),
             "r": frame["regulons"].map(lambda r: regs.get(r, -1)),

@@ -358,7 +358,12 @@ def _coverage_markdown(frame: pd.DataFrame) -> str:
 
 
 #: Profiles of today's defaults, one training mode each (``benchmarks/evaluate.py``).
-MODE_PROFILES = {"defaults": "labelled", "unlabelled": "+ unlabelled", "mapping": "mapped"}
+MODE_PROFILES = {
+    "defaults": "labelled",
+    "unlabelled": "+ unlabelled",
+    "mapping": "mapped",
+    "no_tokens": "labelled, no Transformer layer",
+}
 #: Cell types whose recall the modes table shows, where a dataset has them (the hard pairs of PBMCs).
 HARD_TYPES = ("Naive CD4 T", "Memory CD4 T", "CD8 T", "CD14+ Mono", "FCGR3A+ Mono", "DC")
 
@@ -485,7 +490,7 @@ def write_report(
         modes = modes_markdown(frame, metric)
         if modes:
             parts += ["## Today's defaults: training modes and peers", "", modes, ""]
-        profiles = sorted(dict.fromkeys(frame["profile"]), key=lambda p: PROFILE_ORDER.get(p, 4))
+        profiles = sorted(dict.fromkeys(frame["profile"]), key=lambda p: PROFILE_ORDER.get(p, PROFILE_ORDER["custom"]))
         for profile in profiles:
             sub_records = [r for r in records if (r.get("profile") or "custom") == profile and not r.get("error")]
             sub = frame[frame["profile"] == profile]
