@@ -3,6 +3,12 @@
 Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in README.md and is rendered here from
 (the documentation's results pages, ``docs/results/``, show them all: ``docs/conf.py`` calls :func:`tables`):
 
+- ``defaults``: ``docs/results/evaluation.json`` (profiles ``defaults``, ``unlabelled``, ``mapping``,
+  ``no_tokens``: today's defaults in each training mode beside the peers, macro-F1 mean ± sd over seeds);
+- ``defaults_reading``: the same records in words (each mode against the best peer and against labelled-only
+  training, and the model without its Transformer layers, paired by seed);
+- ``label_efficiency``: ``benchmarks/results/semi_supervised.jsonl`` and the peers of
+  ``benchmarks/results/pretraining.jsonl`` (``docs/results/label_efficiency.md``'s first table);
 - ``evaluation``: ``docs/results/evaluation.json`` (full profile: macro-F1 mean ± sd over seeds per dataset,
   and the pooled paired comparison of the GRN mask with its controls);
 - ``headline``: the same records, only the pooled comparison of the GRN mask with its controls;
@@ -40,7 +46,8 @@ from first_hour import markdown as first_hour_markdown  # noqa: E402
 from harness.pretraining_report import headline as pretraining_headline  # noqa: E402
 from harness.pretraining_report import load_records as load_pretraining_records  # noqa: E402
 from harness.records import load_records, variant_name  # noqa: E402
-from harness.stats import TIE, pooled_comparison  # noqa: E402
+from harness.semi_supervised_report import label_efficiency_frame, label_efficiency_lines  # noqa: E402
+from harness.stats import TIE, difference_stats, pooled_comparison  # noqa: E402
 
 DATASETS = {
     "pbmc3k": "pbmc3k (80/20)",
@@ -59,6 +66,120 @@ VARIANTS = {
     "celltypist": "CellTypist",
     "scanvi": "scANVI",
 }
+#: Rows of the table of today's defaults: (profile, method, mask) -> label. scTransformer rows are its GRN mask
+#: (CollecTRI) in each training mode, and its degree-preserving shuffle trained on the labelled cells.
+DEFAULT_ROWS = {
+    ("defaults", "sctransformer", "grn"): "scTransformer, labelled cells",
+    ("unlabelled", "sctransformer", "grn"): "scTransformer, + test cells unlabelled",
+    ("mapping", "sctransformer", "grn"): "scTransformer, mapped onto the test cells",
+    ("defaults", "sctransformer", "shuffled"): "scTransformer, shuffled mask (labelled cells)",
+    ("no_tokens", "sctransformer", "grn"): "scTransformer without its Transformer layers (labelled cells)",
+    ("defaults", "logistic_regression", None): "logistic regression",
+    ("defaults", "celltypist", None): "CellTypist",
+    ("defaults", "celltypist_majority", None): "CellTypist, majority voting",
+    ("defaults", "scanvi", None): "scANVI",
+    ("defaults", "scanvi_surgery", None): "scANVI + scArches surgery",
+}
+_SCT_MODES = [k for k in DEFAULT_ROWS if k[1] == "sctransformer" and k[2] == "grn" and k[0] != "no_tokens"]
+_PEER_ROWS = [k for k in DEFAULT_ROWS if k[1] != "sctransformer"]
+
+
+def _defaults_frame(records: list[dict]) -> pd.DataFrame:
+    profiles = {k[0] for k in DEFAULT_ROWS}
+    rows = [r for r in records if r.get("profile") in profiles and not r.get("error")]
+    frame = pd.DataFrame(rows, columns=["profile", "dataset", "method", "mask", "regulons", "seed", "macro_f1"])
+    frame = frame[(frame["method"] != "sctransformer") | (frame["regulons"] == "collectri")]
+    frame["mask"] = frame["mask"].where(frame["method"] == "sctransformer", None)
+    frame["row"] = [
+        DEFAULT_ROWS.get((p, m, k)) for p, m, k in zip(frame["profile"], frame["method"], frame["mask"], strict=True)
+    ]
+    frame["macro_f1"] = pd.to_numeric(frame["macro_f1"], errors="coerce")
+    return frame.dropna(subset=["row", "macro_f1"])
+
+
+def defaults_table(records: list[dict]) -> str:
+    """Today's defaults in each training mode and the peers: macro-F1 per dataset, mean ± sd (n seeds)."""
+    frame = _defaults_frame(records)
+    datasets = [d for d in DATASETS if d in set(frame["dataset"])]
+    if not datasets:
+        return "(not measured yet at today's defaults)"
+    lines = ["| macro-F1 | " + " | ".join(DATASETS[d] for d in datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
+    for label in DEFAULT_ROWS.values():
+        cells = []
+        for dataset in datasets:
+            values = frame[(frame["row"] == label) & (frame["dataset"] == dataset)]["macro_f1"]
+            if values.empty:
+                cells.append("–")
+            else:
+                sd = f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else ""
+                cells.append(f"{values.mean():.3f}{sd} (n={len(values)})")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _paired(frame: pd.DataFrame, a: str, b: str, dataset: str | None = None) -> dict | None:
+    part = frame if dataset is None else frame[frame["dataset"] == dataset]
+    x = part[part["row"] == a].drop_duplicates(["dataset", "seed"], keep="last").set_index(["dataset", "seed"])
+    y = part[part["row"] == b].drop_duplicates(["dataset", "seed"], keep="last").set_index(["dataset", "seed"])
+    both = x.index.intersection(y.index)
+    if len(both) == 0:
+        return None
+    return difference_stats((x.loc[both, "macro_f1"] - y.loc[both, "macro_f1"]).to_numpy(dtype=float))
+
+
+def _said(stats: dict) -> str:
+    return f"{stats['mean']:+.3f} (higher in {stats['wins']}, lower in {stats['losses']}, tied in {stats['ties']} of {stats['n_pairs']})"
+
+
+def defaults_reading(records: list[dict]) -> str:
+    """The table of today's defaults in words, every number computed from the records (paired by seed)."""
+    frame = _defaults_frame(records)
+    if frame.empty:
+        return "(not measured yet at today's defaults)"
+    sentences = []
+    for dataset in [d for d in DATASETS if d in set(frame["dataset"])]:
+        part = frame[frame["dataset"] == dataset]
+        means = part.groupby("row")["macro_f1"].mean()
+        peers = [DEFAULT_ROWS[k] for k in _PEER_ROWS if DEFAULT_ROWS[k] in means]
+        if not peers:
+            continue
+        peer = max(peers, key=means.get)  # the peer of highest mean: the comparison least kind to scTransformer
+        said = []
+        for mode in [DEFAULT_ROWS[k] for k in _SCT_MODES if DEFAULT_ROWS[k] in means]:
+            stats = _paired(part, mode, peer)
+            if stats:
+                said.append(f"{mode.removeprefix('scTransformer, ')} {_said(stats)}")
+        if said:
+            sentences.append(f"{DATASETS[dataset]}, minus {peer} (the best peer there): " + ", ".join(said))
+    text = (
+        "scTransformer's macro-F1 in each training mode minus the best peer's, paired by seed (a tie being "
+        f"|difference| < {TIE}): " + "; ".join(sentences) + "."
+    )
+    tokens = _paired(frame, DEFAULT_ROWS[("no_tokens", "sctransformer", "grn")], DEFAULT_ROWS[_SCT_MODES[0]])
+    shuffled = _paired(frame, DEFAULT_ROWS[_SCT_MODES[0]], DEFAULT_ROWS[("defaults", "sctransformer", "shuffled")])
+    if tokens:
+        text += (
+            " Without its Transformer layers (the expression profile alone) minus the default model, pooled over "
+            f"datasets and seeds: {_said(tokens)} pairs."
+        )
+    if shuffled:
+        text += f" The GRN mask minus its degree-preserving shuffle: {_said(shuffled)} pairs."
+    return text
+
+
+def label_efficiency_table() -> str:
+    """The first table of ``docs/results/label_efficiency.md``: macro-F1 at 1-100% of pbmc3k's labels."""
+    results = ROOT / "benchmarks" / "results"
+    ours = [json.loads(x) for x in (results / "semi_supervised.jsonl").read_text().splitlines() if x.strip()]
+    peers = [json.loads(x) for x in (results / "pretraining.jsonl").read_text().splitlines() if x.strip()]
+    frame = label_efficiency_frame(ours, peers)
+    lines = label_efficiency_lines(frame) if not frame.empty else ["(not measured yet)"]
+    table = lines[2 : lines.index("", 2)] if "" in lines[2:] else lines
+    # training times of the two sources come from different machines and thread counts: not compared here
+    return "\n".join(line.rsplit("|", 2)[0] + "|" if line.startswith("|") else line for line in table)
+
+
 _BLOCK = re.compile(r"(<!-- table:(?P<name>[a-z_]+) -->\n)(.*?)(<!-- /table -->)", flags=re.S)
 
 
@@ -211,6 +332,9 @@ def tables() -> dict[str, str]:
     results = ROOT / "benchmarks" / "results"
     records = load_records(ROOT / "docs" / "results" / "evaluation.json")
     out = {
+        "defaults": defaults_table(records),
+        "defaults_reading": defaults_reading(records),
+        "label_efficiency": label_efficiency_table(),
         "evaluation": evaluation_table(records),
         # the README's headline: the GRN mask against its controls of the same density (and the dense model)
         "headline": pooled_table(records, HEADLINE_COMPARATORS),

@@ -97,6 +97,8 @@ IN_STUDY_ARMS: dict[str, tuple[dict, dict, bool]] = {
 REPORTED_ARMS: dict[str, tuple[str, bool]] = {
     "with unlabelled cells (default)": ("unlabelled in the profile", True),
     "labelled cells only": ("labelled only", False),
+    "with unlabelled cells, no Transformer layer": ("unlabelled in the profile, no gene tokens", True),
+    "labelled cells only, no Transformer layer": ("labelled only, no gene tokens", False),
 }
 #: Mapping arms: ``None`` predicts with the reference model; a dict, the query model's adaptation objectives; a
 #: tuple ``("unlabelled", objectives)``, a model trained on the reference with the query's cells unlabelled.
