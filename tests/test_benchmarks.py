@@ -153,8 +153,23 @@ def test_pbmc3k_masks_runs_and_summarizes(pbmc68k_file, tmp_path, capsys):
 def test_report_only_renders_the_committed_records(name, tmp_path, monkeypatch, restored):
     script = _script(name)
     monkeypatch.setattr(script, "REPORT", tmp_path / f"{name}.md")
+    if name == "semi_supervised":  # its second report: rendered into tmp_path too, never over the committed one
+        monkeypatch.setattr(script, "LABEL_EFFICIENCY_REPORT", tmp_path / "label_efficiency.md")
     script.main(["--report-only"])
     assert (tmp_path / f"{name}.md").stat().st_size > 1000
+    if name == "semi_supervised":
+        committed = BENCHMARKS.parent / "docs" / "results"
+        for page in ("semi_supervised.md", "label_efficiency.md"):
+            assert (tmp_path / page).read_text() == (committed / page).read_text(), f"{page}: rerun --report-only"
+
+
+def test_first_hour_table_and_the_readme_example_it_times(capsys):
+    script = _script("first_hour")
+    example = script.readme_example()
+    assert "sct.SCTransformer.setup_anndata(reference" in example and "model.predict(query" in example
+    script.main(["--markdown", str(RESULTS / "first_hour.json")])
+    out = capsys.readouterr().out
+    assert "| `sctransformer-tools demo` (train, held-out report, UMAP) |" in out and "held-out accuracy" in out
 
 
 def test_novelty_report_only_renders_the_committed_records(tmp_path, restored):
@@ -186,6 +201,6 @@ def test_structure_report_prints_imports_and_sizes(capsys):
 
 def test_every_script_has_a_smoke_test():
     """A new script gets a test of its own here (beyond --help)."""
-    tested = {"annotation_speed", "attention", "evaluate", "mam_reward", "model_step", "out_of_core"}
+    tested = {"annotation_speed", "attention", "evaluate", "first_hour", "mam_reward", "model_step", "out_of_core"}
     tested |= {"pbmc3k_masks", "pretraining", "semi_supervised", "readme_tables", "novelty", "structure_report"}
     assert set(SCRIPTS) == tested

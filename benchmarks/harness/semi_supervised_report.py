@@ -45,21 +45,26 @@ def paired(frame: pd.DataFrame, arm: str, baseline: str, by: tuple[str, ...]) ->
     return difference_stats((a.loc[common] - b.loc[common]).to_numpy())
 
 
+def fraction_table(frame: pd.DataFrame, arms: list[str], first: str = "arm") -> list[str]:
+    """Macro-F1 (mean ± sd over seeds) of each arm at each share of labels, and its mean training time."""
+    fractions = sorted(frame["fraction"].unique())
+    lines = [f"| {first} | " + " | ".join(f"{f:.0%} labelled" for f in fractions) + " | train s |"]
+    lines.append("|---" * (len(fractions) + 2) + "|")
+    for arm in arms:
+        rows = frame[frame["arm"] == arm]
+        cells = [_mean_sd(rows[rows["fraction"] == f]["macro_f1"]) for f in fractions]
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {rows['train_s'].astype(float).mean():.0f} |")
+    return lines
+
+
 def in_study_tables(frame: pd.DataFrame) -> list[str]:
     lines = []
     study = frame[frame["experiment"] == "in_study"]
     for extra, part in study.groupby("extra"):
         title = "with the four unlabelled PBMC sets" if extra else "pbmc3k cells only"
-        fractions = sorted(part["fraction"].unique())
         arms = list(dict.fromkeys(part["arm"]))
         lines += [f"### In-study, {title}", "", "Macro-F1 on the validation cells, mean ± sd over seeds:", ""]
-        lines.append("| arm | " + " | ".join(f"{f:.0%} labelled" for f in fractions) + " | train s |")
-        lines.append("|---" * (len(fractions) + 2) + "|")
-        for arm in arms:
-            rows = part[part["arm"] == arm]
-            cells = [_mean_sd(rows[rows["fraction"] == f]["macro_f1"]) for f in fractions]
-            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {rows['train_s'].astype(float).mean():.0f} |")
-        lines.append("")
+        lines += [*fraction_table(part, arms), ""]
         baselines = [b for b in ("labelled only", "unlabelled in the profile") if b in arms]
         if baselines:
             lines += [f"Paired by fraction and seed (differences of macro-F1; |d| < {TIE} is a tie):", ""]
@@ -171,14 +176,7 @@ def label_efficiency_lines(frame: pd.DataFrame) -> list[str]:
     fractions = sorted(frame["fraction"].unique())
     ours = [a for a in dict.fromkeys(frame["arm"]) if a not in PEERS.values()]
     arms = ours + [p for p in PEERS.values() if p in set(frame["arm"])]
-    lines = ["Macro-F1 on the held-out 20%, mean ± sd over seeds:", ""]
-    lines.append("| method | " + " | ".join(f"{f:.0%} labelled" for f in fractions) + " | train s |")
-    lines.append("|---" * (len(fractions) + 2) + "|")
-    for arm in arms:
-        rows = frame[frame["arm"] == arm]
-        cells = [_mean_sd(rows[rows["fraction"] == f]["macro_f1"]) for f in fractions]
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {rows['train_s'].astype(float).mean():.0f} |")
-    lines.append("")
+    lines = ["Macro-F1 on the held-out 20%, mean ± sd over seeds:", "", *fraction_table(frame, arms, "method"), ""]
     if DEFAULT_ARM not in ours:
         return lines
     lines += [
