@@ -83,9 +83,9 @@ IN_STUDY_ARMS: dict[str, tuple[dict, dict, bool]] = {
     "labelled only, no gene tokens": ({"n_layers": 0}, {}, False),
     "unlabelled in the profile, no gene tokens": ({"n_layers": 0}, {"objectives": {}}, True),
     # half the training cells classified from their gene tokens alone (the profile dropped): do the tokens then help?
-    "labelled only, profile dropout 0.5": ({"module_kwargs": {"profile_dropout": 0.5}}, {}, False),
+    "labelled only, profile dropout 0.5": ({"profile_dropout": 0.5}, {}, False),
     "unlabelled in the profile, profile dropout 0.5": (
-        {"module_kwargs": {"profile_dropout": 0.5}},
+        {"profile_dropout": 0.5},
         {"objectives": {}},
         True,
     ),

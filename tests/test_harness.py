@@ -231,6 +231,36 @@ def test_evaluate_skip_resumes(tiny_records):
     assert again == []
 
 
+def test_evaluate_maps_the_reference_onto_the_test_cells(tiny_records):
+    """Mode "mapping": the record of a query model (whose own training history is kept apart, ``mapping_history_``)."""
+    _, _, _, (train, test) = tiny_records
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        (record,) = evaluate(
+            train,
+            test,
+            "cell_type",
+            dataset="tiny",
+            methods=["sctransformer"],
+            masks=["grn"],
+            mode="mapping",
+            attention=False,
+            regulons="collectri",
+            library_size_key="library_size",
+            model_kwargs={"d_model": 16, "n_layers": 1, "n_heads": 2, "n_top_genes": 0, "max_tokens": 64},
+            train_kwargs={"max_epochs": 1},
+            embedding_kwargs={"resolutions": (1.0,)},
+            profile="test",
+            raise_errors=True,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert record["mode"] == "mapping" and not record.get("error")
+    assert 0 <= record["macro_f1"] <= 1 and record["map_s"] > 0 and record["map_epochs"] >= 1
+    assert record["epochs"] is None  # the reference's epochs are not the query model's
+
+
 def test_evaluate_rejects_bad_input(tiny_records):
     _, _, _, (train, test) = tiny_records
     with pytest.raises(ValueError, match="Unknown methods"):

@@ -224,8 +224,10 @@ def evaluate(
                 embedding = fitted.get_latent_representation(query, inplace=False)
             summary = fitted.mask_summary()
             net = net_of(reg)
+            history = fitted.history or {}  # a query model keeps its adaptation apart (``mapping_history_``)
             info |= {
-                "epochs": len(fitted.history["train_loss"]) if "train_loss" in fitted.history else None,
+                "epochs": len(history["train_loss"]) if "train_loss" in history else None,
+                "map_epochs": (getattr(fitted, "mapping_", None) or {}).get("max_epochs"),
                 # "auto" resolves per machine (bf16-mixed where the CPU/GPU has native bfloat16 matmuls)
                 "precision": str(getattr(getattr(fitted, "trainer", None), "precision", None)),
                 "panel_genes": summary["panel_genes"],
