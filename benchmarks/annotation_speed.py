@@ -23,6 +23,14 @@ Usage (from the project root, alone on the machine)::
     SCTRANSFORMER_TOOLS_DATA=../shared/data/regulons python benchmarks/annotation_speed.py \\
         --out benchmarks/results/annotation_speed.json
 
+Against the previous release on the same machine (the throughput target is a ratio): run this script from a
+checkout of that release first, then pass its JSON, which is kept in today's under ``baseline``::
+
+    git worktree add ../sct-0.2.0 bff19f3 && (cd ../sct-0.2.0 && PYTHONPATH=src \\
+        SCTRANSFORMER_TOOLS_DATA=../shared/data/regulons python benchmarks/annotation_speed.py --skip-f1 \\
+        --out /tmp/speed-0.2.0.json)
+    python benchmarks/annotation_speed.py --skip-f1 --baseline /tmp/speed-0.2.0.json
+
 ``--skip-f1`` leaves out part 4 (the longest). The JSON holds the machine (CPU model, native bf16 or not,
 torch threads) with every figure; ``--markdown`` prints the tables of the README from a JSON.
 """
@@ -285,6 +293,22 @@ def markdown(result: dict) -> str:
         "|---|---|",
         *(f"| `{k.removesuffix('_cells_per_s')}` | {v:.0f} |" for k, v in t.items()),
     ]
+    if "baseline" in result:
+        b = result["baseline"]
+        same = b["machine"]["cpu"] == m["cpu"] and b["machine"]["torch_threads"] == m["torch_threads"]
+        where = "the same machine" if same else f"another machine ({b['machine']['cpu']}): not comparable"
+        lines += ["", f"Against release {b['release']} run by the same benchmark on {where}:", ""]
+        lines += [f"| | {b['release']} | now | now / {b['release']} |", "|---|---|---|---|"]
+        lines.append(
+            f"| scTransformer defaults, train + predict (s) | {b['wall_s']:.0f} | {w['sctransformer']['wall_s']:.0f} "
+            f"| {w['sctransformer']['wall_s'] / b['wall_s']:.2f} |"
+        )
+        for key, value in t.items():
+            if key in b["throughput"]:
+                old = b["throughput"][key]
+                lines.append(
+                    f"| `{key.removesuffix('_cells_per_s')}` (cells/s) | {old:.0f} | {value:.0f} | {value / old:.2f} |"
+                )
     if "mapping" in result:
         mp = result["mapping"]
         lines += [
@@ -332,6 +356,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-f1", action="store_true", help="leave out the macro-F1 comparison (part 4)")
     parser.add_argument("--skip-semi", action="store_true", help="leave out the semi-supervised cost (part 6)")
     parser.add_argument("--markdown", type=Path, help="print the tables of an existing result JSON and stop")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a result JSON of this benchmark run by an earlier release on this machine, kept beside today's",
+    )
+    parser.add_argument("--baseline-release", default="0.2.0", help="the release that wrote --baseline")
     args = parser.parse_args(argv)
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
@@ -362,6 +392,16 @@ def main(argv: list[str] | None = None) -> None:
         print("semi-supervised", result["semi_supervised"], flush=True)
     if not args.skip_f1:
         result["macro_f1"] = macro_f1_by_seed(adata)
+    if args.baseline:
+        before = json.loads(args.baseline.read_text())
+        result["baseline"] = {
+            "release": args.baseline_release,
+            "machine": before["machine"],
+            "command": before.get("command"),
+            "wall_s": before["wall"]["sctransformer"]["wall_s"],
+            "scanvi_wall_s": before["wall"]["scanvi"]["wall_s"],
+            "throughput": before["throughput"],
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(markdown(result))
