@@ -81,8 +81,9 @@ def demo(
     adata.obs.loc[adata.obs_names[test_idx], "held-out prediction"] = query.obs["sctransformer_prediction"].astype(str)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     title = f"held-out cells ({len(test_idx)}; training cells grey)"
-    sct.pl.label_umap(adata, "held-out population", model=model, ax=axes[0], title=f"FACS-sorted population\n{title}")
-    sct.pl.label_umap(adata, "held-out prediction", model=model, ax=axes[1], title=f"scTransformer prediction\n{title}")
+    shown = {"model": model, "na_in_legend": False}  # the grey training cells are not a category
+    sct.pl.label_umap(adata, "held-out population", ax=axes[0], title=f"FACS-sorted population\n{title}", **shown)
+    sct.pl.label_umap(adata, "held-out prediction", ax=axes[1], title=f"scTransformer prediction\n{title}", **shown)
     fig.tight_layout()
     fig.savefig(out / "umap.png", dpi=120)
     plt.close(fig)
