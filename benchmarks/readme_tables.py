@@ -46,8 +46,8 @@ from first_hour import markdown as first_hour_markdown  # noqa: E402
 from harness.pretraining_report import headline as pretraining_headline  # noqa: E402
 from harness.pretraining_report import load_records as load_pretraining_records  # noqa: E402
 from harness.records import load_records, variant_name  # noqa: E402
-from harness.semi_supervised_report import label_efficiency_frame, label_efficiency_lines  # noqa: E402
-from harness.stats import TIE, difference_stats, pooled_comparison  # noqa: E402
+from harness.semi_supervised_report import label_efficiency_frame, label_efficiency_lines, paired  # noqa: E402
+from harness.stats import TIE, pooled_comparison  # noqa: E402
 
 DATASETS = {
     "pbmc3k": "pbmc3k (80/20)",
@@ -118,14 +118,9 @@ def defaults_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _paired(frame: pd.DataFrame, a: str, b: str, dataset: str | None = None) -> dict | None:
-    part = frame if dataset is None else frame[frame["dataset"] == dataset]
-    x = part[part["row"] == a].drop_duplicates(["dataset", "seed"], keep="last").set_index(["dataset", "seed"])
-    y = part[part["row"] == b].drop_duplicates(["dataset", "seed"], keep="last").set_index(["dataset", "seed"])
-    both = x.index.intersection(y.index)
-    if len(both) == 0:
-        return None
-    return difference_stats((x.loc[both, "macro_f1"] - y.loc[both, "macro_f1"]).to_numpy(dtype=float))
+def _paired(frame: pd.DataFrame, a: str, b: str) -> dict | None:
+    """``a - b`` paired by dataset and seed (rows of :func:`_defaults_frame`, one run per row, dataset and seed)."""
+    return paired(frame.rename(columns={"row": "arm"}), a, b, ("dataset", "seed"))
 
 
 def _said(stats: dict) -> str:
