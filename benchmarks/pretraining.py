@@ -11,9 +11,9 @@ and ``docs/results/pretraining.md`` is regenerated from all records):
     four unlabelled 10x PBMC sets, fine-tuned on 1%, 5%, 20% and 100% of the fit cells' labels, and scored on the
     validation cells; the test 20% is never read. The rule
     (:func:`harness.pretraining_report.target_selection`): the target of highest validation macro-F1 pooled over
-    label shares and seeds; the package's default (``counts``) stays unless another is ahead of it by at least
+    label shares and seeds; 0.2's default (``counts``) stays unless another is ahead of it by at least
     ``harness.stats.TIE``. The other experiments use the target it picks once its records are complete (``--target``
-    overrides), else the package's default, and say which in their records (``target``, ``target_source``).
+    overrides), else 0.2's default, and say which in their records (``target``, ``target_source``).
 ``label_efficiency``
     pbmc3k, the evaluation's stratified 80/20 split (``random_state=seed``). 1%, 5%, 20% and 100% of the
     training cells keep their labels (stratified, at least :data:`MIN_PER_TYPE` cells of every type); all are
@@ -460,7 +460,7 @@ def chosen_target(override: str | None = None) -> tuple[str, str]:
     choice = target_selection(load_records())
     if choice["status"] == "complete":
         return choice["target"], "validation split (target_selection)"
-    return DEFAULT_TARGET, f"package default (target_selection {choice['status']})"
+    return DEFAULT_TARGET, f"0.2's default (target_selection {choice['status']})"
 
 
 # ------------------------------------------------------------------------------------------------ experiments

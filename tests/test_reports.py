@@ -366,6 +366,19 @@ def test_target_selection_rule():
     assert few["status"] == "incomplete"  # fewer than 3 seeds
 
 
+def test_pretrain_defaults_to_the_target_the_validation_split_picks():
+    """``SCTransformer.pretrain``'s default target is ``target_selection``'s pick from the committed records."""
+    import sctransformer_tools as sct
+
+    choice = report.target_selection(report.load_records(PRETRAINING_RECORDS))
+    assert choice["status"] == "complete", choice["status"]
+    adata = sct.ds.pbmc68k_reduced()
+    sct.SCTransformer.setup_anndata(adata, labels_key="bulk_labels")
+    model = sct.SCTransformer(adata, d_model=16, n_layers=1, n_heads=2, n_top_genes=0)
+    model.pretrain(max_epochs=1, enable_progress_bar=False)
+    assert model.pretraining_["objective_kwargs"]["target"] == choice["target"]
+
+
 def test_anchor_only_beside_the_class_separation_audit(tmp_path):
     """The scGPT figures stand beside today's audit of contextual states, never beside the 0.2 pairwise test."""
     out = tmp_path / "old.md"

@@ -33,13 +33,16 @@ from .stats import TIE, difference_stats
 STUDY_VERSION = 2
 #: How the report names the records without ``study_version``.
 SUPERSEDED = "0.2 estimator (biased; superseded)"
-#: Reconstruction targets compared by the ``target_selection`` experiment; the package's default first.
+#: Reconstruction targets compared by the ``target_selection`` experiment; the incumbent first.
 TARGETS = ("counts", "log_expression", "bins")
-#: The package's default target for models that read counts (``SCTransformer.pretrain``).
+#: The incumbent of the ``target_selection`` rule: 0.2's default target for models that read counts, which 0.2
+#: chose on the split it reported. ``SCTransformer.pretrain`` defaults to the rule's pick (a test checks that).
 DEFAULT_TARGET = "counts"
 #: The scGPT spectral-geometry study's AUROCs for scGPT's contextual gene states (Kendiukhov 2026,
 #: arXiv:2602.22247): comparable only with ``test="class_separation"`` on contextual states.
 SCGPT_ANCHORS = {"tf_vs_target": 0.744, "marker_clustering": 0.851}
+#: scTransformer arms of today's records, in the order the figures colour them.
+ARMS_ORDER = ("none", "uniform", "mam", "mam_shuffled")
 #: Tests of the class-separation audit, as the records name them.
 AUDIT_TESTS = {"tf_vs_target": "TF vs target", "marker_clustering": "marker clustering"}
 _AUDIT_FIELD = re.compile(
@@ -518,7 +521,7 @@ def target_selection(records: Sequence[dict] | pd.DataFrame, min_seeds: int = MI
     """What the ``target_selection`` records (today's, validation cells only) say about the reconstruction target.
 
     The rule: the target of highest validation macro-F1, pooled over label shares and seeds, once every target has
-    the same (label share, seed) runs, of at least ``min_seeds`` seeds; the package's default (:data:`DEFAULT_TARGET`) stays unless that target is
+    the same (label share, seed) runs, of at least ``min_seeds`` seeds; 0.2's default (:data:`DEFAULT_TARGET`) stays unless that target is
     ahead of it by at least :data:`harness.stats.TIE` (paired mean).
 
     Returns
@@ -563,7 +566,7 @@ def target_section(frame: pd.DataFrame, used: list[str]) -> str:
         "carved from pbmc3k's training cells (the evaluation's 80/20 split, its training 80% split again 75/25,",
         "stratified; the test 20% is never read): pretrained on the fit cells and the four unlabelled sets, fine-tuned",
         "on 1%, 5%, 20% and 100% of the fit cells' labels. The rule: the target of highest validation macro-F1 pooled",
-        f"over label shares and seeds; the package's default (`{DEFAULT_TARGET}`) stays unless another is ahead of it",
+        f"over label shares and seeds; 0.2's default (`{DEFAULT_TARGET}`) stays unless another is ahead of it",
         f"by at least {TIE} (paired mean). No target is picked before every target has the same runs, on at least",
         f"{MIN_SEEDS} seeds.",
         "",
@@ -595,11 +598,11 @@ def target_section(frame: pd.DataFrame, used: list[str]) -> str:
                 f"picked yet; the default stays `{DEFAULT_TARGET}`."
             )
         elif choice["target"] == DEFAULT_TARGET:
-            text.append(f"**The validation split picks `{choice['target']}`, the package's default.**")
+            text.append(f"**The validation split picks `{choice['target']}`, 0.2's default.**")
         else:
             text.append(
-                f"**The validation split picks `{choice['target']}`, not the package's default `{DEFAULT_TARGET}`**:"
-                " the default is to follow it in `SCTransformer.pretrain`."
+                f"**The validation split picks `{choice['target']}`, not 0.2's default `{DEFAULT_TARGET}`**:"
+                f" since 0.3, `SCTransformer.pretrain` reconstructs `{choice['target']}` unless told otherwise."
             )
     if used:
         text += ["", "The experiments below were run with the target " + ", ".join(f"`{t}`" for t in used) + "."]
@@ -678,6 +681,68 @@ def audit_tables(frame: pd.DataFrame) -> str:
             " with another model, genes and data; the gene table has no counterpart there."
         )
     return "\n\n".join(out)
+
+
+def audit_figure(frame: pd.DataFrame, path: Path, experiment: str = "label_efficiency") -> bool:
+    """AUROC of each class-separation test by representation (gene table, then depth), one line per arm and state.
+
+    Mean ± sd over seeds; the encoders (untrained for ``none``, pretrained otherwise) solid, the same arms
+    fine-tuned on all labels dashed; the permutation null (grey band: the range of the null means) and scGPT's
+    anchor (a horizontal line, beside the contextual states only) on each panel.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    long = audit_long(frame)
+    long = long[(long["experiment"] == experiment)] if not long.empty else long
+    if long.empty:
+        return False
+    reps = sorted(long["representation"].unique(), key=_depth)
+    x = {rep: i for i, rep in enumerate(reps)}
+    fig, axes = plt.subplots(1, len(AUDIT_TESTS), figsize=(5.2 * len(AUDIT_TESTS), 4.8), sharey=True)
+    colours = dict(zip(ARMS_ORDER, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    for ax, (test, title) in zip(axes, AUDIT_TESTS.items(), strict=True):
+        sub = long[long["test"] == test]
+        null = sub[sub["column"] == "null_mean"]["value"]
+        if len(null):
+            ax.axhspan(null.min(), null.max(), color="0.85", label="permutation null (range of means)")
+        contextual = [x[rep] for rep in reps if rep != "gene_embedding"]
+        if contextual:
+            ax.hlines(
+                SCGPT_ANCHORS[test],
+                min(contextual) - 0.2,
+                max(contextual) + 0.2,
+                colors="black",
+                linestyles=":",
+                label="scGPT, contextual states (anchor)",
+            )
+        auroc = sub[sub["column"] == "auroc"]
+        for (arm, state), block in auroc.groupby(["arm", "state"], sort=False):
+            stats = block.groupby("representation")["value"].agg(["mean", "std"])
+            stats = stats.loc[sorted(stats.index, key=_depth)]
+            ax.errorbar(
+                [x[r] for r in stats.index],
+                stats["mean"],
+                yerr=stats["std"].fillna(0),
+                color=colours.get(arm),
+                linestyle="--" if state == "fine-tuned on all labels" else "-",
+                marker="o",
+                markersize=4,
+                capsize=3,
+                label=f"{arm}, {state}",
+            )
+        ax.set_xticks(range(len(reps)), [("gene table" if r == "gene_embedding" else r) for r in reps], rotation=30)
+        ax.set_title(f"{title} ({experiment})")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("AUROC (mean ± sd over seeds)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.24, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 # ------------------------------------------------------------------------------------------------ masking
@@ -882,6 +947,7 @@ def _current_part(frame: pd.DataFrame, path: Path) -> list[str]:
             "",
         ]
     figure = path.with_name(path.stem + "_label_efficiency.png")
+    audit = path.with_name(path.stem + "_audit.png")
     return [
         "### Reading (generated from the paired records)",
         "",
@@ -931,6 +997,7 @@ def _current_part(frame: pd.DataFrame, path: Path) -> list[str]:
         "contextual gene states entering the first block (`input`) and after each block, read on up to 2,000 of the",
         "training cells.",
         "",
+        *([f"![gene-embedding audit]({audit.name})", ""] if audit_figure(frame, audit) else []),
         audit_tables(frame),
         "",
         "### What MAM masks",

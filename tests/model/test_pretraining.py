@@ -160,15 +160,17 @@ def test_from_pretrained_matches_genes_by_symbol(pbmc68k, tmp_path):
     assert model.is_trained_
 
 
-def test_default_target_is_the_count_likelihood_when_counts_are_read(pbmc68k):
-    """Counts in, the count likelihood by default; a model of log-normalised data predicts log expression."""
+def test_default_target_is_log_expression_and_counts_are_asked_for(pbmc68k):
+    """Counts in or log-normalised data in, log expression by default; the count likelihood only on counts."""
     import scanpy as sc
 
     sct.SCTransformer.setup_anndata(pbmc68k, labels_key="bulk_labels")
     model = sct.SCTransformer(pbmc68k, **TINY)
     model.pretrain(max_epochs=1, enable_progress_bar=False)
+    assert model.module.objectives["masked_expression"].target == "log_expression"
+    assert model.pretraining_["objective_kwargs"] == {"target": "log_expression"}
+    model.pretrain(max_epochs=1, enable_progress_bar=False, objective_kwargs={"target": "counts"})
     assert model.module.objectives["masked_expression"].target == "counts"
-    assert model.pretraining_["objective_kwargs"] == {"target": "counts"}
 
     logged = pbmc68k.copy()
     sc.pp.normalize_total(logged, target_sum=1e4)

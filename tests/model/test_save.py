@@ -117,9 +117,10 @@ def _resaved(model, path):
 
 
 def test_a_pretrained_folder_of_0_2_starts_a_new_model():
-    """A 0.2.0 pretrained backbone keeps its masking policy and gives its encoder to a new model."""
+    """A 0.2.0 pretrained backbone keeps its masking policy and target and gives its encoder to a new model."""
     adata = sct.ds.pbmc68k_reduced()
     sct.SCTransformer.setup_anndata(adata, labels_key="louvain")
     model = sct.SCTransformer.from_pretrained(RELEASED / "format1_pretrained", adata, n_top_genes=0)
     assert model.pretraining_["masking"] == "mam" and "masked_expression" in model.module.objectives
+    assert model.module.objectives["masked_expression"].target == "counts"  # 0.2's default, not today's
     assert model.pretrained_from_["matched_genes"] == model.pretrained_from_["panel_genes"]
