@@ -550,3 +550,19 @@ def test_evaluate_script_renders_a_report(tmp_path, monkeypatch):
     text = (tmp_path / "evaluation.md").read_text()
     assert "grn (collectri) beats shuffled (collectri) by 0.040 ± 0.010" in text
     assert (tmp_path / "evaluation_full_macro_f1.png").stat().st_size > 1000
+
+
+def test_a_umap_leaves_torch_on_the_threads_it_was_given(tmp_path):
+    """numba's OpenMP layer (umap) sets the OpenMP thread count torch shares; ``save_umap`` gives torch its own back.
+
+    Without this, every ``--threads 1`` run after the first UMAP of a benchmark process trained on every core.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rng = np.random.default_rng(0)
+        labels = np.array(["a", "b"] * 100)
+        save_umap(tmp_path / "umap.npz", rng.normal(size=(200, 8)), labels, labels, seed=0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)

@@ -160,12 +160,18 @@ def pca_embedding(
 
 
 def save_umap(path: Path, embedding: np.ndarray, labels: np.ndarray, predictions: np.ndarray, seed: int) -> None:
-    """2-D UMAP of an embedding, saved (``.npz``) with labels and predictions for the report's figure."""
+    """2-D UMAP of an embedding, saved (``.npz``) with labels and predictions for the report's figure.
+
+    torch's thread count is kept: numba's OpenMP threading layer (umap-learn, scanpy's connectivities) sets the
+    OpenMP thread count that torch reads too, so that after a UMAP a ``--threads 1`` run trained on every core.
+    """
     import anndata as ad
     import scanpy as sc
 
+    from sctransformer_tools._data import keep_torch_threads
+
     tmp = ad.AnnData(X=np.zeros((len(labels), 1), dtype=np.float32), obsm={"X_emb": np.asarray(embedding, np.float32)})
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), keep_torch_threads():
         warnings.simplefilter("ignore")
         # exact kNN: above 4,096 cells scanpy's default (pynndescent) returns a scipy sparse array that
         # scanpy 1.11 then calls .getnnz on, which scipy >= 1.15 arrays lack (AttributeError)

@@ -20,7 +20,11 @@ HVG_MAX_CELLS = 50_000
 
 @contextlib.contextmanager
 def keep_torch_threads():
-    """Give torch back its intra-op thread count after a library call that changes it (scanpy's loess)."""
+    """Give torch back its intra-op thread count after a library call that changes it.
+
+    scanpy's loess does; so does anything run by numba's OpenMP threading layer (``sc.pp.neighbors``'
+    connectivities, ``sc.tl.umap``), which sets the thread count of the OpenMP runtime torch shares.
+    """
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
