@@ -15,15 +15,20 @@ Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in READM
 - ``headline_reading``: that comparison in words (pairs higher, lower and tied; the smallest t-test p);
 - ``pretraining``: ``benchmarks/results/pretraining.jsonl`` (``benchmarks/pretraining.py``), pretrained arms minus
   training from scratch, paired by seed (:func:`harness.pretraining_report.headline`);
+- ``pretraining_query``: the same records, MAM with the query's cells in the corpus minus without them
+  (cross-study; the pretraining tutorial's section 5);
 - ``speed``: ``benchmarks/results/annotation_speed.json`` (``benchmarks/annotation_speed.py``);
 - ``first_hour``: ``benchmarks/results/first_hour.json`` (``benchmarks/first_hour.py``);
 - ``attention``: ``benchmarks/results/attention.json`` (``benchmarks/attention.py``);
 - ``out_of_core``: ``benchmarks/results/out_of_core.json`` (``benchmarks/out_of_core.py``).
 
+The tutorials' markdown cells (``tutorials/*.ipynb``) may mark the same blocks; they are rendered too (the stored
+outputs are left as they are).
+
 Usage (from the project root)::
 
-    python benchmarks/readme_tables.py           # rewrite the tables in README.md
-    python benchmarks/readme_tables.py --check   # exit 1 if README.md differs from the records
+    python benchmarks/readme_tables.py           # rewrite the tables in README.md and the tutorials' markdown
+    python benchmarks/readme_tables.py --check   # exit 1 if either differs from the records
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from annotation_speed import markdown as speed_markdown  # noqa: E402
 from first_hour import markdown as first_hour_markdown  # noqa: E402
 from harness.pretraining_report import headline as pretraining_headline  # noqa: E402
 from harness.pretraining_report import load_records as load_pretraining_records  # noqa: E402
+from harness.pretraining_report import query_cells_reading  # noqa: E402
 from harness.records import load_records, variant_name  # noqa: E402
 from harness.semi_supervised_report import label_efficiency_frame, label_efficiency_lines, paired  # noqa: E402
 from harness.stats import TIE, pooled_comparison  # noqa: E402
@@ -326,6 +332,7 @@ def tables() -> dict[str, str]:
     """Every generated table, by name."""
     results = ROOT / "benchmarks" / "results"
     records = load_records(ROOT / "docs" / "results" / "evaluation.json")
+    pretraining = load_pretraining_records(results / "pretraining.jsonl")
     out = {
         "defaults": defaults_table(records),
         "defaults_reading": defaults_reading(records),
@@ -334,7 +341,8 @@ def tables() -> dict[str, str]:
         # the README's headline: the GRN mask against its controls of the same density (and the dense model)
         "headline": pooled_table(records, HEADLINE_COMPARATORS),
         "headline_reading": headline_reading(records),
-        "pretraining": pretraining_headline(load_pretraining_records(results / "pretraining.jsonl")),
+        "pretraining": pretraining_headline(pretraining),
+        "pretraining_query": query_cells_reading(pretraining),
         "attention": attention_table(json.loads((results / "attention.json").read_text())),
         "out_of_core": out_of_core_table(json.loads((results / "out_of_core.json").read_text())),
         "first_hour": first_hour_markdown(json.loads((results / "first_hour.json").read_text())),
@@ -359,16 +367,41 @@ def render(text: str) -> str:
     return _BLOCK.sub(replace, text)
 
 
+def render_notebook(text: str) -> str:
+    """A stored notebook (its JSON text) with the marked blocks of its markdown cells rendered; its format kept."""
+    notebook = json.loads(text)
+    changed = False
+    for cell in notebook["cells"]:
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if cell["cell_type"] != "markdown" or "<!-- table:" not in source:
+            continue
+        new = render(source)
+        if new != source:
+            lines = new.split("\n")
+            cell["source"] = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+            changed = True
+    if not changed:
+        return text
+    indent = 1 if text.startswith('{\n "') else 2
+    return json.dumps(notebook, indent=indent, ensure_ascii=False) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md differs from the records")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file differs from the records")
     args = parser.parse_args(argv)
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    new = render(text)
+    files = {ROOT / "README.md": render}
+    files.update({path: render_notebook for path in sorted((ROOT / "tutorials").glob("*.ipynb"))})
+    stale = []
+    for path, rendering in files.items():
+        text = path.read_text()
+        new = rendering(text)
+        if new != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(new)
     if args.check:
-        raise SystemExit(0 if new == text else 1)
-    readme.write_text(new)
+        raise SystemExit(1 if stale else 0)
 
 
 if __name__ == "__main__":

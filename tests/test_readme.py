@@ -66,6 +66,11 @@ def test_readme_tables_are_generated_from_the_records():
     text = README.read_text()
     assert text.count("<!-- table:") >= 1
     assert module.render(text) == text, "README tables differ from the records: run python benchmarks/readme_tables.py"
+    tutorials = sorted((README.parent / "tutorials").glob("*.ipynb"))
+    assert any("<!-- table:" in path.read_text() for path in tutorials)
+    for path in tutorials:  # the tutorials' marked markdown blocks too
+        text = path.read_text()
+        assert module.render_notebook(text) == text, f"{path.name}: run python benchmarks/readme_tables.py"
 
 
 def test_ci_runs_exactly_the_readmes_set_up_commands():

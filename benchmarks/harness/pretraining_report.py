@@ -931,6 +931,22 @@ def headline(records: Sequence[dict]) -> str:
     return text
 
 
+def query_cells_reading(records: Sequence[dict]) -> str:
+    """The pretraining tutorial's sentence on adding the query's own cells to the corpus (cross-study, paired).
+
+    MAM with the query's cells minus MAM without them, from today's records where they exist, else the 0.2
+    estimator's (said to be superseded).
+    """
+    current, old, _ = versions(records)
+    stats = pooled_stats(_frame(current), "cross_study", "mam+query", "mam")
+    lead = "with today's estimator"
+    if stats is None:
+        stats, lead = pooled_stats(_frame(old), "cross_study", "mam+query", "mam"), f"with the {SUPERSEDED}"
+    if stats is None:
+        return "Not yet measured: no cross-study record with and without the query's cells."
+    return f"{lead}, adding them changed macro-F1 by {pairs_phrase(stats)}."
+
+
 # ------------------------------------------------------------------------------------------------ the report
 def _current_part(frame: pd.DataFrame, path: Path) -> list[str]:
     """The sections of today's records."""
