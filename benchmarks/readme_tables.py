@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--check", action="store_true", help="exit 1 if a file differs from the records")
     args = parser.parse_args(argv)
     files = {ROOT / "README.md": render}
-    files.update({path: render_notebook for path in sorted((ROOT / "tutorials").glob("*.ipynb"))})
+    files.update(dict.fromkeys(sorted((ROOT / "tutorials").glob("*.ipynb")), render_notebook))
     stale = []
     for path, rendering in files.items():
         text = path.read_text()

@@ -63,3 +63,29 @@ def test_scanvi_surgery_moves_the_query_and_leaves_the_reference(pbmc68k_full):
     assert np.abs(mapped - unmapped).max() > 1e-3  # the query's own batch parameters moved it
     after = fitted.model.module.state_dict()
     assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)  # the reference is untouched
+
+
+def test_celltypist_majority_voting_graph_is_celltypists_and_works_on_large_queries(pbmc68k_full):
+    """The over-clustering graph is the one CellTypist builds (exact neighbours), and above 4,096 cells it exists.
+
+    CellTypist leaves the neighbours to scanpy, whose approximate path (above 4,096 cells) fails on scipy >= 1.15.
+    """
+    celltypist = pytest.importorskip("celltypist", reason="CellTypist is an optional peer")
+    import anndata as ad
+    import scipy.sparse as sp
+
+    query = ad.AnnData(bm.peers._log_normalised(pbmc68k_full, None, None, "n_counts"))
+    query.var_names = pbmc68k_full.var_names
+    ours = query.copy()
+    bm.peers._celltypist_neighbour_graph(ours)
+    _, connectivities, distances, _ = celltypist.classifier.Classifier._construct_neighbor_graph(query.copy())
+    np.testing.assert_allclose(ours.obsp["connectivities"].toarray(), connectivities.toarray(), atol=1e-5)
+    np.testing.assert_allclose(ours.obsp["distances"].toarray(), distances.toarray(), atol=1e-4)
+
+    rng = np.random.default_rng(0)
+    tiled = ad.concat([query] * 6)  # 4,200 cells: scanpy's approximate-neighbour path
+    tiled.X = sp.csr_matrix(tiled.X.toarray() + rng.normal(0, 0.01, tiled.shape).clip(0))
+    tiled.obs_names_make_unique()
+    bm.peers._celltypist_neighbour_graph(tiled)
+    graph = tiled.obsp["connectivities"]
+    assert graph.shape == (4200, 4200) and graph.nnz > 0

@@ -33,7 +33,13 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from sctransformer_tools._data import align_genes, highly_variable_genes, library_sizes, log_normalised
+from sctransformer_tools._data import (
+    align_genes,
+    highly_variable_genes,
+    keep_torch_threads,
+    library_sizes,
+    log_normalised,
+)
 
 
 def _optional(name: str):
@@ -157,9 +163,35 @@ class CellTypistPeer:
             obs=pd.DataFrame(index=adata.obs_names),
             var=pd.DataFrame(index=adata.var_names),
         )
+        if self.majority_voting:
+            _celltypist_neighbour_graph(query)
         result = ct.annotate(query, model=self.model, majority_voting=self.majority_voting)
         column = "majority_voting" if self.majority_voting else "predicted_labels"
         return result.predicted_labels[column].astype(str).to_numpy()
+
+
+def _celltypist_neighbour_graph(query: AnnData) -> None:
+    """The neighbour graph CellTypist's over-clustering builds (``Classifier._construct_neighbor_graph``: highly
+    variable genes, scaling, 50 PCs, 10 neighbours), with exact neighbours, into ``query``.
+
+    CellTypist leaves the method to scanpy, which above 4,096 cells picks pynndescent; scanpy 1.11 then fails on
+    scipy >= 1.15 (``'csr_array' object has no attribute 'getnnz'``). Below 4,096 cells scanpy's neighbours are
+    exact anyway, so the graph is the one CellTypist would build. torch keeps its thread count (numba's OpenMP
+    layer, which the graph's connectivities use, would change it).
+    """
+    import scanpy as sc
+
+    data = query.copy()
+    sc.pp.filter_genes(data, min_cells=5)
+    sc.pp.highly_variable_genes(data, n_top_genes=min(2500, data.n_vars))
+    data = data[:, data.var["highly_variable"]].copy()
+    sc.pp.scale(data, max_value=10)
+    sc.pp.pca(data, n_comps=min(50, data.n_obs - 1, data.n_vars - 1))
+    with keep_torch_threads():
+        sc.pp.neighbors(data, n_neighbors=10, transformer="sklearn")
+    query.obsm["X_pca"] = data.obsm["X_pca"]
+    query.obsp["connectivities"], query.obsp["distances"] = data.obsp["connectivities"], data.obsp["distances"]
+    query.uns["neighbors"] = data.uns["neighbors"]
 
 
 #: What CellTypist raises when scikit-learn lacks ``LogisticRegression(multi_class=...)`` (removed in 1.8).
