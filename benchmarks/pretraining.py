@@ -580,7 +580,8 @@ def scanvi_semi_supervised(train, test, extra, fractions, seed, scvi_epochs=60, 
     return out
 
 
-def label_efficiency_peers(seeds, threads: int, resume: bool) -> None:
+def label_efficiency_peers(seeds, threads: int, resume: bool, names=None) -> None:
+    """Logistic regression, CellTypist and semi-supervised scANVI (or those of ``names``) at every label share."""
     from harness.celltypist_compat import celltypist_compat
 
     from sctransformer_tools.bm.peers import celltypist, logistic_regression
@@ -592,6 +593,8 @@ def label_efficiency_peers(seeds, threads: int, resume: bool) -> None:
         labels = train.obs[LABELS_KEY].astype(str).to_numpy()
         base = common("label_efficiency", seed, threads) | {"dataset": "pbmc3k", "kind": "classifier", "arm": "peer"}
         for name, fit in (("logistic_regression", logistic_regression), ("celltypist", celltypist)):
+            if names and name not in names:
+                continue
             for fraction in FRACTIONS:
                 if resume and done("label_efficiency", "classifier", name, "peer", fraction, seed):
                     continue
@@ -603,6 +606,8 @@ def label_efficiency_peers(seeds, threads: int, resume: bool) -> None:
                     pred = fitted.predict(query_of(test))
                 rec = base | {"method": name, "fraction": fraction, "n_labelled": len(idx), "train_s": train_s}
                 append(rec | scores(test.obs[LABELS_KEY], pred, labels))
+        if names and "scanvi" not in names:
+            continue
         if resume and all(done("label_efficiency", "classifier", "scanvi", "peer", f, seed) for f in FRACTIONS):
             continue
         for fraction, (pred, n, scvi_s, scanvi_s, n_genes) in scanvi_semi_supervised(
@@ -733,7 +738,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", choices=["all", "sctransformer", "peers"], default="all")
     parser.add_argument("--arms", nargs="+", default=None, help="scTransformer arms of the experiments (default: all)")
     parser.add_argument(
-        "--peers", nargs="+", default=None, help="peers on the cross-study and Darmanis splits (scanvi: cross-study)"
+        "--peers",
+        nargs="+",
+        default=None,
+        help="peers to run (logistic_regression, celltypist, scanvi; scanvi: label efficiency and cross-study)",
     )
     parser.add_argument(
         "--target", choices=TARGETS, default=None, help="reconstruction target (default: target_selection's pick)"
@@ -779,7 +787,7 @@ def main(argv: list[str] | None = None) -> None:
                 if ours:
                     label_efficiency_sctransformer(args.seeds, threads, args.resume, target, source, args.arms)
                 if peers:
-                    label_efficiency_peers(args.seeds, threads, args.resume)
+                    label_efficiency_peers(args.seeds, threads, args.resume, args.peers)
             elif experiment == "cross_study":
                 if ours:
                     cross_study(args.seeds, threads, args.resume, target, source, args.arms)
