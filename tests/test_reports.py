@@ -166,12 +166,6 @@ def test_cited_pretraining_comparisons_match_the_records(old_frame, files, exper
 
 def test_tutorial_qualitative_pretraining_sentences(old_frame):
     text = _prose("tutorials/pretraining.ipynb")
-    # "above training from scratch in some pairs and below it in others, and below logistic regression on average"
-    assert "above training from scratch in some pairs and below it in others, and below logistic regression" in text
-    for arm in ("uniform", "mam", "mam/counts"):
-        stats = report.pooled_stats(old_frame, "label_efficiency", arm, "none")
-        assert stats["wins"] > 0 and stats["losses"] > 0, arm
-        assert report.pooled_stats(old_frame, "label_efficiency", arm, "logistic_regression")["mean"] <= -TIE
     # ribosomal / mitochondrial genes among the 50 of highest former preference, mean over seeds (pbmc3k)
     backbones = old_frame[(old_frame["experiment"] == "label_efficiency") & (old_frame["kind"] == "backbone")]
     for arm, target in (("mam", "log-expression target"), ("mam/counts", "count target")):
