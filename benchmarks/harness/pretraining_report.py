@@ -734,7 +734,7 @@ def audit_figure(frame: pd.DataFrame, path: Path, experiment: str = "label_effic
                 label=f"{arm}, {state}",
             )
         ax.set_xticks(range(len(reps)), [("gene table" if r == "gene_embedding" else r) for r in reps], rotation=30)
-        ax.set_title(f"{title} ({experiment})")
+        ax.set_title(f"{title}: {EXPERIMENT_NAMES.get(experiment, experiment)}")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("AUROC (mean ± sd over seeds)")
     handles, labels = axes[0].get_legend_handles_labels()
