@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch and BLAS threads (default 1: on shared cores, 2 threads stalled scVI steps 40x when one core was busy)",
+        help="torch, BLAS and numba threads (default 1: processes on more threads than their share of the cores stall)",
     )
     parser.add_argument("--report-only", action="store_true", help="re-render evaluation.md from the JSON and exit")
     args = parser.parse_args(argv)
@@ -325,10 +325,9 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     import torch
-    from threadpoolctl import threadpool_limits
+    from harness.resources import use_threads
 
-    torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads)
+    use_threads(args.threads)
     profile_name = "quick" if args.quick else args.profile
     profile = PROFILES[profile_name]
     datasets = args.datasets or profile["datasets"]

@@ -768,11 +768,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"smoke run: records and report in {scratch}", flush=True)
     if not args.report_only:
         import torch
+        from harness.resources import machine, use_threads
 
         if args.threads:
-            torch.set_num_threads(args.threads)
+            use_threads(args.threads)
         threads = torch.get_num_threads()
-        from harness.resources import machine
 
         print(f"{datetime.now(UTC).isoformat()} {machine()} threads={threads} code={CODE}", flush=True)
         ours, peers = args.methods in ("all", "sctransformer"), args.methods in ("all", "peers")

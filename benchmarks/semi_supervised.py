@@ -335,7 +335,9 @@ def main(argv: list[str] | None = None) -> None:
 
         logging.getLogger("sctransformer_tools").setLevel("WARNING")
         if args.threads:
-            torch.set_num_threads(args.threads)
+            from harness.resources import use_threads
+
+            use_threads(args.threads)
         threads = torch.get_num_threads()
         print(f"{datetime.now(UTC).isoformat()} {machine()} threads={threads}", flush=True)
         for experiment in args.experiments:

@@ -566,3 +566,22 @@ def test_a_umap_leaves_torch_on_the_threads_it_was_given(tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_use_threads_holds_through_numba():
+    """``use_threads(1)`` keeps torch on one thread through scanpy's numba-parallel neighbour graph and UMAP."""
+    import numba
+    import scanpy as sc
+    from harness.resources import use_threads
+
+    threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        use_threads(1)
+        adata = sct.ds.pbmc68k_reduced()
+        adata.obsm["X_emb"] = np.random.default_rng(0).normal(size=(adata.n_obs, 8))
+        sc.pp.neighbors(adata, use_rep="X_emb", n_neighbors=10)
+        sc.tl.umap(adata, maxiter=10)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+        numba.set_num_threads(numba_threads)

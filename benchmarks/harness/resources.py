@@ -126,3 +126,19 @@ def machine() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def use_threads(n: int) -> None:
+    """Run this process on ``n`` threads: torch's, the BLAS libraries' and numba's.
+
+    numba's OpenMP threading layer (umap-learn, scanpy's connectivities, some of scanpy's statistics) sets the
+    thread count of the OpenMP runtime that torch shares on every parallel launch, so torch alone set to ``n``
+    would train on numba's count (every core) after the first such call.
+    """
+    import numba
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
