@@ -156,11 +156,17 @@ CROSS_STUDY_DEFAULT = ("none", "uniform", "mam", "mam_shuffled", "mam+query")
 
 
 def _code_version() -> str:
-    """The commit of the code this process runs (``+dirty`` with uncommitted changes), read when it starts."""
+    """The commit of the code this process runs (``+dirty`` with uncommitted changes), read when it starts.
+
+    Records and reports (``benchmarks/results/``, ``docs/results/``) are not code: a run started while another
+    appends records is not dirty.
+    """
     run = {"cwd": ROOT, "capture_output": True, "text": True}
+    outputs = (":(exclude)benchmarks/results", ":(exclude)docs/results")
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **run).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run).stdout.strip()
+        status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs]
+        dirty = subprocess.run(status, **run).stdout.strip()
     except OSError:
         return "unknown"
     return commit + ("+dirty" if dirty else "")
