@@ -435,6 +435,18 @@ def old_reading(frame: pd.DataFrame) -> str:
     return _reading(frame, OLD_CHECKS)
 
 
+def _finish_figure(fig, axes, path: Path, ylabel: str, legend_height: float) -> None:
+    """Label the first panel, put the first panel's legend under the panels, save at the report's resolution."""
+    import matplotlib.pyplot as plt
+
+    axes[0].set_ylabel(ylabel)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, legend_height, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def label_efficiency_figure(frame: pd.DataFrame, path: Path, names: dict[str, str], title: str = "") -> bool:
     """Macro-F1 and rare-type F1 against the share of labelled cells, one line per method (mean ± sd over seeds)."""
     import matplotlib
@@ -468,12 +480,7 @@ def label_efficiency_figure(frame: pd.DataFrame, path: Path, names: dict[str, st
         ax.set_xlabel("training labels kept")
         ax.set_title(f"pbmc3k held-out 20%: {name}{title}")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("score (mean ± sd over seeds)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.16, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish_figure(fig, axes, path, "score (mean ± sd over seeds)", legend_height=0.16)
     return True
 
 
@@ -736,12 +743,7 @@ def audit_figure(frame: pd.DataFrame, path: Path, experiment: str = "label_effic
         ax.set_xticks(range(len(reps)), [("gene table" if r == "gene_embedding" else r) for r in reps], rotation=30)
         ax.set_title(f"{title}: {EXPERIMENT_NAMES.get(experiment, experiment)}")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("AUROC (mean ± sd over seeds)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.24, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish_figure(fig, axes, path, "AUROC (mean ± sd over seeds)", legend_height=0.24)
     return True
 
 
