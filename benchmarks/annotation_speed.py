@@ -160,6 +160,60 @@ def throughput(model, adata) -> dict:
     return out
 
 
+#: Gene-token budgets of a minibatch of reading compared by :func:`minibatch_sizes` (the package's
+#: ``READ_TOKENS_CPU`` is the best of them), and the fixed cell count of 0.2 they are compared with.
+TOKEN_BUDGETS = (4_096, 8_192, 16_384, 32_768)
+FIXED_CELLS = 256
+
+
+def minibatch_sizes(model, queries: dict, rounds: int = 3) -> dict:
+    """``predict`` cells/s per gene-token budget of a minibatch (``batch_size=None``) and at 256 cells per
+    minibatch, on each query; rounds alternate the settings and the best round of each is kept."""
+    from sctransformer_tools.model import _reader
+
+    default = _reader.READ_TOKENS_CPU
+    out = {}
+    try:
+        for name, query in queries.items():
+            query = query.copy()
+            model.predict(query)  # warm-up
+            settings = {f"{b} tokens": (b, None) for b in TOKEN_BUDGETS} | {
+                f"{FIXED_CELLS} cells": (default, FIXED_CELLS)
+            }
+            best = dict.fromkeys(settings, np.inf)
+            cells = {}
+            for _ in range(rounds):
+                for label, (budget, batch_size) in settings.items():
+                    _reader.READ_TOKENS_CPU = budget
+                    start = time.perf_counter()
+                    model.predict(query, batch_size=batch_size)
+                    best[label] = min(best[label], time.perf_counter() - start)
+                    if batch_size is None:
+                        with model.reader.read(query) as data:
+                            cells[label] = model.reader.cells_per_minibatch(data.adata)
+                    else:
+                        cells[label] = batch_size
+            out[name] = {
+                "n_cells": int(query.n_obs),
+                "cells_per_s": {label: query.n_obs / seconds for label, seconds in best.items()},
+                "cells_per_minibatch": cells,
+            }
+    finally:
+        _reader.READ_TOKENS_CPU = default
+    return out
+
+
+def best_token_budget(minibatch: dict) -> int:
+    """The budget with the highest mean ratio of throughput to :data:`FIXED_CELLS` cells over the queries
+    (ties: the smaller budget)."""
+    fixed = f"{FIXED_CELLS} cells"
+    ratios = {
+        b: np.mean([q["cells_per_s"][f"{b} tokens"] / q["cells_per_s"][fixed] for q in minibatch.values()])
+        for b in TOKEN_BUDGETS
+    }
+    return max(TOKEN_BUDGETS, key=lambda b: (ratios[b], -b))
+
+
 def unlabelled_corpus(adata):
     """pbmc3k (labelled) and the four unlabelled 10x PBMC sets (``"Unknown"``), their shared genes, one AnnData."""
     import anndata as ad
@@ -309,6 +363,21 @@ def markdown(result: dict) -> str:
                 lines.append(
                     f"| `{key.removesuffix('_cells_per_s')}` (cells/s) | {old:.0f} | {value:.0f} | {value / old:.2f} |"
                 )
+    if "minibatch" in result:
+        mb = result["minibatch"]
+        labels = list(next(iter(mb.values()))["cells_per_s"])
+        lines += [
+            "",
+            "`predict` throughput by minibatch size (`batch_size=None`: as many cells as hold the gene-token budget; "
+            f"best of rounds; the package's budget is the best mean ratio to {FIXED_CELLS} cells, "
+            f"{best_token_budget(mb):,} tokens):",
+            "",
+            "| minibatch | " + " | ".join(f"{name} (cells per minibatch: cells/s)" for name in mb) + " |",
+            "|---|" + "---|" * len(mb),
+        ]
+        for label in labels:
+            cells = [f"{q['cells_per_minibatch'][label]}: {q['cells_per_s'][label]:.0f}" for q in mb.values()]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if "mapping" in result:
         mp = result["mapping"]
         lines += [
@@ -384,6 +453,10 @@ def main(argv: list[str] | None = None) -> None:
     result["wall"] = {"scanvi": scanvi, "sctransformer": ours, "ratio": ours["wall_s"] / scanvi["wall_s"]}
     result["throughput"] = throughput(model, adata)
     print(result["throughput"], flush=True)
+    result["minibatch"] = minibatch_sizes(
+        model, {"pbmc3k": adata, "pbmc1k 10x v3": ad.read_h5ad(UNLABELLED / "pbmc1k_10xv3.h5ad")}
+    )
+    print("minibatch", result["minibatch"], flush=True)
     corpus = unlabelled_corpus(adata)
     result["mapping"] = mapping_cost(model, corpus)
     print("mapping", result["mapping"], flush=True)

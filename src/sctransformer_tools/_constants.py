@@ -41,3 +41,13 @@ AUTO = "auto"
 #: ``benchmarks/novelty.py`` on its validation split (held-out pbmc3k types, PBMC sets of other chemistries) and
 #: recorded in ``benchmarks/results/novelty.json`` (report: ``docs/results/novelty.md``).
 NOVELTY_THRESHOLD = 0.98
+
+#: Gene tokens a minibatch of reading holds on CPU when a method reading cells is given ``batch_size=None``: the
+#: cell count is chosen from the data (:meth:`~sctransformer_tools.model._reader.CellReader.cells_per_minibatch`),
+#: so that a layer's intermediates stay in the CPU's caches. Chosen by ``benchmarks/annotation_speed.py`` (part
+#: "minibatch": ``predict`` throughput at several budgets and at a fixed 256 cells, pbmc3k and a 10x v3 query;
+#: records in ``benchmarks/results/annotation_speed.json``).
+READ_TOKENS_CPU = 16_384
+#: Most cells per minibatch of reading with ``batch_size=None`` (and the count on GPUs, where larger minibatches
+#: do not spill out of a cache).
+READ_MAX_CELLS = 256

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from docrep import DocstringProcessor
 
+from sctransformer_tools._constants import READ_MAX_CELLS, READ_TOKENS_CPU
+
 _QUERY_LAYER = """\
     Layer of a query holding raw counts (``None``: ``X``). Default: the layer the reference was trained on if
     the query has it, else ``X`` (or a layer named ``"counts"``/``"raw_counts"``/... when ``X`` holds no whole
@@ -32,6 +34,13 @@ library_size_key
     ``obs`` column of a query with each cell's total counts over all genes. Default: a column with a usual name
     (``n_counts``, ``total_counts``, ``nCount_RNA``, ``nUMI``, ...) when it can be one, else the row sums (with a
     warning when the query measures only a subset of genes)."""
+
+#: ``batch_size`` of the methods that read cells (no training).
+param_read_batch_size = f"""\
+batch_size
+    Cells per minibatch, a speed setting (what is computed for a cell does not depend on it). ``None``: chosen
+    from the data, as many cells as hold about {READ_TOKENS_CPU:,} gene tokens on CPU and at most {READ_MAX_CELLS}
+    (:meth:`CellReader.cells_per_minibatch <sctransformer_tools.model._reader.CellReader.cells_per_minibatch>`)."""
 
 #: ``min_panel_match``: the share of panel genes a query must measure.
 param_min_panel_match = """\
@@ -58,6 +67,7 @@ dsp = DocstringProcessor(
     param_layer=param_layer,
     param_counts_layer=param_counts_layer,
     param_gene_symbols=param_gene_symbols,
+    param_read_batch_size=param_read_batch_size,
     param_library_size_key=param_library_size_key,
     param_min_panel_match=param_min_panel_match,
     param_ax=param_ax,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import sctransformer_tools as sct
 
@@ -161,3 +162,36 @@ def test_query_warnings_point_at_the_users_line(pbmc68k):
         model.predict(pbmc68k[:, :300].copy())
     match = [w for w in caught if "lacks" in str(w.message)]
     assert match and match[0].filename == __file__
+
+
+def test_minibatches_of_reading_are_sized_by_gene_tokens_and_change_no_result(
+    reference_model, reference_and_query, monkeypatch
+):
+    """``batch_size=None`` (the default of the methods that read cells) picks as many cells as hold about
+    ``READ_TOKENS_CPU`` gene tokens, counted on the data; what is computed for a cell does not depend on it."""
+    from sctransformer_tools.model import _reader
+
+    _, query, _ = reference_and_query
+    model = reference_model
+    soft = model.predict(query, soft=True, inplace=False)
+    np.testing.assert_allclose(model.predict(query, soft=True, inplace=False, batch_size=7), soft, atol=1e-5)
+    np.testing.assert_allclose(
+        model.get_latent_representation(query, inplace=False, batch_size=300),
+        model.get_latent_representation(query, inplace=False),
+        atol=1e-5,
+    )
+    with model.reader.read(query) as data:
+        tokens = model.reader.map_batches(
+            data, lambda b: torch.bincount(model.module.tokenizer(b.x, b.library).cell, minlength=b.n_cells)
+        )
+        per_cell = float(torch.cat(tokens).float().mean())  # every cell's token count, as the model reads it
+        monkeypatch.setattr(_reader, "READ_TOKENS_CPU", 1_000)
+        chosen = model.reader.cells_per_minibatch(data.adata)
+        assert abs(chosen - 1_000 / per_cell) <= 0.25 * 1_000 / per_cell  # estimated on 64 of the query's cells
+        assert model.reader.cells_per_minibatch(data.adata, indices=np.arange(5)) == int(
+            1_000 // max(float(torch.cat(tokens)[:5].float().mean()), 1.0)
+        )  # all cells counted when there are few
+        monkeypatch.setattr(_reader, "READ_TOKENS_CPU", 1)
+        assert model.reader.cells_per_minibatch(data.adata) == 1  # at least one cell
+        monkeypatch.setattr(_reader, "READ_TOKENS_CPU", 10**9)
+        assert model.reader.cells_per_minibatch(data.adata) == _reader.READ_MAX_CELLS

@@ -24,7 +24,7 @@ class AttentionMixin:
         groupby: str | None = None,
         *,
         layer: int | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         key_added: str = ADATA_KEYS.ATTENTION,
         inplace: bool = True,
         counts_layer: str | None = AUTO,
@@ -49,8 +49,7 @@ class AttentionMixin:
             group when ``None``.
         layer
             Transformer layer to read (0-based); the mean over layers when ``None``.
-        batch_size
-            Cells per minibatch (attention weights of a minibatch are held in memory).
+        %(param_read_batch_size)s
         key_added
             ``uns`` key written.
         inplace
@@ -146,7 +145,7 @@ class AttentionMixin:
         *,
         groups: pd.Categorical | np.ndarray | None = None,
         layer: int | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         counts_layer: str | None = AUTO,
         gene_symbols: str | None = None,
         library_size_key: str | None = None,
@@ -168,8 +167,7 @@ class AttentionMixin:
             One group per cell (all cells one group when ``None``).
         layer
             Transformer layer to read; the mean over layers when ``None``.
-        batch_size
-            Cells per minibatch.
+        %(param_read_batch_size)s
         %(param_counts_layer)s
         %(param_gene_symbols)s
         %(param_library_size_key)s

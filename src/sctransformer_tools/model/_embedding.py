@@ -27,7 +27,7 @@ class EmbeddingMixin:
         self,
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         key_added: str = ADATA_KEYS.LATENT,
         inplace: bool = True,
         *,
@@ -46,8 +46,7 @@ class EmbeddingMixin:
             Cells to embed; the reference when ``None``.
         indices
             Cells to embed (all when ``None``); only with ``inplace=False``.
-        batch_size
-            Cells per minibatch.
+        %(param_read_batch_size)s
         key_added
             ``obsm`` key written.
         inplace
@@ -98,7 +97,7 @@ class EmbeddingMixin:
         indices: Sequence[int] | None = None,
         *,
         depths: Sequence[int] | None = None,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         min_cells: int = 1,
         layer: str | None = AUTO,
         gene_symbols: str | None = None,
@@ -123,8 +122,7 @@ class EmbeddingMixin:
             Cells to read (all when ``None``).
         depths
             Depths to return (0 .. ``n_layers``); all when ``None``.
-        batch_size
-            Cells per minibatch.
+        %(param_read_batch_size)s
         min_cells
             Genes expressed in fewer of the cells read are left out.
         %(param_layer)s

@@ -102,7 +102,7 @@ class PredictionMixin:
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         soft: bool = False,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         key_added: str = ADATA_KEYS.PREFIX,
         inplace: bool = True,
         calibrated: bool = True,
@@ -131,8 +131,7 @@ class PredictionMixin:
             Cells to predict (all when ``None``); only with ``inplace=False``.
         soft
             Return class probabilities (cells x cell types) instead of labels.
-        batch_size
-            Cells per minibatch.
+        %(param_read_batch_size)s
         key_added
             Prefix of the ``obs`` columns and ``uns`` key written.
         inplace

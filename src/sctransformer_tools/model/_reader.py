@@ -25,7 +25,7 @@ from scvi.data import AnnDataManager
 from scvi.data._constants import _MODEL_NAME_KEY, _SETUP_ARGS_KEY, _SETUP_METHOD_NAME
 
 from sctransformer_tools import grn
-from sctransformer_tools._constants import ADATA_KEYS, AUTO
+from sctransformer_tools._constants import ADATA_KEYS, AUTO, READ_MAX_CELLS, READ_TOKENS_CPU
 from sctransformer_tools._data import (
     LIBRARY_SIZE_COLUMNS,
     aligned_matrix,
@@ -54,6 +54,8 @@ COUNT_LAYERS = ("counts", "raw_counts", "raw", "umi", "UMI")
 #: sums are not library sizes.
 SUBSET_PANEL_SHARE = 0.5
 SUBSET_N_GENES = 5_000
+#: Cells the number of gene tokens per cell is estimated from, spread evenly over those read.
+READ_PROBE_CELLS = 64
 
 
 @dataclass
@@ -516,13 +518,15 @@ class CellReader:
         data: QueryData | AnnData,
         fn: Callable[[CellBatch], T],
         indices: np.ndarray | None = None,
-        batch_size: int = 256,
+        batch_size: int | None = None,
     ) -> list[T]:
         """``fn`` applied to each minibatch of what :meth:`read` yielded (or a registered AnnData).
 
         On the model's device, in evaluation mode and without gradients, in bfloat16 autocast where training chose
         bf16 as the faster precision on this machine (``model.precision_``). Minibatches of a query that lacks
-        panel genes say which it measures (``CellBatch.measured``).
+        panel genes say which it measures (``CellBatch.measured``). ``batch_size=None``: as many cells as
+        :meth:`cells_per_minibatch` chooses. What ``fn`` computes for a cell does not depend on the minibatch it
+        is read in (evaluation mode).
         """
         adata = data.adata if isinstance(data, QueryData) else data
         if adata.n_obs == 0 or (indices is not None and len(indices) == 0):
@@ -531,6 +535,8 @@ class CellReader:
         measured = None
         if isinstance(data, QueryData) and not data.measured.all():
             measured = torch.as_tensor(data.measured, device=model.device)
+        if batch_size is None:
+            batch_size = self.cells_per_minibatch(adata, indices, measured)
         loader = model._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         model.module.eval()
         device = torch.device(model.device).type
@@ -538,6 +544,32 @@ class CellReader:
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             batches = (CellBatch.from_tensors(tensors).to(model.device) for tensors in loader)
             return [fn(replace(batch, measured=measured)) for batch in batches]
+
+    def cells_per_minibatch(
+        self, adata: AnnData, indices: np.ndarray | None = None, measured: torch.Tensor | None = None
+    ) -> int:
+        """Cells per minibatch of reading when none is given: about :data:`READ_TOKENS_CPU` gene tokens on CPU.
+
+        A cell costs the model one token per panel gene it expresses, from a dozen (a 140-gene panel) to over a
+        thousand (a deep 10x v3 cell), and on CPU a minibatch whose intermediates outgrow the caches is read
+        several times slower per cell. The tokens per cell are counted, as the tokenizer counts them, on
+        :data:`READ_PROBE_CELLS` cells spread over those to read; the result lies between 1 and
+        :data:`READ_MAX_CELLS` (always :data:`READ_MAX_CELLS` on other devices).
+        """
+        model = self._model()
+        if torch.device(model.device).type != "cpu":
+            return READ_MAX_CELLS
+        cells = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        if len(cells) == 0:
+            return READ_MAX_CELLS
+        probe = np.unique(cells[np.linspace(0, len(cells) - 1, min(READ_PROBE_CELLS, len(cells))).astype(int)])
+        tensors = next(iter(model._make_data_loader(adata=adata, indices=probe, batch_size=len(probe))))
+        batch = CellBatch.from_tensors(tensors)
+        tokenizer = model.module.tokenizer
+        with torch.inference_mode():
+            values = tokenizer.normalize(batch.x, batch.library, measured)
+            per_cell = float((values > 0).sum(1).clamp(max=tokenizer.max_tokens).float().mean())
+        return int(np.clip(READ_TOKENS_CPU // max(per_cell, 1.0), 1, READ_MAX_CELLS))
 
 
 def register_cells(

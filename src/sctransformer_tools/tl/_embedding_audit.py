@@ -349,7 +349,7 @@ def _marker_pairs(
 
 
 def _representations(
-    model, adata, embeddings, contextual: bool, max_cells: int | None, batch_size: int, seed: int
+    model, adata, embeddings, contextual: bool, max_cells: int | None, batch_size: int | None, seed: int
 ) -> dict[str, pd.DataFrame]:
     """The gene representations audited: given ``embeddings``, or the model's identity table and its contextual
     gene states per depth (``"input"``: tokens entering the first block; ``"block_i"``: after block ``i``).
@@ -399,7 +399,7 @@ def gene_embedding_audit(
     n_markers: int = 25,
     marker_method: str = "wilcoxon",
     max_pairs: int = 20_000,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Audit the geometry of the model's gene representations, layer by layer, against the regulons and markers.
@@ -492,7 +492,8 @@ def gene_embedding_audit(
     max_pairs
         Largest number of positive (and of negative) pairs, drawn at random beyond it.
     batch_size
-        Cells per minibatch when reading contextual states.
+        Cells per minibatch when reading contextual states (``None``: chosen from the data, see
+        :meth:`~sctransformer_tools.SCTransformer.get_gene_states`).
     seed
         Seed of the cells read, the pair sampling, the folds, the permutations and the eigensolver (each
         representation is audited with the same draws).
