@@ -92,6 +92,24 @@ def test_annotation_speed_tables_and_a_training_step(pbmc68k_full, capsys):
     adata.obs["cell_type"] = adata.obs["bulk_labels"].astype(str)
     step = script.step_times(adata, rounds=1, steps=1, **TINY)
     assert step["float32_s"] > 0 and step["auto_picks"] in ("bf16-mixed", "32-true")
+    import sctransformer_tools as sct
+    from sctransformer_tools.model import _reader
+
+    model, small = sct.ds.toy_model()
+    minibatch = script.minibatch_sizes(model, {"toy": small[:100]}, rounds=1)
+    assert set(minibatch["toy"]["cells_per_s"]) == {f"{b} tokens" for b in script.TOKEN_BUDGETS} | {"256 cells"}
+    assert all(v > 0 for v in minibatch["toy"]["cells_per_s"].values())
+    assert script.best_token_budget(minibatch) in script.TOKEN_BUDGETS
+    assert _reader.READ_TOKENS_CPU == sct._constants.READ_TOKENS_CPU  # the benchmark's changes are undone
+
+
+def test_the_token_budget_of_reading_is_the_benchmarks_pick():
+    """``READ_TOKENS_CPU`` (cells per minibatch of ``predict`` & co.) is the budget the committed record finds
+    fastest against 256 cells per minibatch."""
+    from sctransformer_tools._constants import READ_TOKENS_CPU
+
+    record = json.loads((RESULTS / "annotation_speed.json").read_text())
+    assert READ_TOKENS_CPU == _script("annotation_speed").best_token_budget(record["minibatch"])
 
 
 def test_attention_layer_workers_and_model_figures(pbmc68k_full, tmp_path):
