@@ -109,7 +109,7 @@ def test_the_token_budget_of_reading_is_the_benchmarks_pick():
     from sctransformer_tools._constants import READ_TOKENS_CPU
 
     record = json.loads((RESULTS / "annotation_speed.json").read_text())
-    assert READ_TOKENS_CPU == _script("annotation_speed").best_token_budget(record["minibatch"])
+    assert _script("annotation_speed").best_token_budget(record["minibatch"]) == READ_TOKENS_CPU
 
 
 def test_attention_layer_workers_and_model_figures(pbmc68k_full, tmp_path):

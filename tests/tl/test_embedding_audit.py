@@ -60,6 +60,25 @@ def _synthetic(separable: bool, seed: int = 0):
     return frame, net, markers
 
 
+def test_gene_embedding_audit_keeps_the_users_torch_threads():
+    """scanpy's marker statistics run on numba, whose OpenMP layer sets the thread count torch shares when it
+    starts: the audit gives torch back the user's setting. A fresh process, where numba's layer has not started."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "import sctransformer_tools as sct\n"
+        "model, adata = sct.ds.toy_model()\n"
+        "sct.tl.gene_embedding_audit(model, adata, contextual=False, n_permutations=2, markers=adata, "
+        "groupby='bulk_labels')\n"
+        "print('threads', torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "threads 1" in out.stdout, out.stdout
+
+
 def test_gene_embedding_audit_separates_planted_classes():
     """Synthetic representations: TFs separable from their targets give AUROC >= 0.95 (and markers that cluster
     likewise); white noise gives ~0.5. The pairwise test, which asks whether a TF sits near its targets, does not

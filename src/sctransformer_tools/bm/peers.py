@@ -177,17 +177,17 @@ def _celltypist_neighbour_graph(query: AnnData) -> None:
     CellTypist leaves the method to scanpy, which above 4,096 cells picks pynndescent; scanpy 1.11 then fails on
     scipy >= 1.15 (``'csr_array' object has no attribute 'getnnz'``). Below 4,096 cells scanpy's neighbours are
     exact anyway, so the graph is the one CellTypist would build. torch keeps its thread count (numba's OpenMP
-    layer, which the graph's connectivities use, would change it).
+    layer, which scanpy's steps use, would change it).
     """
     import scanpy as sc
 
     data = query.copy()
-    sc.pp.filter_genes(data, min_cells=5)
-    sc.pp.highly_variable_genes(data, n_top_genes=min(2500, data.n_vars))
-    data = data[:, data.var["highly_variable"]].copy()
-    sc.pp.scale(data, max_value=10)
-    sc.pp.pca(data, n_comps=min(50, data.n_obs - 1, data.n_vars - 1))
     with keep_torch_threads():
+        sc.pp.filter_genes(data, min_cells=5)
+        sc.pp.highly_variable_genes(data, n_top_genes=min(2500, data.n_vars))
+        data = data[:, data.var["highly_variable"]].copy()
+        sc.pp.scale(data, max_value=10)
+        sc.pp.pca(data, n_comps=min(50, data.n_obs - 1, data.n_vars - 1))
         sc.pp.neighbors(data, n_neighbors=10, transformer="sklearn")
     query.obsm["X_pca"] = data.obsm["X_pca"]
     query.obsp["connectivities"], query.obsp["distances"] = data.obsp["connectivities"], data.obsp["distances"]

@@ -13,7 +13,7 @@ import pandas as pd
 from anndata import AnnData
 
 from sctransformer_tools import grn
-from sctransformer_tools._data import log_normalised
+from sctransformer_tools._data import keep_torch_threads, log_normalised
 
 if TYPE_CHECKING:
     from sctransformer_tools.model import SCTransformer
@@ -297,7 +297,9 @@ def _marker_sets(panel: pd.Index, markers, groupby, layer, n_markers, method) ->
         data = log_normalised(markers, layer)
         data = data[:, data.var_names.isin(panel)].copy()
         data.obs[groupby] = markers.obs[groupby].astype(str).to_numpy()
-        with warnings.catch_warnings():  # scanpy warns that the copy is fragmented (we built it that way)
+        # scanpy's statistics run on numba, whose OpenMP layer would change torch's thread count
+        with warnings.catch_warnings(), keep_torch_threads():
+            # scanpy warns that the copy is fragmented (we built it that way)
             warnings.filterwarnings("ignore", category=pd.errors.PerformanceWarning)
             sc.tl.rank_genes_groups(data, groupby, method=method, n_genes=n_markers, key_added="_markers")
         names = pd.DataFrame(data.uns["_markers"]["names"])
