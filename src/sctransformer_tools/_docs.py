@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from docrep import DocstringProcessor
 
-from sctransformer_tools._constants import READ_MAX_CELLS, READ_TOKENS_CPU
-
 _QUERY_LAYER = """\
     Layer of a query holding raw counts (``None``: ``X``). Default: the layer the reference was trained on if
     the query has it, else ``X`` (or a layer named ``"counts"``/``"raw_counts"``/... when ``X`` holds no whole
@@ -36,11 +34,12 @@ library_size_key
     warning when the query measures only a subset of genes)."""
 
 #: ``batch_size`` of the methods that read cells (no training).
-param_read_batch_size = f"""\
+param_read_batch_size = """\
 batch_size
     Cells per minibatch, a speed setting (what is computed for a cell does not depend on it). ``None``: chosen
-    from the data, as many cells as hold about {READ_TOKENS_CPU:,} gene tokens on CPU and at most {READ_MAX_CELLS}
-    (:meth:`CellReader.cells_per_minibatch <sctransformer_tools.model._reader.CellReader.cells_per_minibatch>`)."""
+    from the data, as many cells as hold about ``READ_TOKENS_CPU`` gene tokens on CPU and at most ``READ_MAX_CELLS``
+    (:mod:`sctransformer_tools._constants`; see
+    :meth:`CellReader.cells_per_minibatch <sctransformer_tools.model._reader.CellReader.cells_per_minibatch>`)."""
 
 #: ``min_panel_match``: the share of panel genes a query must measure.
 param_min_panel_match = """\
