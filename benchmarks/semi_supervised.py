@@ -16,6 +16,12 @@ on cells it never reports:
     *query*, the others the reference. Reference-only prediction against reference mapping
     (``load_query_data`` + ``train``) with each set of adaptation objectives, scored on the query.
 
+``in_donor``
+    Allen M1 (141 marker genes). The evaluation's training donor (its subsample ``seed``) split stratified 80/20
+    (``random_state=seed``) into fit and validation cells; the evaluation's test donor is never read. Today's
+    defaults, the model without its Transformer layers, and the evaluation's peers logistic regression and CellTypist
+    (:data:`IN_DONOR_ARMS`), scored on the validation cells: where the model stands against the peers when the
+    donor does not change. The report sets the paired differences beside the evaluation's on the other donor.
 ``label_efficiency``
     The evaluation's label-efficiency arm, on the **reported** split: the evaluation's pbmc3k 80/20 split
     (``random_state=seed``); 1%, 5%, 20% or 100% of the training cells keep their labels, chosen by
@@ -25,7 +31,7 @@ on cells it never reports:
     labelled cells only, and today's default with every other training cell and the four unlabelled PBMC sets as
     unlabelled cells. Scored on the held-out 20%; rendered into ``docs/results/label_efficiency.md``.
 
-Arms (``--arms``; :data:`IN_STUDY_ARMS`, :data:`MAPPING_ARMS`, :data:`REPORTED_ARMS`) differ in one thing at a time. Records are appended
+Arms (``--arms``; :data:`IN_STUDY_ARMS`, :data:`MAPPING_ARMS`, :data:`IN_DONOR_ARMS`, :data:`REPORTED_ARMS`) differ in one thing at a time. Records are appended
 to ``benchmarks/results/semi_supervised.jsonl`` and ``docs/results/semi_supervised.md`` is regenerated from them
 (``--report-only``).
 
@@ -35,6 +41,7 @@ Usage (from the project root)::
     python benchmarks/semi_supervised.py --experiments in_study --extra --fractions 0.01 0.05 --seeds 0 1 2
     python benchmarks/semi_supervised.py --experiments mapping --seeds 0 1 2
     python benchmarks/semi_supervised.py --experiments label_efficiency --seeds 0 1 2 --threads 1
+    python benchmarks/semi_supervised.py --experiments in_donor --seeds 0 1 2
     python benchmarks/semi_supervised.py --report-only
 """
 
@@ -67,6 +74,8 @@ RECORDS = ROOT / "benchmarks" / "results" / "semi_supervised.jsonl"
 REPORT = ROOT / "docs" / "results" / "semi_supervised.md"
 LABEL_EFFICIENCY_REPORT = ROOT / "docs" / "results" / "label_efficiency.md"
 PEER_RECORDS = ROOT / "benchmarks" / "results" / "pretraining.jsonl"
+#: The evaluation's records: the in-donor differences are set beside its differences on the other donor.
+EVALUATION = ROOT / "docs" / "results" / "evaluation.json"
 SCRNA = SHARED / "scrna"
 FRACTIONS = (0.01, 0.05, 0.2, 1.0)
 UNLABELLED = "Unknown"
@@ -118,6 +127,13 @@ MAPPING_ARMS: dict[str, dict | tuple | None] = {
     "mapped: consistency": {"consistency": 1.0},
     "mapped: masked expression": {"masked_expression": 1.0},
     "mapped: pseudo-labels + masked expression": {"pseudo_labels": 1.0, "masked_expression": 1.0},
+}
+#: In-donor arms (Allen M1): model settings of scTransformer, or a peer of ``sct.bm.peers`` by name.
+IN_DONOR_ARMS: dict[str, dict | str] = {
+    "default": {},
+    "no Transformer layer": {"n_layers": 0},
+    "logistic regression": "logistic_regression",
+    "CellTypist": "celltypist",
 }
 
 
@@ -316,6 +332,53 @@ def mapping(seeds, arms, threads: int, resume: bool) -> None:
             print(json.dumps({k: rec[k] for k in ("arm", "seed", "macro_f1", "map_s")}), flush=True)
 
 
+# ------------------------------------------------------------------------------------------------ in donor
+def in_donor_split(seed: int) -> tuple[ad.AnnData, ad.AnnData]:
+    """Fit and validation cells: the evaluation's Allen M1 training donor (subsample ``seed``), stratified 80/20."""
+    from sklearn.model_selection import train_test_split
+
+    train = load_split("allen_m1", seed=seed, data_dir=SCRNA).train
+    fit, val = train_test_split(
+        np.arange(train.n_obs), test_size=0.2, stratify=train.obs[LABELS_KEY].astype(str), random_state=seed
+    )
+    return train[np.sort(fit)].copy(), train[np.sort(val)].copy()
+
+
+def in_donor(seeds, arms, threads: int, resume: bool) -> None:
+    from harness.celltypist_compat import celltypist_compat
+
+    for seed in seeds:
+        todo = [
+            a for a in arms if not (resume and done(experiment="in_donor", arm=a, fraction=1.0, extra=False, seed=seed))
+        ]
+        if not todo:
+            continue
+        fit, val = in_donor_split(seed)
+        labels = fit.obs[LABELS_KEY].astype(str).to_numpy()
+        for arm in todo:
+            settings = IN_DONOR_ARMS[arm]
+            query = query_of(val)
+            start = time.perf_counter()
+            if isinstance(settings, str):  # a peer, as the evaluation trains it
+                with celltypist_compat():
+                    peer = getattr(sct.bm.peers, settings)(fit, LABELS_KEY, library_size_key=LIBRARY_KEY, seed=seed)
+                train_s = time.perf_counter() - start
+                pred = np.asarray(peer.predict(query), str)
+            else:
+                reference = fit.copy()
+                sct.SCTransformer.setup_anndata(reference, labels_key=LABELS_KEY, library_size_key=LIBRARY_KEY)
+                model = sct.SCTransformer(reference, seed=seed, **settings)
+                model.train(enable_progress_bar=False)
+                train_s = time.perf_counter() - start
+                pred = np.asarray(model.predict(query, inplace=False, library_size_key=LIBRARY_KEY), str)
+            rec = {"experiment": "in_donor", "arm": arm, "fraction": 1.0, "extra": False, "seed": seed}
+            rec |= {"code": CODE, "dataset": "allen_m1", "n_fit": fit.n_obs, "n_validation": val.n_obs}
+            rec |= {"train_s": train_s, "threads": threads, "machine": machine()["cpu"]}
+            rec |= scores(val.obs[LABELS_KEY], pred, labels)
+            append(rec)
+            print(json.dumps({k: rec[k] for k in ("arm", "seed", "macro_f1", "train_s")}), flush=True)
+
+
 # ------------------------------------------------------------------------------------------------ command line
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -345,6 +408,8 @@ def main(argv: list[str] | None = None) -> None:
                 in_study(args.seeds, args.fractions, args.arms or list(IN_STUDY_ARMS), args.extra, threads, args.resume)
             elif experiment == "mapping":
                 mapping(args.seeds, args.arms or list(MAPPING_ARMS), threads, args.resume)
+            elif experiment == "in_donor":
+                in_donor(args.seeds, args.arms or list(IN_DONOR_ARMS), threads, args.resume)
             elif experiment == "label_efficiency":
                 arms = args.arms or list(REPORTED_ARMS)
                 in_study(args.seeds, args.fractions, arms, True, threads, args.resume, reported=True)
@@ -353,7 +418,8 @@ def main(argv: list[str] | None = None) -> None:
     from harness.semi_supervised_report import write_label_efficiency_report, write_report
 
     records = load_records()
-    write_report([r for r in records if r["experiment"] != "label_efficiency"], REPORT)
+    evaluation = json.loads(EVALUATION.read_text()) if EVALUATION.exists() else []
+    write_report([r for r in records if r["experiment"] != "label_efficiency"], REPORT, evaluation)
     peers = [json.loads(line) for line in PEER_RECORDS.read_text().splitlines() if line.strip()]
     write_label_efficiency_report(records, peers, LABEL_EFFICIENCY_REPORT)
     print(f"wrote {REPORT} and {LABEL_EFFICIENCY_REPORT}")
