@@ -7,6 +7,8 @@ Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in READM
   ``no_tokens``: today's defaults in each training mode beside the peers, macro-F1 mean ± sd over seeds);
 - ``defaults_reading``: the same records in words (each mode against the best peer and against labelled-only
   training, and the model without its Transformer layers, paired by seed);
+- ``allen_in_donor``: ``benchmarks/results/semi_supervised.jsonl`` (experiment ``in_donor``) beside the evaluation's
+  Allen M1 records: the default model against the peers within the training donor and on the other donor;
 - ``label_efficiency``: ``benchmarks/results/semi_supervised.jsonl`` and the peers of
   ``benchmarks/results/pretraining.jsonl`` (``docs/results/label_efficiency.md``'s first table);
 - ``evaluation``: ``docs/results/evaluation.json`` (full profile: macro-F1 mean ± sd over seeds per dataset,
@@ -52,7 +54,12 @@ from harness.pretraining_report import headline as pretraining_headline  # noqa:
 from harness.pretraining_report import load_records as load_pretraining_records  # noqa: E402
 from harness.pretraining_report import query_cells_reading  # noqa: E402
 from harness.records import load_records, variant_name  # noqa: E402
-from harness.semi_supervised_report import label_efficiency_frame, label_efficiency_lines, paired  # noqa: E402
+from harness.semi_supervised_report import (  # noqa: E402
+    in_donor_reading,
+    label_efficiency_frame,
+    label_efficiency_lines,
+    paired,
+)
 from harness.stats import TIE, pooled_comparison  # noqa: E402
 
 DATASETS = {
@@ -179,6 +186,13 @@ def label_efficiency_table() -> str:
     table = lines[2 : lines.index("", 2)] if "" in lines[2:] else lines
     # training times of the two sources come from different machines and thread counts: not compared here
     return "\n".join(line.rsplit("|", 2)[0] + "|" if line.startswith("|") else line for line in table)
+
+
+def allen_in_donor_reading(records: list[dict]) -> str:
+    """Allen M1: the default model against the peers within its training donor and on the other donor."""
+    results = ROOT / "benchmarks" / "results"
+    ours = [json.loads(x) for x in (results / "semi_supervised.jsonl").read_text().splitlines() if x.strip()]
+    return in_donor_reading(ours, records)
 
 
 _BLOCK = re.compile(r"(<!-- table:(?P<name>[a-z_]+) -->\n)(.*?)(<!-- /table -->)", flags=re.S)
@@ -337,6 +351,7 @@ def tables() -> dict[str, str]:
         "defaults": defaults_table(records),
         "defaults_reading": defaults_reading(records),
         "label_efficiency": label_efficiency_table(),
+        "allen_in_donor": allen_in_donor_reading(records),
         "evaluation": evaluation_table(records),
         # the README's headline: the GRN mask against its controls of the same density (and the dense model)
         "headline": pooled_table(records, HEADLINE_COMPARATORS),

@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -222,3 +223,36 @@ def test_every_script_has_a_smoke_test():
     tested = {"annotation_speed", "attention", "evaluate", "first_hour", "mam_reward", "model_step", "out_of_core"}
     tested |= {"pbmc3k_masks", "pretraining", "semi_supervised", "readme_tables", "novelty", "structure_report"}
     assert set(SCRIPTS) == tested
+
+
+def test_in_donor_tables_set_the_validation_beside_the_other_donor():
+    """The in-donor report pairs by seed within the training donor and, from the evaluation's records, on the other
+    donor; arms the evaluation does not run show a dash."""
+    _script("semi_supervised")  # puts the benchmarks folder on sys.path
+    from harness.semi_supervised_report import in_donor_tables
+
+    def rec(arm, seed, f1):
+        return {"experiment": "in_donor", "arm": arm, "seed": seed, "macro_f1": f1, "train_s": 1.0}
+
+    frame = pd.DataFrame(
+        [rec("default", s, 0.90 + 0.01 * s) for s in range(3)]
+        + [rec("CellTypist", s, 0.88 + 0.01 * s) for s in range(3)]
+        + [rec("no Transformer layer", s, 0.91 + 0.01 * s) for s in range(3)]
+    )
+    evaluation = [
+        {
+            "dataset": "allen_m1",
+            "profile": "defaults",
+            "method": m,
+            "mask": mask,
+            "regulons": reg,
+            "seed": s,
+            "macro_f1": f,
+        }
+        for s in range(3)
+        for m, mask, reg, f in (("sctransformer", "grn", "collectri", 0.87), ("celltypist", None, None, 0.89))
+    ] + [{"dataset": "allen_m1", "profile": "full", "method": "celltypist", "seed": 0, "macro_f1": 0.1}]
+    text = "\n".join(in_donor_tables(frame, evaluation))
+    assert "| default − CellTypist | +0.020 (3 / 0 / 0) | -0.020 (0 / 3 / 0) |" in text
+    assert "| default − no Transformer layer | -0.010 (0 / 3 / 0) | – |" in text  # not in these evaluation records
+    assert "| CellTypist | 0.890 ± 0.010 | 0.890 ± 0.000 |" in text
