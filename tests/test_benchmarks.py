@@ -256,3 +256,6 @@ def test_in_donor_tables_set_the_validation_beside_the_other_donor():
     assert "| default − CellTypist | +0.020 (3 / 0 / 0) | -0.020 (0 / 3 / 0) |" in text
     assert "| default − no Transformer layer | -0.010 (0 / 3 / 0) | – |" in text  # not in these evaluation records
     assert "| CellTypist | 0.890 ± 0.010 | 0.890 ± 0.000 |" in text
+    assert "minus CellTypist +0.020 within the training donor (higher in 3, lower in 0 of 3 seeds)" in text
+    assert "minus logistic regression" not in text  # not in these records
+    assert "behind them on the other donor" in text  # ahead within the donor, behind on the other: said so

@@ -22,7 +22,7 @@ def _frame(records: Iterable[Mapping]) -> pd.DataFrame:
     frame = pd.DataFrame(list(records))
     if frame.empty:
         return frame
-    frame["extra"] = frame["extra"].fillna(False).astype(bool)
+    frame["extra"] = frame["extra"].fillna(False).astype(bool) if "extra" in frame else False
     return frame
 
 
