@@ -117,9 +117,13 @@ REPORTED_ARMS: dict[str, tuple[str, bool]] = {
     "labelled cells only, no Transformer layer": ("labelled only, no gene tokens", False),
 }
 #: Mapping arms: ``None`` predicts with the reference model; a dict, the query model's adaptation objectives; a
-#: tuple ``("unlabelled", objectives)``, a model trained on the reference with the query's cells unlabelled.
+#: tuple ``("unlabelled", objectives)``, a model trained on the reference with the query's cells unlabelled; a tuple
+#: ``("reference", model settings)``, a reference model built with other settings, predicting without mapping.
 MAPPING_ARMS: dict[str, dict | tuple | None] = {
     "reference only": None,
+    # half the reference's cells classified from their gene tokens alone: does a model that cannot lean on the
+    # expression profile alone carry over to other donors better?
+    "reference only, profile dropout 0.5": ("reference", {"profile_dropout": 0.5}),
     "query unlabelled in training": ("unlabelled", {}),
     "query unlabelled in training + pseudo-labels": ("unlabelled", {"pseudo_labels": 1.0}),
     "query unlabelled in training + masked expression": ("unlabelled", {"masked_expression": 1.0}),
@@ -132,6 +136,7 @@ MAPPING_ARMS: dict[str, dict | tuple | None] = {
 IN_DONOR_ARMS: dict[str, dict | str] = {
     "default": {},
     "no Transformer layer": {"n_layers": 0},
+    "profile dropout 0.5": {"profile_dropout": 0.5},
     "logistic regression": "logistic_regression",
     "CellTypist": "celltypist",
 }
@@ -313,6 +318,9 @@ def mapping(seeds, arms, threads: int, resume: bool) -> None:
             start = time.perf_counter()
             if objectives is None:
                 predictor = model
+            elif isinstance(objectives, tuple) and objectives[0] == "reference":  # another reference, not mapped
+                predictor = sct.SCTransformer(ref, seed=seed, max_tokens=1024, **objectives[1])
+                predictor.train(enable_progress_bar=False)
             elif isinstance(objectives, tuple):  # trained anew, the query's cells unlabelled
                 both = sct.bm.with_unlabelled(ref, query, LABELS_KEY)
                 sct.SCTransformer.setup_anndata(both, labels_key=LABELS_KEY, library_size_key=LIBRARY_KEY)

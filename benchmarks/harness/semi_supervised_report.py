@@ -99,7 +99,8 @@ def mapping_tables(frame: pd.DataFrame) -> list[str]:
     lines = ["### Reference mapping (Darmanis: a held-out donor group of the training folds as the query)", ""]
     lines += [
         "`mapping s` is the reference-only training for `reference only`, the query model's adaptation for",
-        "`mapped: ...`, and training anew for `query unlabelled in training ...`.",
+        "`mapped: ...`, and training anew for `query unlabelled in training ...` and `reference only, ...` (another",
+        "reference, not mapped).",
         "",
     ]
     lines += ["| arm | macro-F1 | accuracy | mapping s |", "|---|---|---|---|"]
@@ -129,6 +130,7 @@ def mapping_tables(frame: pd.DataFrame) -> list[str]:
 EVALUATION_ARMS = {
     "default": ("defaults", "sctransformer", "grn"),
     "no Transformer layer": ("no_tokens", "sctransformer", "grn"),
+    "profile dropout 0.5": None,
     "logistic regression": ("defaults", "logistic_regression", None),
     "CellTypist": ("defaults", "celltypist", None),
 }
