@@ -116,8 +116,8 @@ def markdown(result: dict) -> str:
         f"split and training; seeds {', '.join(map(str, result['seeds']))}, counts summed over seeds): it chooses no",
         f"setting. Machine: {result['machine']['cpu']}.",
         "",
-        f"Marker genes of the hard types (Seurat's pbmc3k tutorial) that the query's {result['n_query_genes']} genes "
-        "lack:",
+        "Marker genes of the hard types (Seurat's pbmc3k tutorial) missing from the split's "
+        f"{result['n_query_genes']} genes (those both studies measure; `pbmc68k_reduced` keeps 765):",
         "",
         "| pbmc3k type | markers | not measured in the query |",
         "|---|---|---|",

@@ -222,7 +222,25 @@ def test_every_script_has_a_smoke_test():
     """A new script gets a test of its own here (beyond --help)."""
     tested = {"annotation_speed", "attention", "evaluate", "first_hour", "mam_reward", "model_step", "out_of_core"}
     tested |= {"pbmc3k_masks", "pretraining", "semi_supervised", "readme_tables", "novelty", "structure_report"}
+    tested |= {"cross_study_confusion"}
     assert set(SCRIPTS) == tested
+
+
+def test_cross_study_confusion_report_renders_the_committed_record(tmp_path):
+    """The report is re-rendered from the committed record as committed; its tables sum to the query's cells."""
+    script = _script("cross_study_confusion")
+    out = tmp_path / "report.md"
+    script.main(["--report-only", "--report", str(out)])
+    committed = BENCHMARKS.parent / "docs" / "results" / "cross_study_confusion.md"
+    assert out.read_text() == committed.read_text(), "rerun python benchmarks/cross_study_confusion.py --report-only"
+    record = json.loads(script.RECORD.read_text())
+    n_cells = None
+    for by_seed in record["calls"].values():
+        for table in by_seed.values():
+            total = sum(sum(calls.values()) for calls in table.values())
+            n_cells = n_cells or total
+            assert total == n_cells  # every method calls every query cell once per seed
+    assert set(record["populations"].values()) <= set(script.MARKERS) | {"B"}
 
 
 def test_in_donor_tables_set_the_validation_beside_the_other_donor():
