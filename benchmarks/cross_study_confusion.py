@@ -119,7 +119,7 @@ def markdown(result: dict) -> str:
         "Marker genes of the hard types (Seurat's pbmc3k tutorial) missing from the split's "
         f"{result['n_query_genes']} genes (those both studies measure; `pbmc68k_reduced` keeps 765):",
         "",
-        "| pbmc3k type | markers | not measured in the query |",
+        "| pbmc3k type | markers | not among the split's genes |",
         "|---|---|---|",
     ]
     for cell_type, markers in MARKERS.items():
