@@ -412,3 +412,16 @@ def test_benchmark_read_outs_run_on_todays_api():
     assert all(len(top) == 3 for top in fields["mask_top"])
     assert not any(k.startswith("pref_") for k in fields)
     assert np.isfinite(fields["mask_spearman_mean_expression"])
+
+
+def test_annotate_defaults_to_the_mode_the_mapping_validation_picks():
+    """``sctransformer-tools annotate``'s default mode is the validation's pick from the committed records."""
+    from harness.semi_supervised_report import annotate_mode_choice
+
+    from sctransformer_tools.cli import ANNOTATE_MODE
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "semi_supervised.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    choice = annotate_mode_choice(records)
+    assert len(choice["seeds"]) >= 3, choice
+    assert choice["mode"] == ANNOTATE_MODE, choice

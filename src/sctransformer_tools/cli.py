@@ -24,7 +24,8 @@ from sctransformer_tools._constants import AUTO, MASK_KINDS, NOVELTY_THRESHOLD
 logger = logging.getLogger("sctransformer_tools.cli")
 #: Help of --max-epochs (the same rule as the API's train(max_epochs=None)).
 EPOCHS_HELP = "training epochs (default: 8, or more on small references for at least 300 optimiser steps)"
-#: How ``annotate`` learns from the query's cells by default (chosen by measurement: docs/results/evaluation.md).
+#: How ``annotate`` learns from the query's cells by default: chosen on the reference-mapping validation split of
+#: ``benchmarks/semi_supervised.py`` (a held-out donor group of Darmanis' training donors; docs/results/semi_supervised.md).
 ANNOTATE_MODE = "mapping"
 MODE_HELP = {
     "labelled": "predict with the model trained on the reference alone",
