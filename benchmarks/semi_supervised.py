@@ -124,6 +124,8 @@ MAPPING_ARMS: dict[str, dict | tuple | None] = {
     # half the reference's cells classified from their gene tokens alone: does a model that cannot lean on the
     # expression profile alone carry over to other donors better?
     "reference only, profile dropout 0.5": ("reference", {"profile_dropout": 0.5}),
+    # 0.2's size factors (each cell's total over all genes) instead of its counts over the panel genes
+    "reference only, library size factors": ("reference", {"size_factors": "library"}),
     "query unlabelled in training": ("unlabelled", {}),
     "query unlabelled in training + pseudo-labels": ("unlabelled", {"pseudo_labels": 1.0}),
     "query unlabelled in training + masked expression": ("unlabelled", {"masked_expression": 1.0}),
@@ -137,6 +139,7 @@ IN_DONOR_ARMS: dict[str, dict | str] = {
     "default": {},
     "no Transformer layer": {"n_layers": 0},
     "profile dropout 0.5": {"profile_dropout": 0.5},
+    "library size factors": {"size_factors": "library"},
     "logistic regression": "logistic_regression",
     "CellTypist": "celltypist",
 }

@@ -139,6 +139,7 @@ EVALUATION_ARMS = {
     "default": ("defaults", "sctransformer", "grn"),
     "no Transformer layer": ("no_tokens", "sctransformer", "grn"),
     "profile dropout 0.5": None,
+    "library size factors": None,
     "logistic regression": ("defaults", "logistic_regression", None),
     "CellTypist": ("defaults", "celltypist", None),
 }
