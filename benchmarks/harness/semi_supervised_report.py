@@ -162,11 +162,16 @@ def _evaluation_allen(evaluation: Iterable[Mapping], arm: str) -> pd.Series:
     return pd.Series({int(r["seed"]): float(r["macro_f1"]) for r in rows}, dtype=float)
 
 
-def _difference(a: pd.Series, b: pd.Series) -> str:
+def _counted(a: pd.Series, b: pd.Series) -> dict | None:
+    """Paired differences ``a - b`` over the seeds both have (``None`` when they share none)."""
     common = a.index.intersection(b.index)
-    if len(common) == 0:
+    return difference_stats((a.loc[common] - b.loc[common]).to_numpy()) if len(common) else None
+
+
+def _difference(a: pd.Series, b: pd.Series) -> str:
+    stats = _counted(a, b)
+    if stats is None:
         return "–"
-    stats = difference_stats((a.loc[common] - b.loc[common]).to_numpy())
     return f"{stats['mean']:+.3f} ({stats['wins']} / {stats['losses']} / {stats['ties']})"
 
 
@@ -209,11 +214,6 @@ def in_donor_tables(frame: pd.DataFrame, evaluation: Iterable[Mapping] = ()) -> 
             lines.append(f"| default − {arm} | {_difference(by_arm['default'], by_arm[arm])} | {other} |")
     lines += ["", in_donor_reading(part.to_dict("records"), evaluation), ""]
     return lines
-
-
-def _counted(a: pd.Series, b: pd.Series) -> dict | None:
-    common = a.index.intersection(b.index)
-    return difference_stats((a.loc[common] - b.loc[common]).to_numpy()) if len(common) else None
 
 
 def in_donor_reading(records: Iterable[Mapping], evaluation: Iterable[Mapping]) -> str:
