@@ -2,9 +2,10 @@
 
 The evaluation scores pbmc3k -> pbmc68k on pbmc3k's labels (``sct.ds.PBMC68K_TO_PBMC3K`` maps the sorted
 populations onto them) and reports recall per type; this diagnostic shows the whole table behind those recalls, per
-sorted population (``bulk_labels``), for today's default model (labelled cells; with the test cells unlabelled) and
-the peers logistic regression and scANVI, on the evaluation's split and seeds, trained as the evaluation trains
-them. It also lists which of the pbmc3k tutorial's marker genes of the hard types the query does not measure
+sorted population (``bulk_labels``), for today's default model (labelled cells; with the test cells unlabelled;
+mapped onto the test cells) and the peers logistic regression and scANVI, on the evaluation's split and seeds,
+trained as the evaluation trains them. For the mapped model it also counts, per population, the query cells whose
+call the mapping changed from its own reference's (the same model before ``load_query_data``). It also lists which of the pbmc3k tutorial's marker genes of the hard types the query does not measure
 (``pbmc68k_reduced`` keeps 765 genes). It chooses nothing: it reads the reported split to explain a result, not to
 set anything.
 
@@ -41,6 +42,7 @@ REPORT = ROOT / "docs" / "results" / "cross_study_confusion.md"
 METHODS = (
     "scTransformer, labelled cells",
     "scTransformer, + test cells unlabelled",
+    "scTransformer, mapped onto the test cells",
     "logistic regression",
     "scANVI",
 )
@@ -57,8 +59,9 @@ MARKERS = {
 }
 
 
-def predictions(method: str, train, test, seed: int) -> np.ndarray:
-    """``method``'s calls of the test cells, trained as ``benchmarks/evaluate.py`` trains it (profile defaults)."""
+def predictions(method: str, train, test, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``method``'s calls of the test cells, trained as ``benchmarks/evaluate.py`` trains it (profiles ``defaults``,
+    ``unlabelled``, ``mapping``), and for the mapped model its reference's calls (else ``None``)."""
     import sctransformer_tools as sct
 
     query = test.copy()
@@ -70,14 +73,20 @@ def predictions(method: str, train, test, seed: int) -> np.ndarray:
         sct.SCTransformer.setup_anndata(ref, labels_key=LABELS_KEY, library_size_key=LIBRARY_KEY)
         model = sct.SCTransformer(ref, mask="grn", seed=seed)
         model.train(enable_progress_bar=False)
-        return np.asarray(model.predict(query, inplace=False, library_size_key=LIBRARY_KEY), str)
+        calls = np.asarray(model.predict(query, inplace=False, library_size_key=LIBRARY_KEY), str)
+        if "mapped" not in method:
+            return calls, None
+        query_model = sct.SCTransformer.load_query_data(query, model, library_size_key=LIBRARY_KEY)
+        query_model.train(enable_progress_bar=False)
+        mapped = np.asarray(query_model.predict(query, inplace=False, library_size_key=LIBRARY_KEY), str)
+        return mapped, calls
     if method == "logistic regression":
         peer = sct.bm.peers.logistic_regression(train, LABELS_KEY, library_size_key=LIBRARY_KEY, seed=seed)
     else:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning)  # scvi-tools' training chatter
             peer = sct.bm.peers.scanvi(train, LABELS_KEY, seed=seed)
-    return np.asarray(peer.predict(query), str)
+    return np.asarray(peer.predict(query), str), None
 
 
 def run(seeds) -> dict:
@@ -94,14 +103,17 @@ def run(seeds) -> dict:
             strict=True,
         )
     )
-    result["calls"] = {}
+    result["calls"], result["changed_by_mapping"] = {}, {}
     for method in METHODS:
         result["calls"][method] = {}
         for seed in seeds:
             start = time.perf_counter()
-            pred = predictions(method, split.train, split.test, seed)
+            pred, before = predictions(method, split.train, split.test, seed)
             table = pd.crosstab(pd.Series(populations, name="population"), pd.Series(pred, name="call"))
             result["calls"][method][str(seed)] = {p: row[row > 0].astype(int).to_dict() for p, row in table.iterrows()}
+            if before is not None:
+                changed = pd.Series(pred != before).groupby(populations).sum().astype(int)
+                result["changed_by_mapping"][str(seed)] = changed.to_dict()
             print(method, seed, f"{time.perf_counter() - start:.0f} s", flush=True)
     return result
 
@@ -145,7 +157,32 @@ def markdown(result: dict) -> str:
             row = total[population]
             cells = [f"**{row.get(c, 0)}**" if c == populations[population] else str(row.get(c, 0)) for c in calls]
             lines.append(f"| {population} | {populations[population]} | " + " | ".join(cells) + " |")
+    lines += mapping_lines(result)
     return "\n".join(lines) + "\n"
+
+
+def mapping_lines(result: dict) -> list[str]:
+    """Per sorted population, the query cells whose call reference mapping changed, per seed, out of its cells."""
+    changed = result.get("changed_by_mapping") or {}
+    if not changed:
+        return []
+    seeds = sorted(changed, key=int)
+    any_seed = next(iter(result["calls"]["scTransformer, labelled cells"].values()))
+    sizes = {p: sum(calls.values()) for p, calls in any_seed.items()}
+    lines = [
+        "",
+        "**What reference mapping changes** (query cells whose call the mapped model changed from its own reference's,",
+        "per seed, out of the population's cells)",
+        "",
+        "| population | cells | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---|---|" + "---|" * len(seeds),
+    ]
+    for population in sorted(sizes):
+        counts = [str(changed[s].get(population, 0)) for s in seeds]
+        lines.append(f"| {population} | {sizes[population]} | " + " | ".join(counts) + " |")
+    totals = [str(sum(changed[s].values())) for s in seeds]
+    lines.append(f"| all | {sum(sizes.values())} | " + " | ".join(totals) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
