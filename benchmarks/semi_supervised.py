@@ -117,7 +117,8 @@ REPORTED_ARMS: dict[str, tuple[str, bool]] = {
     "labelled cells only, no Transformer layer": ("labelled only, no gene tokens", False),
 }
 #: Mapping arms: ``None`` predicts with the reference model; a dict, the query model's adaptation objectives; a
-#: tuple ``("unlabelled", objectives)``, a model trained on the reference with the query's cells unlabelled; a tuple
+#: tuple ``("mapped", {objective: settings})``, the same with each objective's settings (weight 1); a tuple
+#: ``("unlabelled", objectives)``, a model trained on the reference with the query's cells unlabelled; a tuple
 #: ``("reference", model settings)``, a reference model built with other settings, predicting without mapping.
 MAPPING_ARMS: dict[str, dict | tuple | None] = {
     "reference only": None,
@@ -133,15 +134,21 @@ MAPPING_ARMS: dict[str, dict | tuple | None] = {
     "mapped: consistency": {"consistency": 1.0},
     "mapped: masked expression": {"masked_expression": 1.0},
     "mapped: pseudo-labels + masked expression": {"pseudo_labels": 1.0, "masked_expression": 1.0},
+    # each called type pulls equally: do rare types keep their cells when the query's majority types self-train?
+    "mapped: pseudo-labels, balanced": ("mapped", {"pseudo_labels": {"align": False, "balance": True}}),
 }
 #: In-donor arms (Allen M1): model settings of scTransformer, or a peer of ``sct.bm.peers`` by name.
-IN_DONOR_ARMS: dict[str, dict | str] = {
+IN_DONOR_ARMS: dict[str, dict | str | tuple] = {
     "default": {},
     "no Transformer layer": {"n_layers": 0},
     "profile dropout 0.5": {"profile_dropout": 0.5},
     "library size factors": {"size_factors": "library"},
     "logistic regression": "logistic_regression",
     "CellTypist": "celltypist",
+    # the default model mapped onto the validation cells (``("mapped", {objective: settings})``, as in mapping):
+    # no change of donor, so mapping should keep what the reference calls right, rare types included
+    "mapped: pseudo-labels": ("mapped", {"pseudo_labels": {"align": False}}),
+    "mapped: pseudo-labels, balanced": ("mapped", {"pseudo_labels": {"align": False, "balance": True}}),
 }
 
 
@@ -321,6 +328,8 @@ def mapping(seeds, arms, threads: int, resume: bool) -> None:
             start = time.perf_counter()
             if objectives is None:
                 predictor = model
+            elif isinstance(objectives, tuple) and objectives[0] == "mapped":
+                predictor = map_query(query, model, objectives[1])
             elif isinstance(objectives, tuple) and objectives[0] == "reference":  # another reference, not mapped
                 predictor = sct.SCTransformer(ref, seed=seed, max_tokens=1024, **objectives[1])
                 predictor.train(enable_progress_bar=False)
@@ -341,6 +350,15 @@ def mapping(seeds, arms, threads: int, resume: bool) -> None:
             rec |= scores(query_cells.obs[LABELS_KEY], pred, labels)
             append(rec)
             print(json.dumps({k: rec[k] for k in ("arm", "seed", "macro_f1", "map_s")}), flush=True)
+
+
+def map_query(query: ad.AnnData, reference, settings: dict[str, dict]):
+    """The query model of ``reference``, adapted with each objective of ``settings`` built with its settings."""
+    predictor = sct.SCTransformer.load_query_data(query, reference, library_size_key=LIBRARY_KEY)
+    for name, kwargs in settings.items():
+        predictor.add_objective(name, **kwargs)
+    predictor.train(enable_progress_bar=False, objectives=dict.fromkeys(settings, 1.0))
+    return predictor
 
 
 # ------------------------------------------------------------------------------------------------ in donor
@@ -378,8 +396,11 @@ def in_donor(seeds, arms, threads: int, resume: bool) -> None:
             else:
                 reference = fit.copy()
                 sct.SCTransformer.setup_anndata(reference, labels_key=LABELS_KEY, library_size_key=LIBRARY_KEY)
-                model = sct.SCTransformer(reference, seed=seed, **settings)
+                mapped = isinstance(settings, tuple)
+                model = sct.SCTransformer(reference, seed=seed, **({} if mapped else settings))
                 model.train(enable_progress_bar=False)
+                if mapped:  # the default model, mapped onto the validation cells
+                    model = map_query(query, model, settings[1])
                 train_s = time.perf_counter() - start
                 pred = np.asarray(model.predict(query, inplace=False, library_size_key=LIBRARY_KEY), str)
             rec = {"experiment": "in_donor", "arm": arm, "fraction": 1.0, "extra": False, "seed": seed}

@@ -243,6 +243,32 @@ def test_cross_study_confusion_report_renders_the_committed_record(tmp_path):
     assert set(record["populations"].values()) <= set(script.MARKERS) | {"B"}
 
 
+def test_cross_study_reading_counts_correct_calls_per_scored_type():
+    """Per pbmc3k type, the sorted populations scored as it are pooled: correct calls per method summed over seeds,
+    the default model's most frequent call, and the markers the split lacks (deduplicated, sorted)."""
+    tables = _script("readme_tables")
+    confusion = {
+        "seeds": [0, 1],
+        "n_query_genes": 10,
+        "populations": {"CD8 naive": "CD8 T", "CD8 cytotoxic": "CD8 T", "Mono": "CD14+ Mono"},
+        "missing_markers": {"CD14+ Mono": ["CD14"], "Naive CD4 T": ["SELL", "CD14"]},
+        "calls": {
+            tables.CONFUSION_DEFAULT: {
+                "0": {"CD8 naive": {"Memory CD4 T": 3, "CD8 T": 1}, "CD8 cytotoxic": {"CD8 T": 2}, "Mono": {"DC": 1}},
+                "1": {"CD8 naive": {"Memory CD4 T": 4}, "CD8 cytotoxic": {"CD8 T": 1, "NK": 1}, "Mono": {"DC": 1}},
+            },
+            "scANVI": {
+                "0": {"CD8 naive": {"CD8 T": 4}, "CD8 cytotoxic": {"CD8 T": 2}, "Mono": {"CD14+ Mono": 1}},
+                "1": {"CD8 naive": {"CD8 T": 4}, "CD8 cytotoxic": {"NK": 2}, "Mono": {"DC": 1}},
+            },
+        },
+    }
+    lines = tables.cross_study_reading(confusion).splitlines()
+    assert lines[2] == "| CD8 T | 12 | 4 | 10 | Memory CD4 T (7) |"
+    assert lines[3] == "| CD14+ Mono | 2 | 0 | 1 | DC (2) |"
+    assert lines[-1].endswith("the split's 10 genes lack: CD14, SELL.")
+
+
 def test_in_donor_tables_set_the_validation_beside_the_other_donor():
     """The in-donor report pairs by seed within the training donor and, from the evaluation's records, on the other
     donor; arms the evaluation does not run show a dash."""

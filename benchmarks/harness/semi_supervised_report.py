@@ -142,6 +142,8 @@ EVALUATION_ARMS = {
     "library size factors": None,
     "logistic regression": ("defaults", "logistic_regression", None),
     "CellTypist": ("defaults", "celltypist", None),
+    "mapped: pseudo-labels": ("mapping", "sctransformer", "grn"),
+    "mapped: pseudo-labels, balanced": None,
 }
 
 
@@ -186,8 +188,8 @@ def in_donor_tables(frame: pd.DataFrame, evaluation: Iterable[Mapping] = ()) -> 
         "### Allen M1 within the training donor (a validation split of the evaluation's training donor)",
         "",
         "Macro-F1 on the validation cells (20% of the training donor, stratified), mean ± sd over seeds, beside the",
-        "same model's macro-F1 on the evaluation's test donor (`docs/results/evaluation.json`, profiles `defaults` and",
-        "`no_tokens`):",
+        "same model's macro-F1 on the evaluation's test donor (`docs/results/evaluation.json`, profiles `defaults`,",
+        "`no_tokens` and `mapping`; `train s` includes the mapping for the mapped arms):",
         "",
         "| arm | within the training donor | on the other donor (evaluation) | train s |",
         "|---|---|---|---|",

@@ -70,6 +70,10 @@ class _FromUnlabelled(Objective):
             metrics["confident_share"].update(loss_output.extra_metrics["confident_share"])
 
 
+#: Largest weight ``PseudoLabels(balance=True)`` gives a pseudo-label of a rarely called type (the mean weight is 1).
+MAX_BALANCE_WEIGHT = 10.0
+
+
 class PseudoLabels(_FromUnlabelled):
     """Self-training: an unlabelled cell the teacher calls with probability >= ``threshold`` trains the
     classifier's augmented view towards that call (cross-entropy, averaged over all unlabelled cells).
@@ -84,6 +88,11 @@ class PseudoLabels(_FromUnlabelled):
         Align the teacher's distribution to the labelled cells' class frequencies (module docstring).
     momentum
         Momentum of the running class frequencies and mean prediction.
+    balance
+        Weigh each confident call by the inverse of its type's running share of the confident calls, so that
+        every called type pulls equally on what is trained (at most :data:`MAX_BALANCE_WEIGHT` times the mean),
+        instead of the most frequent types dominating and drawing borderline cells of rare types into themselves
+        (class-balanced self-training; Zou et al. 2018 balance by per-type thresholds to the same end).
 
     Examples
     --------
@@ -94,19 +103,48 @@ class PseudoLabels(_FromUnlabelled):
 
     name = "pseudo_labels"
 
-    def __init__(self, n_labels: int, *, threshold: float = 0.8, align: bool = True, momentum: float = 0.99):
+    def __init__(
+        self,
+        n_labels: int,
+        *,
+        threshold: float = 0.8,
+        align: bool = True,
+        momentum: float = 0.99,
+        balance: bool = False,
+    ):
         super().__init__(n_labels, threshold=threshold, align=align, momentum=momentum)
+        self.balance = bool(balance)
+        # running share of each type among the confident calls (bias-corrected: divided by 1 - momentum**steps);
+        # state of one training run, not saved with the model
+        self.register_buffer("called_share", torch.zeros(n_labels), persistent=False)
+        self.register_buffer("called_steps", torch.zeros(()), persistent=False)
+
+    def _balance_weights(self, target: torch.Tensor, confident: torch.Tensor) -> torch.Tensor:
+        """Per cell: ``1 / (types called * share of its type)`` from the running shares, at most the cap."""
+        if self.training and confident.any():
+            counts = torch.bincount(target[confident], minlength=self.n_labels).float()
+            self.called_share.mul_(self.momentum).add_((1 - self.momentum) * counts / counts.sum())
+            self.called_steps.add_(1)
+        if self.called_steps.item() == 0:
+            return torch.ones_like(target, dtype=torch.float32)
+        share = self.called_share / (1 - self.momentum**self.called_steps)
+        called = share > 0
+        weights = torch.where(called, 1.0 / (called.sum() * share.clamp_min(1e-12)), torch.zeros_like(share))
+        return weights.clamp(max=MAX_BALANCE_WEIGHT)[target]
 
     def loss(self, views: EncoderViews, batch: CellBatch) -> LossOutput:
-        """Cross-entropy towards confident teacher calls."""
+        """Cross-entropy towards confident teacher calls (weighted by type with ``balance``)."""
         unlabelled, probs = self._teacher(views, batch)
         if not unlabelled.any():
             return self._empty(views)
         confidence, target = probs.max(-1)
         confident = confidence >= self.threshold
+        weights = confident.float()
+        if self.balance:
+            weights = weights * self._balance_weights(target, confident)
         views.augmented()
         logits = views.logits("augmented")[unlabelled].float()
-        loss = (F.cross_entropy(logits, target, reduction="none") * confident).mean()
+        loss = (F.cross_entropy(logits, target, reduction="none") * weights).mean()
         share = confident.float().mean()
         return LossOutput(loss=loss, n_obs_minibatch=int(unlabelled.sum()), extra_metrics={"confident_share": share})
 
