@@ -425,3 +425,24 @@ def test_annotate_defaults_to_the_mode_the_mapping_validation_picks():
     choice = annotate_mode_choice(records)
     assert len(choice["seeds"]) >= 3, choice
     assert choice["mode"] == ANNOTATE_MODE, choice
+
+
+def test_query_models_balance_their_pseudo_labels_as_the_validation_picks():
+    """A query model builds its pseudo-labels as the mapping validations pick from the committed records (both
+    validation splits, at least 3 seed pairs each), and the query model's objective is built that way."""
+    from harness.semi_supervised_report import balance_choice
+
+    import sctransformer_tools as sct
+    from sctransformer_tools.model._mapping import QUERY_OBJECTIVE_SETTINGS
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "semi_supervised.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    choice = balance_choice(records)
+    assert choice["pairs"] >= 6, choice
+    assert QUERY_OBJECTIVE_SETTINGS["pseudo_labels"]["balance"] is choice["balance"], choice
+
+    model, _ = sct.ds.toy_model()
+    query_model = sct.SCTransformer.load_query_data(sct.ds.pbmc68k_reduced()[1::2].copy(), model)
+    query_model.train(max_epochs=1, enable_progress_bar=False)
+    assert query_model.module.objectives["pseudo_labels"].balance is choice["balance"]
+    assert query_model.objectives_["pseudo_labels"] == QUERY_OBJECTIVE_SETTINGS["pseudo_labels"]

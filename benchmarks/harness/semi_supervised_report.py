@@ -255,9 +255,34 @@ def in_donor_reading(records: Iterable[Mapping], evaluation: Iterable[Mapping]) 
 #: The command line's ``annotate --mode`` each mapping arm stands for (its default adaptation objectives).
 ANNOTATE_MODES = {
     "reference only": "labelled",
-    "mapped: pseudo-labels": "mapping",
+    "mapped: pseudo-labels, balanced": "mapping",
     "query unlabelled in training": "unlabelled",
 }
+#: How a query model's pseudo-labels are built (``balance``), by arm, and each validation experiment's arm without
+#: mapping that the mapped arms are paired with.
+BALANCE_ARMS = {"mapped: pseudo-labels": False, "mapped: pseudo-labels, balanced": True}
+UNMAPPED = {"mapping": "reference only", "in_donor": "default"}
+
+
+def balance_choice(records: Iterable[Mapping]) -> dict:
+    """Whether a query model balances its pseudo-labels by type: the arm of :data:`BALANCE_ARMS` with the highest
+    mean paired difference from the same reference without mapping, pooled over both validation experiments
+    (Darmanis' donor group, Allen M1's training donor) and the seeds every arm ran in each; a mean within
+    :data:`~harness.stats.TIE` of the best is a tie, won by the earlier (unbalanced, 0.3's first) arm."""
+    frame = _frame(records)
+    differences: dict[str, list[float]] = {arm: [] for arm in BALANCE_ARMS}
+    for experiment, unmapped in UNMAPPED.items():
+        part = frame[frame["experiment"] == experiment]
+        by_arm = {
+            a: part[part["arm"] == a].set_index("seed")["macro_f1"].astype(float) for a in (*BALANCE_ARMS, unmapped)
+        }
+        seeds = sorted(set.intersection(*(set(v.index) for v in by_arm.values())))
+        for arm in BALANCE_ARMS:
+            differences[arm] += list(by_arm[arm].loc[seeds] - by_arm[unmapped].loc[seeds])
+    means = {arm: float(np.mean(d)) if d else float("nan") for arm, d in differences.items()}
+    best = max(means.values())
+    arm = next(a for a in BALANCE_ARMS if means[a] >= best - TIE)
+    return {"arm": arm, "balance": BALANCE_ARMS[arm], "pairs": len(differences[arm]), "mean_differences": means}
 
 
 def annotate_mode_choice(records: Iterable[Mapping]) -> dict:
@@ -272,6 +297,28 @@ def annotate_mode_choice(records: Iterable[Mapping]) -> dict:
     best = max(means.values())
     arm = next(a for a in ANNOTATE_MODES if means[a] >= best - TIE)
     return {"mode": ANNOTATE_MODES[arm], "arm": arm, "seeds": seeds, "mean_differences": means}
+
+
+def balance_lines(frame: pd.DataFrame) -> list[str]:
+    """The pick of :func:`balance_choice`, with its numbers, when both validation experiments ran both arms."""
+    ran = {
+        (e, a)
+        for e, a in zip(frame["experiment"], frame["arm"], strict=True)
+        if a in BALANCE_ARMS or a in UNMAPPED.values()
+    }
+    if not all((e, a) in ran for e in UNMAPPED for a in (*BALANCE_ARMS, UNMAPPED[e])):
+        return []
+    choice = balance_choice(frame.to_dict("records"))
+    said = ", ".join(f"`{a}` {m:+.3f}" for a, m in choice["mean_differences"].items())
+    return [
+        "### How a query model self-trains",
+        "",
+        "Mapped minus the same reference without mapping, pooled over both validation splits (the Darmanis donor",
+        f"group and Allen M1's training donor; {choice['pairs']} seed pairs): {said}. The pick (the highest mean, a",
+        f"tie going to the unbalanced arm) is `{choice['arm']}`: a query model's pseudo-labels are built with",
+        f"`balance={choice['balance']}` (`sctransformer_tools.model._mapping.QUERY_OBJECTIVE_SETTINGS`).",
+        "",
+    ]
 
 
 def write_report(records: Iterable[Mapping], path: str | Path, evaluation: Iterable[Mapping] = ()) -> str:
@@ -295,6 +342,7 @@ def write_report(records: Iterable[Mapping], path: str | Path, evaluation: Itera
         threads = sorted(int(t) for t in frame["threads"].dropna().unique())
         lines += [f"Machines: {', '.join(machines)}; threads per run: {threads}.", ""]
         lines += in_study_tables(frame) + mapping_tables(frame) + in_donor_tables(frame, evaluation)
+        lines += balance_lines(frame)
     text = "\n".join(lines) + "\n"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(text)

@@ -46,6 +46,14 @@ logger = logging.getLogger(__name__)
 ADAPT_OBJECTIVES: dict[str, float] = {PseudoLabels.name: 1.0, MaskedExpression.name: 1.0}
 #: Objectives that train the classifier on its own calls (built without distribution alignment on a query).
 SELF_TRAINING = (PseudoLabels.name, Consistency.name)
+#: How ``train()`` builds them on a query: no distribution alignment (the query's composition may differ from the
+#: reference's, and the classifier is the reference's), and pseudo-labels balanced by type, so that the query's
+#: frequent types do not draw in borderline cells of its rare ones (chosen on validation splits by
+#: ``benchmarks/semi_supervised.py``; ``docs/results/semi_supervised.md``).
+QUERY_OBJECTIVE_SETTINGS: dict[str, dict] = {
+    PseudoLabels.name: {"align": False, "balance": True},
+    Consistency.name: {"align": False},
+}
 #: Optimiser steps of ``query_model.train()`` by default (whole epochs of the query, at least one).
 ADAPT_STEPS = 300
 #: Attributes of the reference a query model keeps (what it predicts with).
@@ -157,7 +165,8 @@ class MappingMixin:
 
         For a query model (from :meth:`load_query_data`): only the query adapter (and ``unfrozen`` reference
         parameters) learn, on the query's cells, without labels, through :data:`ADAPT_OBJECTIVES` (or
-        ``objectives=``); ``max_epochs`` defaults to about :data:`ADAPT_STEPS` optimiser steps. Accepts ``lr``
+        ``objectives=``), built as :data:`QUERY_OBJECTIVE_SETTINGS` says unless added before with
+        :meth:`add_objective`; ``max_epochs`` defaults to about :data:`ADAPT_STEPS` optimiser steps. Accepts ``lr``
         (default 1e-2), ``batch_size``, ``objectives``, ``seed``, ``precision``, ``enable_progress_bar`` and
         Lightning trainer arguments.
         """
@@ -184,9 +193,7 @@ class MappingMixin:
             weights.pop(MaskedExpression.name)  # the reference learned no masked-expression head to adapt with
         for name in weights:
             if name not in self.module.objectives:
-                # no distribution alignment on a query: its composition may differ from the reference's, and the
-                # classifier is the reference's, trained on all of its labels (only the adapter moves)
-                add_objective(self, name, **({"align": False} if name in SELF_TRAINING else {}))
+                add_objective(self, name, **QUERY_OBJECTIVE_SETTINGS.get(name, {}))
         if not weights:
             raise ValueError("No objective to adapt the query with: pass objectives={'pseudo_labels': 1.0, ...}.")
         n_cells = self.adata.n_obs
