@@ -226,7 +226,7 @@ def mapping_reading(records: list[dict]) -> str:
             f"`docs/results/semi_supervised.md`): {_said(stats)}."
         )
     confusion = json.loads((results / "cross_study_confusion.json").read_text())
-    changed = confusion.get("changed_by_mapping") or {}
+    changed = (confusion.get("changed_by_mapping") or {}).get(CONFUSION_MAPPED) or {}
     if changed:
         seeds = sorted(changed, key=int)
         n_cells = sum(sum(c.values()) for c in next(iter(confusion["calls"][CONFUSION_DEFAULT].values())).values())
@@ -240,6 +240,8 @@ def mapping_reading(records: list[dict]) -> str:
 
 #: The default model's row in ``benchmarks/results/cross_study_confusion.json``, and the rows set beside it.
 CONFUSION_DEFAULT = "scTransformer, labelled cells"
+#: The default query model's row there.
+CONFUSION_MAPPED = "scTransformer, mapped onto the test cells"
 
 
 def cross_study_reading(confusion: dict | None = None) -> str:
@@ -275,6 +277,14 @@ def cross_study_reading(confusion: dict | None = None) -> str:
         top = max(sorted(calls_of_default), key=calls_of_default.get)
         cells = " | ".join(str(n) for n in right)
         lines.append(f"| {cell_type} | {n_cells} | {cells} | {top} ({calls_of_default[top]}) |")
+    total = [
+        sum(table.get(p, {}).get(t, 0) for table in confusion["calls"][m].values() for p, t in scored_as.items())
+        for m in methods
+    ]
+    n_all = sum(
+        sum(calls.values()) for table in confusion["calls"][CONFUSION_DEFAULT].values() for calls in table.values()
+    )
+    lines.append(f"| every sorted population | {n_all} | " + " | ".join(str(n) for n in total) + " | |")
     missing = sorted({g for genes in confusion["missing_markers"].values() for g in genes})
     lines += [
         "",

@@ -255,7 +255,7 @@ def in_donor_reading(records: Iterable[Mapping], evaluation: Iterable[Mapping]) 
 #: The command line's ``annotate --mode`` each mapping arm stands for (its default adaptation objectives).
 ANNOTATE_MODES = {
     "reference only": "labelled",
-    "mapped: pseudo-labels, balanced": "mapping",
+    "mapped: pseudo-labels": "mapping",
     "query unlabelled in training": "unlabelled",
 }
 #: How a query model's pseudo-labels are built (``balance``), by arm, and each validation experiment's arm without
@@ -310,7 +310,7 @@ def balance_lines(frame: pd.DataFrame) -> list[str]:
         return []
     choice = balance_choice(frame.to_dict("records"))
     said = ", ".join(f"`{a}` {m:+.3f}" for a, m in choice["mean_differences"].items())
-    return [
+    lines = [
         "### How a query model self-trains",
         "",
         "Mapped minus the same reference without mapping, pooled over both validation splits (the Darmanis donor",
@@ -319,6 +319,20 @@ def balance_lines(frame: pd.DataFrame) -> list[str]:
         f"`balance={choice['balance']}` (`sctransformer_tools.model._mapping.QUERY_OBJECTIVE_SETTINGS`).",
         "",
     ]
+    part = frame[(frame["experiment"] == "in_donor") & frame["arm"].isin([UNMAPPED["in_donor"], *BALANCE_ARMS])]
+    if "recall" not in part or part["recall"].isna().any():
+        return lines
+    recall = pd.DataFrame(list(part["recall"]), index=part["arm"].to_numpy()).groupby(level=0, sort=False).mean()
+    types = sorted(recall.columns, key=lambda t: -recall.loc[UNMAPPED["in_donor"], t])
+    lines += [
+        "Recall per cell type within Allen M1's training donor (mean over seeds; types from the best recalled):",
+        "",
+        "| arm | " + " | ".join(types) + " |",
+        "|---" * (len(types) + 1) + "|",
+    ]
+    for arm, row in recall.iterrows():
+        lines.append(f"| {arm} | " + " | ".join(f"{row[t]:.2f}" for t in types) + " |")
+    return lines + [""]
 
 
 def write_report(records: Iterable[Mapping], path: str | Path, evaluation: Iterable[Mapping] = ()) -> str:
