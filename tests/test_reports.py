@@ -427,22 +427,39 @@ def test_annotate_defaults_to_the_mode_the_mapping_validation_picks():
     assert choice["mode"] == ANNOTATE_MODE, choice
 
 
-def test_query_models_balance_their_pseudo_labels_as_the_validation_picks():
-    """A query model builds its pseudo-labels as the mapping validations pick from the committed records (both
-    validation splits, at least 3 seed pairs each), and the query model's objective is built that way."""
+def test_query_pseudo_labels_stay_unbalanced_where_the_validation_pick_failed_across_studies():
+    """The mapping validations pick balanced pseudo-labels (committed records, both splits); the default query model
+    keeps them unbalanced, for the reason the report gives: on pbmc3k -> pbmc68k, whose largest population is its
+    dendritic cells, the balanced query model calls fewer than half of them DC (the confusion diagnostic's record)."""
     from harness.semi_supervised_report import balance_choice
 
     import sctransformer_tools as sct
     from sctransformer_tools.model._mapping import QUERY_OBJECTIVE_SETTINGS
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "semi_supervised.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    records = [json.loads(line) for line in (results / "semi_supervised.jsonl").read_text().splitlines() if line]
     choice = balance_choice(records)
-    assert choice["pairs"] >= 6, choice
-    assert QUERY_OBJECTIVE_SETTINGS["pseudo_labels"]["balance"] is choice["balance"], choice
+    assert choice["pairs"] >= 6 and choice["balance"] is True, choice
+    assert QUERY_OBJECTIVE_SETTINGS["pseudo_labels"].get("balance", False) is False
+
+    confusion = json.loads((results / "cross_study_confusion.json").read_text())
+    seeds = confusion["calls"]["scTransformer, labelled cells"]
+    sizes = {p: sum(c.values()) for p, c in next(iter(seeds.values())).items()}
+    assert max(sizes, key=sizes.get) == "Dendritic"
+
+    def dc_share(method):
+        shares = [t["Dendritic"].get("DC", 0) / sizes["Dendritic"] for t in confusion["calls"][method].values()]
+        assert len(shares) >= 3, method
+        return float(np.mean(shares))
+
+    assert (
+        dc_share("scTransformer, mapped, pseudo-labels balanced")
+        < 0.5
+        < dc_share("scTransformer, mapped onto the test cells")
+    )
 
     model, _ = sct.ds.toy_model()
     query_model = sct.SCTransformer.load_query_data(sct.ds.pbmc68k_reduced()[1::2].copy(), model)
     query_model.train(max_epochs=1, enable_progress_bar=False)
-    assert query_model.module.objectives["pseudo_labels"].balance is choice["balance"]
+    assert query_model.module.objectives["pseudo_labels"].balance is False
     assert query_model.objectives_["pseudo_labels"] == QUERY_OBJECTIVE_SETTINGS["pseudo_labels"]

@@ -315,10 +315,21 @@ def balance_lines(frame: pd.DataFrame) -> list[str]:
         "",
         "Mapped minus the same reference without mapping, pooled over both validation splits (the Darmanis donor",
         f"group and Allen M1's training donor; {choice['pairs']} seed pairs): {said}. The pick (the highest mean, a",
-        f"tie going to the unbalanced arm) is `{choice['arm']}`: a query model's pseudo-labels are built with",
-        f"`balance={choice['balance']}` (`sctransformer_tools.model._mapping.QUERY_OBJECTIVE_SETTINGS`).",
+        f"tie going to the unbalanced arm) is `{choice['arm']}`.",
         "",
     ]
+    if choice["balance"]:
+        lines += [
+            "**The pick is not the default.** Balancing weighs each type's confident calls by the inverse of its share",
+            "of them, which pulls a query towards equal numbers of calls per type. On the evaluation's pbmc3k → pbmc68k",
+            "split, whose largest population is its dendritic cells, it moved most of them to other types (the rows",
+            "`mapped, pseudo-labels balanced` of `docs/results/cross_study_confusion.md`). That was seen on a reported",
+            "split, not on a validation one, so it chooses nothing: a query model's pseudo-labels stay as they were",
+            "before this arm was tried (`balance=False`, `sctransformer_tools.model._mapping.QUERY_OBJECTIVE_SETTINGS`).",
+            "Neither validation split showed this failure: choosing how a query self-trains needs a validation query",
+            "from another study, which the data here do not hold apart from the reported one.",
+            "",
+        ]
     part = frame[(frame["experiment"] == "in_donor") & frame["arm"].isin([UNMAPPED["in_donor"], *BALANCE_ARMS])]
     if "recall" not in part or part["recall"].isna().any():
         return lines

@@ -92,7 +92,9 @@ class PseudoLabels(_FromUnlabelled):
         Weigh each confident call by the inverse of its type's running share of the confident calls, so that
         every called type pulls equally on what is trained (at most :data:`MAX_BALANCE_WEIGHT` times the mean),
         instead of the most frequent types dominating and drawing borderline cells of rare types into themselves
-        (class-balanced self-training; Zou et al. 2018 balance by per-type thresholds to the same end).
+        (class-balanced self-training; Zou et al. 2018 balance by per-type thresholds to the same end). It pulls
+        the calls towards equal numbers per type, which harms a query dominated by one type: query models do not
+        use it by default.
 
     Examples
     --------
