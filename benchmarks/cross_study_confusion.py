@@ -4,10 +4,12 @@ The evaluation scores pbmc3k -> pbmc68k on pbmc3k's labels (``sct.ds.PBMC68K_TO_
 populations onto them) and reports recall per type; this diagnostic shows the whole table behind those recalls, per
 sorted population (``bulk_labels``), for today's default model (labelled cells; with the test cells unlabelled;
 mapped onto the test cells) and the peers logistic regression and scANVI, on the evaluation's split and seeds,
-trained as the evaluation trains them. For the mapped model it also counts, per population, the query cells whose
-call the mapping changed from its own reference's (the same model before ``load_query_data``). It also lists which of the pbmc3k tutorial's marker genes of the hard types the query does not measure
-(``pbmc68k_reduced`` keeps 765 genes). It chooses nothing: it reads the reported split to explain a result, not to
-set anything.
+trained as the evaluation trains them; the mapped model also with its pseudo-labels balanced by type (the arm the
+mapping validations pick, kept out of the default: ``docs/results/semi_supervised.md``). For each mapped model it
+also counts, per population, the query cells whose call the mapping changed from its own reference's (the same
+model before ``load_query_data``). It also lists which of the pbmc3k tutorial's marker genes of the hard types the
+query does not measure (``pbmc68k_reduced`` keeps 765 genes). It chooses nothing: it reads the reported split to
+explain a result, not to set anything.
 
 Usage (from the project root)::
 
