@@ -137,7 +137,8 @@ MAPPING_ARMS: dict[str, dict | tuple | None] = {
     # each called type pulls equally: do rare types keep their cells when the query's majority types self-train?
     "mapped: pseudo-labels, balanced": ("mapped", {"pseudo_labels": {"align": False, "balance": True}}),
 }
-#: In-donor arms (Allen M1): model settings of scTransformer, or a peer of ``sct.bm.peers`` by name.
+#: In-donor arms (Allen M1): model settings of scTransformer, a peer of ``sct.bm.peers`` by name, or a tuple
+#: ``("mapped", ...)`` / ``("unlabelled", ...)`` as in :data:`MAPPING_ARMS`.
 IN_DONOR_ARMS: dict[str, dict | str | tuple] = {
     "default": {},
     "no Transformer layer": {"n_layers": 0},
@@ -149,6 +150,8 @@ IN_DONOR_ARMS: dict[str, dict | str | tuple] = {
     # no change of donor, so mapping should keep what the reference calls right, rare types included
     "mapped: pseudo-labels": ("mapped", {"pseudo_labels": {"align": False}}),
     "mapped: pseudo-labels, balanced": ("mapped", {"pseudo_labels": {"align": False, "balance": True}}),
+    # the default model trained with the validation cells joined unlabelled (``("unlabelled", objectives)``)
+    "query unlabelled in training": ("unlabelled", {}),
 }
 
 
@@ -395,11 +398,13 @@ def in_donor(seeds, arms, threads: int, resume: bool) -> None:
                 pred = np.asarray(peer.predict(query), str)
             else:
                 reference = fit.copy()
+                kind = settings[0] if isinstance(settings, tuple) else None
+                if kind == "unlabelled":
+                    reference = sct.bm.with_unlabelled(reference, query, LABELS_KEY)
                 sct.SCTransformer.setup_anndata(reference, labels_key=LABELS_KEY, library_size_key=LIBRARY_KEY)
-                mapped = isinstance(settings, tuple)
-                model = sct.SCTransformer(reference, seed=seed, **({} if mapped else settings))
-                model.train(enable_progress_bar=False)
-                if mapped:  # the default model, mapped onto the validation cells
+                model = sct.SCTransformer(reference, seed=seed, **({} if kind else settings))
+                model.train(enable_progress_bar=False, **({"objectives": settings[1]} if kind == "unlabelled" else {}))
+                if kind == "mapped":  # the default model, mapped onto the validation cells
                     model = map_query(query, model, settings[1])
                 train_s = time.perf_counter() - start
                 pred = np.asarray(model.predict(query, inplace=False, library_size_key=LIBRARY_KEY), str)

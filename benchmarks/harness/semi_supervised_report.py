@@ -144,6 +144,7 @@ EVALUATION_ARMS = {
     "CellTypist": ("defaults", "celltypist", None),
     "mapped: pseudo-labels": ("mapping", "sctransformer", "grn"),
     "mapped: pseudo-labels, balanced": None,
+    "query unlabelled in training": ("unlabelled", "sctransformer", "grn"),
 }
 
 
