@@ -123,14 +123,6 @@ def mapping_tables(frame: pd.DataFrame) -> list[str]:
                     f"| {arm} | {stats['n_pairs']} | {stats['mean']:+.3f} | {stats['wins']} / {stats['losses']} / {stats['ties']} |"
                 )
         lines.append("")
-    if set(ANNOTATE_MODES) <= set(part["arm"]):
-        choice = annotate_mode_choice(part.to_dict("records"))
-        lines += [
-            "The command line's default (`sctransformer-tools annotate --mode`) is the arm with the highest mean "
-            f"difference over the {len(choice['seeds'])} seeds all three ran (a tie going to the simpler): "
-            f"`{choice['arm']}`, i.e. `--mode {choice['mode']}`.",
-            "",
-        ]
     return lines
 
 
@@ -190,7 +182,7 @@ def in_donor_tables(frame: pd.DataFrame, evaluation: Iterable[Mapping] = ()) -> 
         "",
         "Macro-F1 on the validation cells (20% of the training donor, stratified), mean ± sd over seeds, beside the",
         "same model's macro-F1 on the evaluation's test donor (`docs/results/evaluation.json`, profiles `defaults`,",
-        "`no_tokens` and `mapping`; `train s` includes the mapping for the mapped arms):",
+        "`no_tokens`, `mapping` and `unlabelled`; `train s` includes the mapping for the mapped arms):",
         "",
         "| arm | within the training donor | on the other donor (evaluation) | train s |",
         "|---|---|---|---|",
@@ -255,9 +247,16 @@ def in_donor_reading(records: Iterable[Mapping], evaluation: Iterable[Mapping]) 
 
 #: The command line's ``annotate --mode`` each mapping arm stands for (its default adaptation objectives).
 ANNOTATE_MODES = {
-    "reference only": "labelled",
-    "mapped: pseudo-labels": "mapping",
-    "query unlabelled in training": "unlabelled",
+    "mapping": {
+        "reference only": "labelled",
+        "mapped: pseudo-labels": "mapping",
+        "query unlabelled in training": "unlabelled",
+    },
+    "in_donor": {
+        "default": "labelled",
+        "mapped: pseudo-labels": "mapping",
+        "query unlabelled in training": "unlabelled",
+    },
 }
 #: How a query model's pseudo-labels are built (``balance``), by arm, and each validation experiment's arm without
 #: mapping that the mapped arms are paired with.
@@ -287,17 +286,47 @@ def balance_choice(records: Iterable[Mapping]) -> dict:
 
 
 def annotate_mode_choice(records: Iterable[Mapping]) -> dict:
-    """The ``annotate --mode`` the mapping validation picks: the arm of :data:`ANNOTATE_MODES` with the highest mean
-    paired difference from the reference-only prediction over the seeds every one of them ran; a mean within
-    :data:`~harness.stats.TIE` of the best is a tie, won by the earlier (simpler) arm."""
+    """The ``annotate --mode`` the validations pick: the mode of :data:`ANNOTATE_MODES` with the highest mean paired
+    difference from the reference-only prediction, pooled over the validation experiments and the seeds in which all
+    three modes ran; a mean within :data:`~harness.stats.TIE` of the best is a tie, won by the earlier (simpler)
+    mode."""
     frame = _frame(records)
-    part = frame[(frame["experiment"] == "mapping") & frame["arm"].isin(list(ANNOTATE_MODES))]
-    by_arm = {a: part[part["arm"] == a].set_index("seed")["macro_f1"].astype(float) for a in ANNOTATE_MODES}
-    seeds = sorted(set.intersection(*(set(v.index) for v in by_arm.values())))
-    means = {a: float((by_arm[a].loc[seeds] - by_arm["reference only"].loc[seeds]).mean()) for a in ANNOTATE_MODES}
+    modes = list(dict.fromkeys(m for arms in ANNOTATE_MODES.values() for m in arms.values()))
+    differences: dict[str, list[float]] = {mode: [] for mode in modes}
+    seeds: dict[str, list[int]] = {}
+    for experiment, arms in ANNOTATE_MODES.items():
+        part = frame[frame["experiment"] == experiment] if "experiment" in frame else frame.iloc[:0]
+        by_mode = {
+            mode: part[part["arm"] == arm].set_index("seed")["macro_f1"].astype(float) for arm, mode in arms.items()
+        }
+        common = sorted(set.intersection(*(set(v.index) for v in by_mode.values())))
+        if not common:
+            continue
+        seeds[experiment] = common
+        for mode, values in by_mode.items():
+            differences[mode] += list(values.loc[common] - by_mode[modes[0]].loc[common])
+    means = {mode: float(np.mean(d)) if d else float("nan") for mode, d in differences.items()}
     best = max(means.values())
-    arm = next(a for a in ANNOTATE_MODES if means[a] >= best - TIE)
-    return {"mode": ANNOTATE_MODES[arm], "arm": arm, "seeds": seeds, "mean_differences": means}
+    mode = next(m for m in modes if means[m] >= best - TIE)
+    return {"mode": mode, "seeds": seeds, "pairs": len(differences[mode]), "mean_differences": means}
+
+
+def annotate_mode_lines(frame: pd.DataFrame) -> list[str]:
+    """The command line's default mode, as :func:`annotate_mode_choice` picks it, with its numbers."""
+    choice = annotate_mode_choice(frame.to_dict("records"))
+    if not choice["seeds"]:
+        return []
+    where = {"mapping": "the Darmanis donor group", "in_donor": "Allen M1's training donor"}
+    ran = "; ".join(f"{where[e]}, seeds {', '.join(map(str, s))}" for e, s in choice["seeds"].items())
+    said = ", ".join(f"`{m}` {d:+.3f}" for m, d in choice["mean_differences"].items())
+    return [
+        "### Which mode `sctransformer-tools annotate` uses",
+        "",
+        "Each mode minus the reference-only prediction, pooled over the validation splits where all three ran",
+        f"({ran}): {said}. The command line's default is the highest (a tie going to the simpler): `--mode",
+        f"{choice['mode']}`.",
+        "",
+    ]
 
 
 def balance_lines(frame: pd.DataFrame) -> list[str]:
@@ -368,7 +397,7 @@ def write_report(records: Iterable[Mapping], path: str | Path, evaluation: Itera
         threads = sorted(int(t) for t in frame["threads"].dropna().unique())
         lines += [f"Machines: {', '.join(machines)}; threads per run: {threads}.", ""]
         lines += in_study_tables(frame) + mapping_tables(frame) + in_donor_tables(frame, evaluation)
-        lines += balance_lines(frame)
+        lines += balance_lines(frame) + annotate_mode_lines(frame)
     text = "\n".join(lines) + "\n"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(text)

@@ -24,9 +24,11 @@ from sctransformer_tools._constants import AUTO, MASK_KINDS, NOVELTY_THRESHOLD
 logger = logging.getLogger("sctransformer_tools.cli")
 #: Help of --max-epochs (the same rule as the API's train(max_epochs=None)).
 EPOCHS_HELP = "training epochs (default: 8, or more on small references for at least 300 optimiser steps)"
-#: How ``annotate`` learns from the query's cells by default: chosen on the reference-mapping validation split of
-#: ``benchmarks/semi_supervised.py`` (a held-out donor group of Darmanis' training donors; docs/results/semi_supervised.md).
-ANNOTATE_MODE = "mapping"
+#: How ``annotate`` uses the query's cells by default: chosen on the validation splits of
+#: ``benchmarks/semi_supervised.py`` (a held-out donor group of Darmanis' training donors, and Allen M1's training
+#: donor), where neither mapping nor training with the query unlabelled beat the reference alone
+#: (docs/results/semi_supervised.md, "Which mode sctransformer-tools annotate uses").
+ANNOTATE_MODE = "labelled"
 MODE_HELP = {
     "labelled": "predict with the model trained on the reference alone",
     "unlabelled": "train on the reference with the query's cells as unlabelled cells (with --reference only)",
