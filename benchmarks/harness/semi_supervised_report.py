@@ -264,24 +264,46 @@ BALANCE_ARMS = {"mapped: pseudo-labels": False, "mapped: pseudo-labels, balanced
 UNMAPPED = {"mapping": "reference only", "in_donor": "default"}
 
 
+def _pooled_differences(
+    frame: pd.DataFrame, arms: Mapping[str, Mapping[str, str]], baseline: str
+) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Macro-F1 of each named arm minus ``baseline``'s, paired by seed and pooled over experiments.
+
+    ``arms``: per experiment, its arm -> the name it is pooled under (one of them ``baseline``). Only the seeds in
+    which every arm of an experiment ran count. Returns the differences by name and the seeds used per experiment.
+    """
+    names = list(dict.fromkeys(n for by_arm in arms.values() for n in by_arm.values()))
+    differences: dict[str, list[float]] = {name: [] for name in names}
+    seeds: dict[str, list[int]] = {}
+    for experiment, by_arm in arms.items():
+        part = frame[frame["experiment"] == experiment] if "experiment" in frame else frame.iloc[:0]
+        runs = {n: part[part["arm"] == a].set_index("seed")["macro_f1"].astype(float) for a, n in by_arm.items()}
+        common = sorted(set.intersection(*(set(v.index) for v in runs.values())))
+        if not common:
+            continue
+        seeds[experiment] = common
+        for name, values in runs.items():
+            differences[name] += list(values.loc[common] - runs[baseline].loc[common])
+    return differences, seeds
+
+
+def _best(differences: Mapping[str, list[float]]) -> tuple[str, dict[str, float]]:
+    """The name of highest mean difference (a mean within :data:`~harness.stats.TIE` of the best is a tie, won by the
+    earlier name), and the means."""
+    means = {name: float(np.mean(d)) if d else float("nan") for name, d in differences.items()}
+    best = max(means.values())
+    return next(n for n in means if means[n] >= best - TIE), means
+
+
 def balance_choice(records: Iterable[Mapping]) -> dict:
     """Whether a query model balances its pseudo-labels by type: the arm of :data:`BALANCE_ARMS` with the highest
     mean paired difference from the same reference without mapping, pooled over both validation experiments
     (Darmanis' donor group, Allen M1's training donor) and the seeds every arm ran in each; a mean within
     :data:`~harness.stats.TIE` of the best is a tie, won by the earlier (unbalanced, 0.3's first) arm."""
-    frame = _frame(records)
-    differences: dict[str, list[float]] = {arm: [] for arm in BALANCE_ARMS}
-    for experiment, unmapped in UNMAPPED.items():
-        part = frame[frame["experiment"] == experiment]
-        by_arm = {
-            a: part[part["arm"] == a].set_index("seed")["macro_f1"].astype(float) for a in (*BALANCE_ARMS, unmapped)
-        }
-        seeds = sorted(set.intersection(*(set(v.index) for v in by_arm.values())))
-        for arm in BALANCE_ARMS:
-            differences[arm] += list(by_arm[arm].loc[seeds] - by_arm[unmapped].loc[seeds])
-    means = {arm: float(np.mean(d)) if d else float("nan") for arm, d in differences.items()}
-    best = max(means.values())
-    arm = next(a for a in BALANCE_ARMS if means[a] >= best - TIE)
+    arms = {e: {unmapped: "unmapped", **{a: a for a in BALANCE_ARMS}} for e, unmapped in UNMAPPED.items()}
+    differences, _ = _pooled_differences(_frame(records), arms, "unmapped")
+    differences = {arm: differences[arm] for arm in BALANCE_ARMS}
+    arm, means = _best(differences)
     return {"arm": arm, "balance": BALANCE_ARMS[arm], "pairs": len(differences[arm]), "mean_differences": means}
 
 
@@ -290,24 +312,8 @@ def annotate_mode_choice(records: Iterable[Mapping]) -> dict:
     difference from the reference-only prediction, pooled over the validation experiments and the seeds in which all
     three modes ran; a mean within :data:`~harness.stats.TIE` of the best is a tie, won by the earlier (simpler)
     mode."""
-    frame = _frame(records)
-    modes = list(dict.fromkeys(m for arms in ANNOTATE_MODES.values() for m in arms.values()))
-    differences: dict[str, list[float]] = {mode: [] for mode in modes}
-    seeds: dict[str, list[int]] = {}
-    for experiment, arms in ANNOTATE_MODES.items():
-        part = frame[frame["experiment"] == experiment] if "experiment" in frame else frame.iloc[:0]
-        by_mode = {
-            mode: part[part["arm"] == arm].set_index("seed")["macro_f1"].astype(float) for arm, mode in arms.items()
-        }
-        common = sorted(set.intersection(*(set(v.index) for v in by_mode.values())))
-        if not common:
-            continue
-        seeds[experiment] = common
-        for mode, values in by_mode.items():
-            differences[mode] += list(values.loc[common] - by_mode[modes[0]].loc[common])
-    means = {mode: float(np.mean(d)) if d else float("nan") for mode, d in differences.items()}
-    best = max(means.values())
-    mode = next(m for m in modes if means[m] >= best - TIE)
+    differences, seeds = _pooled_differences(_frame(records), ANNOTATE_MODES, "labelled")
+    mode, means = _best(differences)
     return {"mode": mode, "seeds": seeds, "pairs": len(differences[mode]), "mean_differences": means}
 
 
